@@ -1,0 +1,199 @@
+//! The kernel/user ABI of the OBI sidecar: every struct that crosses the ring buffer or a map,
+//! the map and global names, and the per-architecture syscall table.
+//!
+//! Rules: `#[repr(C)]`, only fixed-width integers and byte arrays (no bool/enum/Option), padding
+//! spelled out, and sizes asserted at compile time so both sides agree or fail to build.
+#![no_std]
+
+/// Bytes of a read or written buffer copied into an event: enough for a request or status line
+/// and the usual headers (including `traceparent`) without copying bodies.
+pub const MAX_PAYLOAD: usize = 1024;
+
+/// Entries of the per-thread map that carries syscall arguments from enter to exit.
+pub const MAX_IN_FLIGHT: u32 = 16384;
+/// Processes that can be selected at once.
+pub const MAX_PIDS: u32 = 4096;
+/// Sockets tracked across all selected processes.
+pub const MAX_SOCKETS: u32 = 65536;
+/// Default ring buffer size (a power-of-two multiple of the page size).
+pub const DEFAULT_RING_BYTES: u32 = 1 << 21;
+
+/// Map and global names, shared so the loader cannot drift from the object.
+pub mod names {
+    pub const EVENTS: &str = "EVENTS";
+    pub const PIDS: &str = "PIDS";
+    pub const SOCKETS: &str = "SOCKETS";
+    pub const IN_FLIGHT: &str = "IN_FLIGHT";
+    pub const STATS: &str = "STATS";
+    pub const SCRATCH: &str = "SCRATCH";
+    pub const PIDNS_DEV: &str = "PIDNS_DEV";
+    pub const PIDNS_INO: &str = "PIDNS_INO";
+    pub const SYS_ENTER: &str = "sys_enter";
+    pub const SYS_EXIT: &str = "sys_exit";
+}
+
+/// `EventHeader::kind`.
+pub const EVENT_DATA: u32 = 1;
+pub const EVENT_CONNECT: u32 = 2;
+pub const EVENT_CLOSE: u32 = 3;
+
+/// `DataEvent::direction`: bytes the process read from the socket, or wrote to it.
+pub const DIRECTION_INGRESS: u32 = 0;
+pub const DIRECTION_EGRESS: u32 = 1;
+
+/// `ConnectEvent::role` and the value stored in [`names::SOCKETS`].
+pub const ROLE_UNKNOWN: u32 = 0;
+/// The process accepted the connection: it is the server.
+pub const ROLE_SERVER: u32 = 1;
+/// The process connected: it is the client.
+pub const ROLE_CLIENT: u32 = 2;
+
+/// Indexes of the per-CPU counters in [`names::STATS`].
+pub const STAT_EVENTS: u32 = 0;
+pub const STAT_DROPPED: u32 = 1;
+pub const STAT_IN_FLIGHT_FULL: u32 = 2;
+pub const STAT_COUNT: u32 = 3;
+
+/// Common prefix of every ring buffer record.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EventHeader {
+    /// One of `EVENT_*`.
+    pub kind: u32,
+    /// Thread group id (process id) as seen in the sidecar's PID namespace.
+    pub pid: u32,
+    /// Thread id as seen in the sidecar's PID namespace.
+    pub tid: u32,
+    /// The socket's file descriptor in `pid`.
+    pub fd: i32,
+    /// `CLOCK_MONOTONIC` nanoseconds when the syscall returned.
+    pub timestamp_ns: u64,
+}
+
+/// Bytes moved through a socket by one read-like or write-like syscall.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct DataEvent {
+    pub header: EventHeader,
+    /// `DIRECTION_*`.
+    pub direction: u32,
+    /// Bytes the syscall moved (its return value, saturated to u32).
+    pub total_len: u32,
+    /// Leading bytes of `payload` that hold data (at most [`MAX_PAYLOAD`]).
+    pub captured_len: u32,
+    pub _pad: u32,
+    /// `CLOCK_MONOTONIC` nanoseconds when the syscall was entered.
+    pub start_ns: u64,
+    pub payload: [u8; MAX_PAYLOAD],
+}
+
+/// Size of a data event without its payload; a record is this plus `captured_len` bytes.
+pub const DATA_EVENT_HEADER_LEN: usize = core::mem::offset_of!(DataEvent, payload);
+
+/// A socket accepted or connected by a selected process.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConnectEvent {
+    pub header: EventHeader,
+    /// `ROLE_SERVER` after accept, `ROLE_CLIENT` after connect.
+    pub role: u32,
+    /// Address family of `peer_addr` (`AF_INET`, `AF_INET6`) or 0 when the caller passed none.
+    pub family: u16,
+    /// Peer port, host byte order.
+    pub peer_port: u16,
+    /// Peer address: 4 bytes for IPv4, 16 for IPv6, network order.
+    pub peer_addr: [u8; 16],
+}
+
+/// A selected process closed a tracked socket.
+pub type CloseEvent = EventHeader;
+
+/// Key of [`names::SOCKETS`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct SocketKey {
+    pub pid: u32,
+    pub fd: i32,
+}
+
+/// Syscall arguments saved at enter for the matching exit, keyed by the kernel pid_tgid.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct InFlight {
+    pub start_ns: u64,
+    /// Buffer, iovec array, msghdr or sockaddr pointer, depending on `syscall`.
+    pub ptr: u64,
+    /// Userspace pointer to the addrlen for accept, the iovec count for readv/writev.
+    pub aux: u64,
+    pub syscall: u32,
+    pub fd: i32,
+    /// Namespace tgid and tid, so the exit needs no second namespace lookup.
+    pub pid: u32,
+    pub tid: u32,
+}
+
+/// Value of [`names::PIDS`]: why a process is selected (for userspace bookkeeping only).
+pub const PID_SELECTED: u32 = 1;
+
+const _: () = {
+    assert!(core::mem::size_of::<EventHeader>() == 24);
+    assert!(core::mem::size_of::<DataEvent>() == 48 + MAX_PAYLOAD);
+    assert!(DATA_EVENT_HEADER_LEN == 48);
+    assert!(core::mem::size_of::<ConnectEvent>() == 48);
+    assert!(core::mem::size_of::<SocketKey>() == 8);
+    assert!(core::mem::size_of::<InFlight>() == 40);
+    assert!(MAX_PAYLOAD.is_power_of_two());
+};
+
+/// Syscall numbers and `struct pt_regs` offsets of the architecture the object is built for.
+/// Raw `sys_enter`/`sys_exit` tracepoints hand over the registers, not typed arguments.
+#[cfg(bpf_target_arch = "x86_64")]
+pub mod arch {
+    pub const SYS_READ: u32 = 0;
+    pub const SYS_WRITE: u32 = 1;
+    pub const SYS_CLOSE: u32 = 3;
+    pub const SYS_READV: u32 = 19;
+    pub const SYS_WRITEV: u32 = 20;
+    pub const SYS_SENDFILE: u32 = 40;
+    pub const SYS_CONNECT: u32 = 42;
+    pub const SYS_ACCEPT: u32 = 43;
+    pub const SYS_SENDTO: u32 = 44;
+    pub const SYS_RECVFROM: u32 = 45;
+    pub const SYS_SENDMSG: u32 = 46;
+    pub const SYS_RECVMSG: u32 = 47;
+    pub const SYS_ACCEPT4: u32 = 288;
+    /// Offsets in `struct pt_regs` of the syscall arguments (rdi, rsi, rdx) and the number.
+    pub const REG_ARG0: usize = 112;
+    pub const REG_ARG1: usize = 104;
+    pub const REG_ARG2: usize = 96;
+    pub const REG_SYSCALL_NR: usize = 120;
+}
+
+#[cfg(bpf_target_arch = "aarch64")]
+pub mod arch {
+    pub const SYS_CLOSE: u32 = 57;
+    pub const SYS_READ: u32 = 63;
+    pub const SYS_WRITE: u32 = 64;
+    pub const SYS_READV: u32 = 65;
+    pub const SYS_WRITEV: u32 = 66;
+    pub const SYS_SENDFILE: u32 = 71;
+    pub const SYS_ACCEPT: u32 = 202;
+    pub const SYS_CONNECT: u32 = 203;
+    pub const SYS_SENDTO: u32 = 206;
+    pub const SYS_RECVFROM: u32 = 207;
+    pub const SYS_SENDMSG: u32 = 211;
+    pub const SYS_RECVMSG: u32 = 212;
+    pub const SYS_ACCEPT4: u32 = 242;
+    /// `regs[0..2]`, and `syscallno` after `regs[31]`, `sp`, `pc`, `pstate`, `orig_x0`.
+    pub const REG_ARG0: usize = 0;
+    pub const REG_ARG1: usize = 8;
+    pub const REG_ARG2: usize = 16;
+    pub const REG_SYSCALL_NR: usize = 280;
+}
+
+#[cfg(feature = "user")]
+mod user {
+    // SAFETY: plain `#[repr(C)]` integers and byte arrays with explicit padding; any bit pattern
+    // is valid.
+    unsafe impl aya::Pod for super::SocketKey {}
+}

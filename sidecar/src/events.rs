@@ -1,0 +1,249 @@
+//! Decoding of ring buffer records (the ABI in `sidecar_bpf`) into borrowed, typed events.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use sidecar_bpf::{
+    ConnectEvent, DATA_EVENT_HEADER_LEN, DIRECTION_EGRESS, DataEvent, EVENT_CLOSE, EVENT_CONNECT,
+    EVENT_DATA, EventHeader, MAX_PAYLOAD, ROLE_CLIENT, ROLE_SERVER,
+};
+
+use crate::{Error, Result};
+
+/// Which side of a connection the instrumented process is on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// It accepted the connection.
+    Server,
+    /// It connected.
+    Client,
+    /// The connection existed before the process was selected: decided from the first bytes.
+    Unknown,
+}
+
+/// Direction of a data event, from the instrumented process's point of view.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    /// The process read these bytes.
+    Ingress,
+    /// The process wrote these bytes.
+    Egress,
+}
+
+/// Fields every event has.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Meta {
+    /// Process id in the sidecar's PID namespace.
+    pub pid: u32,
+    /// Thread id in the sidecar's PID namespace.
+    pub tid: u32,
+    /// The socket's file descriptor.
+    pub fd: i32,
+    /// `CLOCK_MONOTONIC` nanoseconds at syscall exit.
+    pub timestamp_ns: u64,
+}
+
+/// One decoded ring buffer record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Event<'a> {
+    /// Bytes read from or written to a tracked socket.
+    Data {
+        meta: Meta,
+        direction: Direction,
+        /// Bytes the syscall moved; `payload` may hold fewer.
+        total_len: u32,
+        /// `CLOCK_MONOTONIC` nanoseconds at syscall entry.
+        start_ns: u64,
+        /// The leading bytes (at most `MAX_PAYLOAD`).
+        payload: &'a [u8],
+    },
+    /// A socket was accepted or connected.
+    Connect {
+        meta: Meta,
+        role: Role,
+        peer: Option<SocketAddr>,
+    },
+    /// A tracked socket was closed.
+    Close { meta: Meta },
+}
+
+fn read<T: Copy>(bytes: &[u8]) -> Result<T> {
+    if bytes.len() < size_of::<T>() {
+        return Err(Error::MalformedEvent("record shorter than its type"));
+    }
+    // SAFETY: the length is checked above and the ABI types are plain integers and byte arrays,
+    // valid for any bit pattern; the read is unaligned because ring buffer records are only
+    // 8-byte aligned by convention.
+    Ok(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
+}
+
+impl<'a> Event<'a> {
+    /// Decodes one ring buffer record.
+    pub fn decode(bytes: &'a [u8]) -> Result<Self> {
+        let header: EventHeader = read(bytes)?;
+        let meta = Meta {
+            pid: header.pid,
+            tid: header.tid,
+            fd: header.fd,
+            timestamp_ns: header.timestamp_ns,
+        };
+        match header.kind {
+            EVENT_DATA => {
+                if bytes.len() < DATA_EVENT_HEADER_LEN {
+                    return Err(Error::MalformedEvent("data record shorter than its header"));
+                }
+                // The fixed part is read field by field: the record is trimmed to the payload.
+                let mut fixed = [0u8; size_of::<DataEvent>()];
+                fixed[..DATA_EVENT_HEADER_LEN].copy_from_slice(&bytes[..DATA_EVENT_HEADER_LEN]);
+                let event: DataEvent = read(&fixed)?;
+                let captured = event.captured_len as usize;
+                if captured > MAX_PAYLOAD || bytes.len() < DATA_EVENT_HEADER_LEN + captured {
+                    return Err(Error::MalformedEvent("data record shorter than its payload"));
+                }
+                Ok(Event::Data {
+                    meta,
+                    direction: if event.direction == DIRECTION_EGRESS {
+                        Direction::Egress
+                    } else {
+                        Direction::Ingress
+                    },
+                    total_len: event.total_len,
+                    start_ns: event.start_ns,
+                    payload: &bytes[DATA_EVENT_HEADER_LEN..DATA_EVENT_HEADER_LEN + captured],
+                })
+            }
+            EVENT_CONNECT => {
+                let event: ConnectEvent = read(bytes)?;
+                let role = match event.role {
+                    ROLE_SERVER => Role::Server,
+                    ROLE_CLIENT => Role::Client,
+                    _ => Role::Unknown,
+                };
+                Ok(Event::Connect {
+                    meta,
+                    role,
+                    peer: peer_addr(&event),
+                })
+            }
+            EVENT_CLOSE => Ok(Event::Close { meta }),
+            _ => Err(Error::MalformedEvent("unknown event kind")),
+        }
+    }
+}
+
+fn peer_addr(event: &ConnectEvent) -> Option<SocketAddr> {
+    const AF_INET: u16 = libc::AF_INET as u16;
+    const AF_INET6: u16 = libc::AF_INET6 as u16;
+    let ip = match event.family {
+        AF_INET => {
+            let [a, b, c, d, ..] = event.peer_addr;
+            IpAddr::V4(Ipv4Addr::new(a, b, c, d))
+        }
+        AF_INET6 => {
+            let v6 = Ipv6Addr::from(event.peer_addr);
+            // Dual-stack listeners report IPv4 peers as v4-mapped addresses.
+            v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4)
+        }
+        _ => return None,
+    };
+    Some(SocketAddr::new(ip, event.peer_port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn as_bytes<T>(value: &T) -> &[u8] {
+        // SAFETY: test helper over the plain ABI structs.
+        unsafe { std::slice::from_raw_parts((value as *const T).cast::<u8>(), size_of::<T>()) }
+    }
+
+    fn header(kind: u32) -> EventHeader {
+        EventHeader {
+            kind,
+            pid: 7,
+            tid: 8,
+            fd: 3,
+            timestamp_ns: 42,
+        }
+    }
+
+    #[test]
+    fn decodes_trimmed_data_record() {
+        let mut event = DataEvent {
+            header: header(EVENT_DATA),
+            direction: DIRECTION_EGRESS,
+            total_len: 100,
+            captured_len: 5,
+            _pad: 0,
+            start_ns: 40,
+            payload: [0; MAX_PAYLOAD],
+        };
+        event.payload[..5].copy_from_slice(b"GET /");
+        let bytes = &as_bytes(&event)[..DATA_EVENT_HEADER_LEN + 5];
+        let decoded = Event::decode(bytes).unwrap();
+        let Event::Data {
+            meta,
+            direction,
+            total_len,
+            start_ns,
+            payload,
+        } = decoded
+        else {
+            panic!("expected data, got {decoded:?}");
+        };
+        assert_eq!(meta.pid, 7);
+        assert_eq!(meta.tid, 8);
+        assert_eq!(meta.fd, 3);
+        assert_eq!(direction, Direction::Egress);
+        assert_eq!(total_len, 100);
+        assert_eq!(start_ns, 40);
+        assert_eq!(payload, b"GET /");
+    }
+
+    #[test]
+    fn rejects_truncated_and_unknown_records() {
+        assert!(Event::decode(&[0u8; 3]).is_err());
+        let unknown = header(99);
+        assert!(Event::decode(as_bytes(&unknown)).is_err());
+        let mut event = DataEvent {
+            header: header(EVENT_DATA),
+            direction: 0,
+            total_len: 10,
+            captured_len: 10,
+            _pad: 0,
+            start_ns: 0,
+            payload: [0; MAX_PAYLOAD],
+        };
+        assert!(Event::decode(&as_bytes(&event)[..DATA_EVENT_HEADER_LEN + 9]).is_err());
+        event.captured_len = MAX_PAYLOAD as u32 + 1;
+        assert!(Event::decode(as_bytes(&event)).is_err());
+    }
+
+    #[test]
+    fn decodes_connect_with_v4_mapped_peer() {
+        let mut addr = [0u8; 16];
+        addr[10] = 0xff;
+        addr[11] = 0xff;
+        addr[12..].copy_from_slice(&[10, 1, 2, 3]);
+        let event = ConnectEvent {
+            header: header(EVENT_CONNECT),
+            role: ROLE_SERVER,
+            family: libc::AF_INET6 as u16,
+            peer_port: 5555,
+            peer_addr: addr,
+        };
+        assert_eq!(
+            Event::decode(as_bytes(&event)).unwrap(),
+            Event::Connect {
+                meta: Meta {
+                    pid: 7,
+                    tid: 8,
+                    fd: 3,
+                    timestamp_ns: 42
+                },
+                role: Role::Server,
+                peer: Some("10.1.2.3:5555".parse().unwrap()),
+            }
+        );
+    }
+}

@@ -1,0 +1,8 @@
+//! The OBI sidecar: loads pod-scoped eBPF capture, turns HTTP/1.x traffic into OpenTelemetry
+//! spans and metrics, and exports them.
+
+pub mod error;
+pub mod events;
+pub mod transaction;
+
+pub use error::{Error, Result};
