@@ -13,6 +13,8 @@ mod programs;
 /// by the sidecar's build script and embedded there.
 #[cfg(not(target_arch = "bpf"))]
 fn main() {
-    eprintln!("sidecar-bpf is an eBPF object; it is built for the bpf target and embedded in obi-sidecar");
+    eprintln!(
+        "sidecar-bpf is an eBPF object; it is built for the bpf target and embedded in obi-sidecar"
+    );
     std::process::exit(2);
 }

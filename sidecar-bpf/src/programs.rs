@@ -135,7 +135,10 @@ pub fn sys_enter(ctx: RawTracePointContext) -> i32 {
         pid,
         tid,
     };
-    if IN_FLIGHT.insert(bpf_get_current_pid_tgid(), args, 0).is_err() {
+    if IN_FLIGHT
+        .insert(bpf_get_current_pid_tgid(), args, 0)
+        .is_err()
+    {
         count(STAT_IN_FLIGHT_FULL);
     }
     0
@@ -169,7 +172,13 @@ pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
 }
 
 fn header(kind: u32, pid: u32, tid: u32, fd: i32, timestamp_ns: u64) -> EventHeader {
-    EventHeader { kind, pid, tid, fd, timestamp_ns }
+    EventHeader {
+        kind,
+        pid,
+        tid,
+        fd,
+        timestamp_ns,
+    }
 }
 
 fn emit<T>(event: &T) {
@@ -183,7 +192,9 @@ fn emit<T>(event: &T) {
 /// A socket accepted (server) or connected (client): track it and tell userspace the peer.
 fn on_connected(args: &InFlight, fd: i32, role: u32) {
     let mut event = ConnectEvent {
-        header: header(EVENT_CONNECT, args.pid, args.tid, fd, unsafe { bpf_ktime_get_ns() }),
+        header: header(EVENT_CONNECT, args.pid, args.tid, fd, unsafe {
+            bpf_ktime_get_ns()
+        }),
         role,
         ..ConnectEvent::default()
     };
@@ -228,12 +239,18 @@ fn on_data(args: &InFlight, ret: u64) {
     // SAFETY: the per-CPU scratch slot is owned by this program for the duration of the run.
     let event = unsafe { &mut *event };
     let nr = args.syscall;
-    event.header = header(EVENT_DATA, args.pid, args.tid, args.fd, unsafe { bpf_ktime_get_ns() });
+    event.header = header(EVENT_DATA, args.pid, args.tid, args.fd, unsafe {
+        bpf_ktime_get_ns()
+    });
     event.direction = match nr {
         SYS_READ | SYS_READV | SYS_RECVFROM | SYS_RECVMSG => DIRECTION_INGRESS,
         _ => DIRECTION_EGRESS,
     };
-    event.total_len = if ret > u32::MAX as u64 { u32::MAX } else { ret as u32 };
+    event.total_len = if ret > u32::MAX as u64 {
+        u32::MAX
+    } else {
+        ret as u32
+    };
     event.start_ns = args.start_ns;
     event._pad = 0;
     let (src, avail) = match nr {

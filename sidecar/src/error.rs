@@ -6,6 +6,71 @@ pub enum Error {
     /// A ring buffer record that does not match the kernel/user ABI.
     #[error("malformed event from the kernel: {0}")]
     MalformedEvent(&'static str),
+    /// Loading the eBPF object failed: usually missing capabilities or kernel features.
+    #[error("{}", describe_load_error(.source))]
+    Load { source: aya::EbpfError },
+    /// A program could not be loaded or attached.
+    #[error("eBPF program {program}: {}", describe_program_error(.source))]
+    Program {
+        program: &'static str,
+        source: aya::programs::ProgramError,
+    },
+    /// A map operation failed.
+    #[error("eBPF map {what}: {source}")]
+    Map {
+        what: &'static str,
+        source: aya::maps::MapError,
+    },
+    /// The embedded object lacks a program or map the loader expects (a build mismatch).
+    #[error("the embedded eBPF object has no {0}")]
+    MissingObjectItem(&'static str),
+    /// The ring buffer size is not a power-of-two multiple of the page size.
+    #[error("ring buffer size {0} must be a power of two and at least 4096")]
+    InvalidRingBufferSize(u32),
+    /// An I/O operation on /proc or similar failed.
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
+}
+
+/// Hints for the errors users actually hit: missing capabilities, or a kernel too old.
+const CAPABILITY_HINT: &str = "the sidecar needs CAP_BPF and CAP_PERFMON (and CAP_SYS_PTRACE, \
+CAP_DAC_READ_SEARCH to read other processes' /proc entries)";
+const KERNEL_HINT: &str = "the kernel needs BPF ring buffers, raw tracepoints and \
+bpf_get_ns_current_pid_tgid (Linux 5.8 or later)";
+
+fn errno_hint(text: &str) -> Option<&'static str> {
+    if text.contains("Operation not permitted") || text.contains("Permission denied") {
+        Some(CAPABILITY_HINT)
+    } else if text.contains("Invalid argument") || text.contains("not supported") {
+        Some(KERNEL_HINT)
+    } else {
+        None
+    }
+}
+
+fn with_hint(prefix: &str, error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    match errno_hint(&text) {
+        Some(hint) => format!("{prefix}{text} ({hint})"),
+        None => format!("{prefix}{text}"),
+    }
+}
+
+fn describe_load_error(error: &aya::EbpfError) -> String {
+    with_hint("loading the eBPF object: ", error)
+}
+
+fn describe_program_error(error: &aya::programs::ProgramError) -> String {
+    with_hint("", error)
 }
 
 /// Result with the sidecar's [`Error`].

@@ -3,6 +3,7 @@
 
 pub mod error;
 pub mod events;
+pub mod probes;
 pub mod transaction;
 
 pub use error::{Error, Result};

@@ -1,0 +1,214 @@
+//! Loading, attaching and talking to the eBPF programs of `sidecar-bpf`.
+//!
+//! The object is compiled by the build script and embedded, so the binary carries everything it
+//! needs. The programs attach to the raw `sys_enter`/`sys_exit` tracepoints, which need only
+//! CAP_BPF + CAP_PERFMON: no kprobes, no tracefs, no hostPath volume.
+
+use std::{io, os::unix::fs::MetadataExt, path::Path};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{HashMap, MapData, PerCpuArray, RingBuf},
+    programs::RawTracePoint,
+};
+use sidecar_bpf::{
+    PID_SELECTED, ROLE_CLIENT, ROLE_SERVER, ROLE_UNKNOWN, STAT_DROPPED, STAT_EVENTS,
+    STAT_IN_FLIGHT_FULL, SocketKey, names,
+};
+
+use crate::{Error, Result, events::Role};
+
+/// The eBPF object built for this architecture by `build.rs`.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sidecar-bpf"));
+
+/// Identity of a PID namespace as `bpf_get_ns_current_pid_tgid` compares it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PidNamespace {
+    /// Device of the nsfs inode in the kernel's internal `dev_t` encoding.
+    pub dev: u64,
+    pub ino: u64,
+}
+
+impl PidNamespace {
+    /// The namespace of the calling process.
+    pub fn current() -> Result<Self> {
+        Self::of_path(Path::new("/proc/self/ns/pid"))
+    }
+
+    /// The namespace a `/proc/<pid>/ns/pid` link points to.
+    pub fn of_path(path: &Path) -> Result<Self> {
+        let meta = std::fs::metadata(path).map_err(|source| Error::Io {
+            context: format!("stat {}", path.display()),
+            source,
+        })?;
+        let dev = meta.dev();
+        // stat() reports the userspace dev_t encoding; the helper compares the kernel's
+        // (major << 20 | minor).
+        let (major, minor) = (libc::major(dev) as u64, libc::minor(dev) as u64);
+        Ok(Self {
+            dev: (major << 20) | minor,
+            ino: meta.ino(),
+        })
+    }
+}
+
+/// Settings for [`Probes::load`].
+#[derive(Clone, Copy, Debug)]
+pub struct ProbeConfig {
+    /// Only tasks of this PID namespace are ever looked at.
+    pub pid_namespace: PidNamespace,
+    /// Ring buffer size in bytes: a power-of-two multiple of the page size.
+    pub ring_buffer_bytes: u32,
+}
+
+/// Counters kept by the eBPF programs, summed over CPUs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelStats {
+    /// Records written to the ring buffer.
+    pub events: u64,
+    /// Records lost because the ring buffer was full.
+    pub dropped: u64,
+    /// Syscalls not followed because the in-flight map was full.
+    pub in_flight_full: u64,
+}
+
+/// The loaded and attached programs and the maps userspace drives.
+pub struct Probes {
+    // Keeps the programs and their links alive.
+    _ebpf: Ebpf,
+    pids: HashMap<MapData, u32, u32>,
+    sockets: HashMap<MapData, SocketKey, u32>,
+    stats: PerCpuArray<MapData, u64>,
+    events: Option<RingBuf<MapData>>,
+}
+
+impl std::fmt::Debug for Probes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Probes").finish_non_exhaustive()
+    }
+}
+
+fn map_error(what: &'static str) -> impl FnOnce(aya::maps::MapError) -> Error {
+    move |source| Error::Map { what, source }
+}
+
+impl Probes {
+    /// Loads the embedded object, sets the namespace filter and attaches both tracepoints.
+    pub fn load(config: ProbeConfig) -> Result<Self> {
+        let ring = config.ring_buffer_bytes;
+        if !ring.is_power_of_two() || ring < 4096 {
+            return Err(Error::InvalidRingBufferSize(ring));
+        }
+        let mut ebpf = EbpfLoader::new()
+            .override_global(names::PIDNS_DEV, &config.pid_namespace.dev, true)
+            .override_global(names::PIDNS_INO, &config.pid_namespace.ino, true)
+            .map_max_entries(names::EVENTS, ring)
+            .load(OBJECT)
+            .map_err(|source| Error::Load { source })?;
+        for (program, tracepoint) in [
+            (names::SYS_ENTER, "sys_enter"),
+            (names::SYS_EXIT, "sys_exit"),
+        ] {
+            let prog: &mut RawTracePoint = ebpf
+                .program_mut(program)
+                .ok_or(Error::MissingObjectItem(program))?
+                .try_into()
+                .map_err(|source| Error::Program { program, source })?;
+            prog.load()
+                .map_err(|source| Error::Program { program, source })?;
+            prog.attach(tracepoint)
+                .map_err(|source| Error::Program { program, source })?;
+        }
+        let mut take =
+            |name: &'static str| ebpf.take_map(name).ok_or(Error::MissingObjectItem(name));
+        let pids = HashMap::try_from(take(names::PIDS)?).map_err(map_error("PIDS"))?;
+        let sockets = HashMap::try_from(take(names::SOCKETS)?).map_err(map_error("SOCKETS"))?;
+        let stats = PerCpuArray::try_from(take(names::STATS)?).map_err(map_error("STATS"))?;
+        let events = RingBuf::try_from(take(names::EVENTS)?).map_err(map_error("EVENTS"))?;
+        Ok(Self {
+            _ebpf: ebpf,
+            pids,
+            sockets,
+            stats,
+            events: Some(events),
+        })
+    }
+
+    /// Starts capturing the traffic of a process (namespace pid).
+    pub fn select_process(&mut self, pid: u32) -> Result<()> {
+        self.pids
+            .insert(pid, PID_SELECTED, 0)
+            .map_err(map_error("PIDS insert"))
+    }
+
+    /// Stops capturing a process. Unknown pids are not an error: it may have been evicted.
+    pub fn deselect_process(&mut self, pid: u32) -> Result<()> {
+        ignore_missing(self.pids.remove(&pid)).map_err(map_error("PIDS remove"))
+    }
+
+    /// Tracks a socket that existed before its process was selected.
+    pub fn track_socket(&mut self, pid: u32, fd: i32, role: Role) -> Result<()> {
+        let role = match role {
+            Role::Server => ROLE_SERVER,
+            Role::Client => ROLE_CLIENT,
+            Role::Unknown => ROLE_UNKNOWN,
+        };
+        self.sockets
+            .insert(SocketKey { pid, fd }, role, 0)
+            .map_err(map_error("SOCKETS insert"))
+    }
+
+    /// Stops tracking a socket (it is not TCP, or its process is gone).
+    pub fn untrack_socket(&mut self, pid: u32, fd: i32) -> Result<()> {
+        ignore_missing(self.sockets.remove(&SocketKey { pid, fd }))
+            .map_err(map_error("SOCKETS remove"))
+    }
+
+    /// Drops every socket of a process that exited.
+    pub fn untrack_process_sockets(&mut self, pid: u32) -> Result<()> {
+        let keys: Vec<SocketKey> = self
+            .sockets
+            .keys()
+            .filter_map(|key| key.ok())
+            .filter(|key| key.pid == pid)
+            .collect();
+        for key in keys {
+            self.untrack_socket(key.pid, key.fd)?;
+        }
+        Ok(())
+    }
+
+    /// The ring buffer the programs write to. It can be taken once, to be polled on its own.
+    pub fn take_events(&mut self) -> Option<RingBuf<MapData>> {
+        self.events.take()
+    }
+
+    /// The programs' counters, summed over CPUs.
+    pub fn stats(&self) -> Result<KernelStats> {
+        let sum = |index: u32| -> Result<u64> {
+            let values = self
+                .stats
+                .get(&index, 0)
+                .map_err(map_error("STATS lookup"))?;
+            Ok(values.iter().sum())
+        };
+        Ok(KernelStats {
+            events: sum(STAT_EVENTS)?,
+            dropped: sum(STAT_DROPPED)?,
+            in_flight_full: sum(STAT_IN_FLIGHT_FULL)?,
+        })
+    }
+}
+
+/// A key removed concurrently by the kernel (close) or evicted (LRU) is already gone: fine.
+fn ignore_missing(result: Result<(), aya::maps::MapError>) -> Result<(), aya::maps::MapError> {
+    match result {
+        Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+        Err(aya::maps::MapError::SyscallError(ref e))
+            if e.io_error.kind() == io::ErrorKind::NotFound =>
+        {
+            Ok(())
+        }
+        other => other,
+    }
+}

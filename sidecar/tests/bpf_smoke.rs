@@ -1,0 +1,166 @@
+//! End-to-end proof of the capture chain on a real kernel: the embedded object loads, both
+//! programs attach to the raw syscall tracepoints, and a connect + write of a process in the
+//! sidecar's PID namespace reaches userspace through the ring buffer, while the same traffic of a
+//! process in another PID namespace never does, even when its pids are on the selection list.
+//!
+//! Needs root (CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN for unshare); CI runs as root.
+
+use std::{
+    io::{Read, Write},
+    net::TcpListener,
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use obi_sidecar::{
+    events::{Direction, Event, Role},
+    probes::{PidNamespace, ProbeConfig, Probes},
+};
+
+const CLIENT: &str = "import socket, sys\n\
+sys.stdin.readline()\n\
+s = socket.create_connection(('127.0.0.1', int(sys.argv[1])))\n\
+s.sendall(sys.argv[2].encode())\n\
+s.recv(16)\n\
+s.close()\n";
+
+fn require_root() {
+    assert!(
+        nix_is_root(),
+        "this test loads eBPF programs and creates PID namespaces: run it as root"
+    );
+}
+
+fn nix_is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Accepts connections, reads whatever arrives and answers "ok", until the test ends.
+fn serve(listener: TcpListener) {
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut buf = [0u8; 256];
+            let _ = stream.read(&mut buf);
+            let _ = stream.write_all(b"ok");
+        }
+    });
+}
+
+/// Pids in the test's namespace of `parent`'s children (the process `unshare --fork` started).
+fn children(parent: u32) -> Vec<u32> {
+    let path = format!("/proc/{parent}/task/{parent}/children");
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|pid| pid.parse().ok())
+        .collect()
+}
+
+#[test]
+fn events_of_own_pid_namespace_only() {
+    require_root();
+    let mut probes = Probes::load(ProbeConfig {
+        pid_namespace: PidNamespace::current().expect("own pid namespace"),
+        ring_buffer_bytes: 1 << 20,
+    })
+    .expect("load and attach the embedded eBPF object");
+    let mut ring = probes.take_events().expect("ring buffer");
+
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    serve(listener);
+    let nonce = std::process::id();
+    let decoy_marker = format!("DECOY-{nonce}");
+    let own_marker = format!("HELLO-{nonce}");
+
+    // The decoy: same program, in a fresh PID namespace. Select both its pid as seen from here
+    // and its pid inside its namespace, so only the namespace check can keep it out.
+    let mut decoy = Command::new("unshare")
+        .args([
+            "--pid",
+            "--fork",
+            "python3",
+            "-c",
+            CLIENT,
+            &port.to_string(),
+        ])
+        .arg(&decoy_marker)
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("spawn unshare (util-linux)");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let decoy_pids = loop {
+        let pids = children(decoy.id());
+        if !pids.is_empty() {
+            break pids;
+        }
+        assert!(Instant::now() < deadline, "decoy never started");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    for pid in decoy_pids.iter().copied().chain([1, 2]) {
+        probes.select_process(pid).unwrap();
+    }
+    writeln!(decoy.stdin.take().unwrap()).unwrap();
+    assert!(decoy.wait().unwrap().success(), "decoy client failed");
+
+    let mut own = Command::new("python3")
+        .args(["-c", CLIENT, &port.to_string(), &own_marker])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let own_pid = own.id();
+    probes.select_process(own_pid).unwrap();
+    writeln!(own.stdin.take().unwrap()).unwrap();
+    assert!(own.wait().unwrap().success(), "client failed");
+
+    let mut connected = false;
+    let mut wrote_marker = false;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !(connected && wrote_marker) && Instant::now() < deadline {
+        let Some(item) = ring.next() else {
+            std::thread::sleep(Duration::from_millis(5));
+            continue;
+        };
+        let event = Event::decode(&item).expect("well-formed event");
+        match event {
+            Event::Connect { meta, role, peer } => {
+                assert!(
+                    !decoy_pids.contains(&meta.pid) && meta.pid != 1,
+                    "event from the other namespace leaked: {event:?}"
+                );
+                if meta.pid == own_pid {
+                    assert_eq!(role, Role::Client);
+                    assert_eq!(peer, Some(format!("127.0.0.1:{port}").parse().unwrap()));
+                    connected = true;
+                }
+            }
+            Event::Data {
+                meta,
+                direction,
+                total_len,
+                payload,
+                ..
+            } => {
+                assert!(
+                    !payload
+                        .windows(decoy_marker.len())
+                        .any(|w| w == decoy_marker.as_bytes()),
+                    "decoy traffic leaked into the ring buffer"
+                );
+                if meta.pid == own_pid && direction == Direction::Egress {
+                    assert_eq!(payload, own_marker.as_bytes());
+                    assert_eq!(total_len as usize, own_marker.len());
+                    wrote_marker = true;
+                }
+            }
+            Event::Close { .. } => {}
+        }
+    }
+    assert!(connected, "no connect event from the selected process");
+    assert!(wrote_marker, "no data event from the selected process");
+    let stats = probes.stats().unwrap();
+    assert!(stats.events >= 2, "kernel counted {stats:?}");
+    assert_eq!(stats.dropped, 0);
+}
