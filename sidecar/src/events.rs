@@ -97,7 +97,9 @@ impl<'a> Event<'a> {
                 let event: DataEvent = read(&fixed)?;
                 let captured = event.captured_len as usize;
                 if captured > MAX_PAYLOAD || bytes.len() < DATA_EVENT_HEADER_LEN + captured {
-                    return Err(Error::MalformedEvent("data record shorter than its payload"));
+                    return Err(Error::MalformedEvent(
+                        "data record shorter than its payload",
+                    ));
                 }
                 Ok(Event::Data {
                     meta,
