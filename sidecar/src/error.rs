@@ -6,6 +6,12 @@ pub enum Error {
     /// A ring buffer record that does not match the kernel/user ABI.
     #[error("malformed event from the kernel: {0}")]
     MalformedEvent(&'static str),
+    /// Bytes that are not valid HTTP/1.x syntax.
+    #[error("invalid HTTP/1.x syntax: {0}")]
+    HttpSyntax(#[from] httparse::Error),
+    /// An HTTP/1.x message whose body length cannot be determined.
+    #[error("invalid HTTP/1.x framing: {0}")]
+    HttpFraming(&'static str),
     /// Loading the eBPF object failed: usually missing capabilities or kernel features.
     #[error("{}", describe_load_error(.source))]
     Load { source: aya::EbpfError },

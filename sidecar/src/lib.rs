@@ -3,7 +3,9 @@
 
 pub mod error;
 pub mod events;
+pub mod protocol;
 pub mod probes;
+pub mod tracker;
 pub mod transaction;
 
 pub use error::{Error, Result};

@@ -1,0 +1,317 @@
+//! One direction of an HTTP/1.x connection (requests, or responses) as a sequence of messages:
+//! a head, then a body delimited by the head's framing.
+//!
+//! Input comes one syscall at a time as a [`Segment`]: the captured prefix of the bytes plus the
+//! count of bytes moved but not captured. Bodies are skipped by count; heads must be visible.
+//! When a message boundary falls where nothing was captured the reader is *lost* until a new
+//! head shows up at the start of a later syscall, or the caller learns of a boundary from the
+//! other direction ([`MessageReader::resync`]).
+
+use std::marker::PhantomData;
+
+use super::chunked::{ChunkedDecoder, ChunkedStatus};
+use super::http1::{self, Framing, Parsed, Request, RequestLine, Response};
+use crate::Result;
+
+/// A message head type the reader can parse.
+pub trait Head: Sized {
+    /// What can still be read from a head that is not wholly visible.
+    type Line;
+    fn parse(bytes: &[u8]) -> Result<Parsed<Self>>;
+    fn parse_line(bytes: &[u8]) -> Option<Self::Line>;
+    fn header_len(&self) -> usize;
+}
+
+impl Head for Request {
+    type Line = RequestLine;
+    fn parse(bytes: &[u8]) -> Result<Parsed<Self>> {
+        http1::parse_request(bytes)
+    }
+    fn parse_line(bytes: &[u8]) -> Option<RequestLine> {
+        http1::parse_request_line(bytes)
+    }
+    fn header_len(&self) -> usize {
+        self.header_len
+    }
+}
+
+impl Head for Response {
+    /// Status code and minor version.
+    type Line = (u16, u8);
+    fn parse(bytes: &[u8]) -> Result<Parsed<Self>> {
+        http1::parse_response(bytes)
+    }
+    fn parse_line(bytes: &[u8]) -> Option<(u16, u8)> {
+        http1::parse_status_line(bytes)
+    }
+    fn header_len(&self) -> usize {
+        self.header_len
+    }
+}
+
+/// The bytes one syscall moved: a captured prefix and a count of uncaptured bytes after it.
+#[derive(Clone, Copy, Debug)]
+pub struct Segment<'a> {
+    visible: &'a [u8],
+    unseen: u64,
+    /// Nothing of this syscall has been consumed yet.
+    at_start: bool,
+}
+
+impl<'a> Segment<'a> {
+    /// `total_len` is what the syscall moved; `captured` its leading bytes.
+    pub fn new(captured: &'a [u8], total_len: u64) -> Self {
+        Self {
+            visible: captured,
+            unseen: total_len.saturating_sub(captured.len() as u64),
+            at_start: true,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.visible.is_empty() && self.unseen == 0
+    }
+
+    fn len(&self) -> u64 {
+        self.visible.len() as u64 + self.unseen
+    }
+
+    fn advance(&mut self, n: u64) {
+        self.at_start = false;
+        let from_visible = n.min(self.visible.len() as u64);
+        self.visible = &self.visible[from_visible as usize..];
+        self.unseen = self.unseen.saturating_sub(n - from_visible);
+    }
+
+    fn consume_all(&mut self) -> u64 {
+        let n = self.len();
+        self.advance(n);
+        n
+    }
+}
+
+/// What [`MessageReader::next`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Step<M: Head> {
+    /// A complete head; the caller must call [`MessageReader::set_body`] next.
+    Head { head: M, started_ns: u64 },
+    /// A head that is not wholly visible (cut off by the capture, or too long to buffer): its
+    /// start line when that much was seen. The reader is lost until it resyncs.
+    Truncated {
+        line: Option<M::Line>,
+        started_ns: u64,
+    },
+    /// The body of the current message ended; `body_bytes` excludes chunk framing.
+    BodyDone { body_bytes: u64 },
+    /// The end of the current body fell into uncaptured bytes; the reader is lost.
+    BodyLost,
+    /// While lost, a new head starts this syscall: the lost message ended before it.
+    Resynced,
+    /// The segment is used up.
+    NeedMore,
+}
+
+#[derive(Debug)]
+enum Body {
+    Length { remaining: u64, read: u64 },
+    Chunked(ChunkedDecoder),
+    UntilClose { read: u64 },
+}
+
+#[derive(Debug)]
+enum State {
+    Head,
+    Body(Body),
+    Lost,
+}
+
+/// Splits one direction's byte stream into messages.
+#[derive(Debug)]
+pub struct MessageReader<M> {
+    state: State,
+    /// Head bytes carried over from earlier syscalls while a head is split across them.
+    buf: Vec<u8>,
+    started_ns: u64,
+    head: PhantomData<M>,
+}
+
+impl<M> Default for MessageReader<M> {
+    fn default() -> Self {
+        Self {
+            state: State::Head,
+            buf: Vec::new(),
+            started_ns: 0,
+            head: PhantomData,
+        }
+    }
+}
+
+impl<M: Head> MessageReader<M> {
+    /// Reads the next step from `seg`, the syscall that ended at `ts`. Heads longer than
+    /// `max_head` bytes are not buffered: they are reported as truncated.
+    pub fn next(&mut self, seg: &mut Segment<'_>, ts: u64, max_head: usize) -> Result<Step<M>> {
+        match &mut self.state {
+            State::Lost => {
+                if seg.at_start && starts_message::<M>(seg.visible) {
+                    self.state = State::Head;
+                    return Ok(Step::Resynced);
+                }
+                seg.consume_all();
+                Ok(Step::NeedMore)
+            }
+            State::Head => self.head(seg, ts, max_head),
+            State::Body(body) => {
+                let step = match body {
+                    Body::Length { remaining, read } => {
+                        let take = (*remaining).min(seg.len());
+                        seg.advance(take);
+                        *remaining -= take;
+                        *read += take;
+                        if *remaining > 0 {
+                            return Ok(Step::NeedMore);
+                        }
+                        Step::BodyDone { body_bytes: *read }
+                    }
+                    Body::Chunked(decoder) => {
+                        let progress = decoder.feed(seg.visible, seg.unseen)?;
+                        seg.advance(progress.consumed);
+                        match progress.status {
+                            ChunkedStatus::NeedMore => return Ok(Step::NeedMore),
+                            ChunkedStatus::Done => Step::BodyDone {
+                                body_bytes: decoder.data_bytes(),
+                            },
+                            ChunkedStatus::Lost => {
+                                self.state = State::Lost;
+                                return Ok(Step::BodyLost);
+                            }
+                        }
+                    }
+                    Body::UntilClose { read } => {
+                        *read += seg.consume_all();
+                        return Ok(Step::NeedMore);
+                    }
+                };
+                self.state = State::Head;
+                Ok(step)
+            }
+        }
+    }
+
+    fn head(&mut self, seg: &mut Segment<'_>, ts: u64, max_head: usize) -> Result<Step<M>> {
+        if seg.is_empty() {
+            return Ok(Step::NeedMore);
+        }
+        let carried = self.buf.len();
+        if carried == 0 {
+            self.started_ns = ts;
+        }
+        if seg.visible.is_empty() {
+            // A message starts somewhere in bytes that were not captured.
+            return Ok(self.truncated(seg, None));
+        }
+        // The common case, a head within one syscall, is parsed in place without copying.
+        let parsed = if carried == 0 {
+            M::parse(seg.visible)
+        } else {
+            let take = seg.visible.len().min(max_head.saturating_sub(carried));
+            self.buf.extend_from_slice(&seg.visible[..take]);
+            M::parse(&self.buf)
+        };
+        match parsed {
+            Err(e) => {
+                self.buf = Vec::new();
+                Err(e)
+            }
+            Ok(Parsed::Complete(head)) => {
+                // Carried bytes were consumed by earlier syscalls; the rest of this one after
+                // the head is the body or the next message.
+                seg.advance(head.header_len().saturating_sub(carried) as u64);
+                self.buf = Vec::new();
+                Ok(Step::Head {
+                    head,
+                    started_ns: self.started_ns,
+                })
+            }
+            Ok(Parsed::Partial) => {
+                let held = if carried == 0 {
+                    seg.visible.len()
+                } else {
+                    self.buf.len()
+                };
+                if seg.unseen > 0 || held >= max_head {
+                    let line = if carried == 0 {
+                        M::parse_line(seg.visible)
+                    } else {
+                        M::parse_line(&self.buf)
+                    };
+                    return Ok(self.truncated(seg, line));
+                }
+                if carried == 0 {
+                    self.buf.extend_from_slice(seg.visible);
+                }
+                seg.consume_all();
+                Ok(Step::NeedMore)
+            }
+        }
+    }
+
+    fn truncated(&mut self, seg: &mut Segment<'_>, line: Option<M::Line>) -> Step<M> {
+        seg.consume_all();
+        self.buf = Vec::new();
+        self.state = State::Lost;
+        Step::Truncated {
+            line,
+            started_ns: self.started_ns,
+        }
+    }
+}
+
+impl<M> MessageReader<M> {
+    /// Sets how the body after the head just returned is delimited.
+    pub fn set_body(&mut self, framing: Framing) {
+        self.state = match framing {
+            Framing::Empty => State::Head,
+            Framing::Length(remaining) => State::Body(Body::Length { remaining, read: 0 }),
+            Framing::Chunked => State::Body(Body::Chunked(ChunkedDecoder::default())),
+            Framing::UntilClose => State::Body(Body::UntilClose { read: 0 }),
+        };
+    }
+
+    /// Another source (the other direction) shows the current message is over: expect a head.
+    pub fn resync(&mut self) {
+        self.state = State::Head;
+        self.buf = Vec::new();
+    }
+
+    /// Gives up on the current message after invalid input; a later head resyncs.
+    pub fn lose(&mut self) {
+        self.state = State::Lost;
+        self.buf = Vec::new();
+    }
+
+    pub fn is_lost(&self) -> bool {
+        matches!(self.state, State::Lost)
+    }
+
+    /// Body bytes read so far of a body that runs until the connection closes.
+    pub fn until_close_bytes(&self) -> Option<u64> {
+        match self.state {
+            State::Body(Body::UntilClose { read }) => Some(read),
+            _ => None,
+        }
+    }
+
+    /// Heap bytes held for split heads.
+    pub fn buffered(&self) -> usize {
+        self.buf.capacity()
+    }
+}
+
+/// The start of a syscall's data looks like the start of a new message.
+fn starts_message<M: Head>(visible: &[u8]) -> bool {
+    match M::parse(visible) {
+        Ok(Parsed::Complete(_)) => true,
+        Ok(Parsed::Partial) => M::parse_line(visible).is_some(),
+        Err(_) => false,
+    }
+}
