@@ -33,6 +33,15 @@ pub enum Error {
     /// The ring buffer size is not a power-of-two multiple of the page size.
     #[error("ring buffer size {0} must be a power of two and at least 4096")]
     InvalidRingBufferSize(u32),
+    /// A configuration variable has an invalid value; the message names the variable.
+    #[error("invalid {var}: {message}")]
+    Config { var: &'static str, message: String },
+    /// An OTLP exporter could not be built from the configuration.
+    #[error("building the OTLP {signal} exporter: {message}")]
+    Exporter {
+        signal: &'static str,
+        message: String,
+    },
     /// An I/O operation on /proc or similar failed.
     #[error("{context}: {source}")]
     Io {

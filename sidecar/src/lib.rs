@@ -1,10 +1,12 @@
 //! The OBI sidecar: loads pod-scoped eBPF capture, turns HTTP/1.x traffic into OpenTelemetry
 //! spans and metrics, and exports them.
 
+pub mod config;
 pub mod error;
 pub mod events;
 pub mod protocol;
 pub mod probes;
+pub mod route;
 pub mod tracker;
 pub mod transaction;
 
