@@ -32,3 +32,42 @@ demo: build ## Sidecar tracing a sample service, then the webhook patching a Dep
 bench: build ## Webhook and sidecar benchmarks (figures printed as tables)
 	webhook/scripts/bench.sh
 	sidecar/scripts/bench.sh
+
+# --- Images, certificates and a kind cluster (Dockerfile, certs/, manifests/, kind-tests/) ---
+# Image tag: the commit, marked -dirty with uncommitted changes, so a tag names what it holds.
+VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+# Build timestamps from the last commit, so rebuilding one commit gives the same image.
+SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
+DOCKER ?= docker
+KIND ?= kind
+KUBECTL ?= kubectl
+PYTHON ?= python3
+KIND_CLUSTER ?= obi
+OBI_KIND = PYTHONPATH=kind-tests $(PYTHON) -m obi_kind
+
+.PHONY: certs image kind-up kind-test kind-down
+
+certs: ## Webhook CA + serving cert into certs/out and manifests/default/certs (re-run rotates)
+	certs/gen.sh --kustomize manifests/default/certs
+
+image: ## Docker images obi-webhook and obi-sidecar, tagged with `git describe` (VERSION=)
+	@$(OBI_KIND) require docker=$(DOCKER)
+	for target in webhook sidecar; do \
+	  DOCKER_BUILDKIT=1 $(DOCKER) build --target $$target \
+	    --build-arg VERSION=$(VERSION) --build-arg SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH) \
+	    -t obi-$$target:$(VERSION) . || exit 1; \
+	done
+
+kind-up: ## kind cluster with both images, fresh certs, the webhook and the demo, ready
+	@$(OBI_KIND) require docker=$(DOCKER) kind=$(KIND) kubectl=$(KUBECTL)
+	$(MAKE) image certs
+	VERSION=$(VERSION) KIND_CLUSTER=$(KIND_CLUSTER) KIND=$(KIND) KUBECTL=$(KUBECTL) PYTHON=$(PYTHON) \
+	  kind-tests/kind-up.sh
+
+kind-test: ## End-to-end tests against the kind cluster of `make kind-up`
+	@$(OBI_KIND) require docker=$(DOCKER) kind=$(KIND) kubectl=$(KUBECTL)
+	cd kind-tests && KIND_CLUSTER=$(KIND_CLUSTER) $(PYTHON) -m pytest e2e
+
+kind-down: ## Delete the kind cluster
+	@$(OBI_KIND) require kind=$(KIND)
+	$(KIND) delete cluster --name $(KIND_CLUSTER)
