@@ -26,12 +26,25 @@ def annotations(obj: dict[str, Any]) -> dict[str, str]:
     return _mapping(_mapping(obj.get("metadata")).get("annotations"))
 
 
+def pod_template(deployment: dict[str, Any]) -> dict[str, Any]:
+    return _mapping(_mapping(deployment.get("spec")).get("template"))
+
+
 def pod_spec(deployment: dict[str, Any]) -> dict[str, Any]:
-    return _mapping(_mapping(_mapping(deployment.get("spec")).get("template")).get("spec"))
+    return _mapping(pod_template(deployment).get("spec"))
+
+
+def template_annotations(deployment: dict[str, Any]) -> dict[str, str]:
+    """The pod template's annotations, where the webhook records its injection status."""
+    return annotations(pod_template(deployment))
 
 
 def containers(deployment: dict[str, Any]) -> list[dict[str, Any]]:
-    return [c for c in _list(pod_spec(deployment).get("containers")) if isinstance(c, dict)]
+    """App containers, then init containers: the webhook may inject a native sidecar (an init
+    container that keeps running) instead of a plain one."""
+    spec = pod_spec(deployment)
+    listed = _list(spec.get("containers")) + _list(spec.get("initContainers"))
+    return [c for c in listed if isinstance(c, dict)]
 
 
 def container(deployment: dict[str, Any], name: str) -> dict[str, Any] | None:
@@ -52,7 +65,12 @@ def is_injected(deployment: dict[str, Any]) -> bool:
 
 
 def opted_out(deployment: dict[str, Any]) -> bool:
-    return annotations(deployment).get(OPT_OUT_ANNOTATION, "").strip().lower() == "false"
+    """`obi-injection/inject: "false"` on the pod template or else on the Deployment (the
+    webhook's order of precedence)."""
+    value = template_annotations(deployment).get(OPT_OUT_ANNOTATION)
+    if value is None:
+        value = annotations(deployment).get(OPT_OUT_ANNOTATION, "")
+    return value.strip().lower() == "false"
 
 
 def missing_sidecar(deployments: Iterable[dict[str, Any]]) -> list[str]:
@@ -119,8 +137,10 @@ def rollout_state(deployment: dict[str, Any], replicasets: Iterable[dict[str, An
 
 
 def rolled_out(before: RolloutState, after: RolloutState) -> bool:
-    """Whether a new rollout happened between two observations."""
-    return after.revision != before.revision or bool(after.replicasets - before.replicasets)
+    """Whether a new rollout happened between two observations. A missing revision (the
+    controller has not annotated yet) is not a change."""
+    revision_changed = bool(before.revision and after.revision and before.revision != after.revision)
+    return revision_changed or bool(after.replicasets - before.replicasets)
 
 
 def controller_caught_up(deployment: dict[str, Any]) -> bool:

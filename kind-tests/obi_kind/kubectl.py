@@ -48,8 +48,11 @@ class Kubectl:
         items = json.loads(self.run(*args)).get("items")
         return items if isinstance(items, list) else []
 
-    def apply(self, objects: Iterable[Mapping[str, Any]]) -> None:
-        self.run("apply", "-f", "-", stdin=to_yaml(objects))
+    def apply(self, objects: Iterable[Mapping[str, Any]], *, server_side: bool = False) -> None:
+        """`kubectl apply`. Client-side apply sends nothing when the manifest is unchanged;
+        server-side apply always sends a PATCH, so the object goes through admission again."""
+        extra = ["--server-side", "--force-conflicts", "--field-manager=kind-tests"] if server_side else []
+        self.run("apply", *extra, "-f", "-", stdin=to_yaml(objects))
 
     def delete_namespace(self, name: str) -> None:
         self.run("delete", "namespace", name, "--ignore-not-found", "--wait=false")

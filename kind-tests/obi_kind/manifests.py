@@ -110,8 +110,8 @@ def read_kustomization(directory: Path) -> Kustomization:
     return result
 
 
-def find_kustomizations(root: Path) -> list[Kustomization]:
-    return [read_kustomization(path.parent) for path in sorted(root.rglob(KUSTOMIZATION_FILE))]
+def kustomization_dirs(root: Path) -> list[Path]:
+    return [path.parent for path in sorted(root.rglob(KUSTOMIZATION_FILE))]
 
 
 def kustomize_command() -> list[str]:
@@ -179,12 +179,15 @@ def validate_tree(root: Path, versions: Sequence[str] = KUBERNETES_VERSIONS) -> 
     invalid kustomize builds."""
     root = root.resolve()
     problems: list[Problem] = []
-    try:
-        kustomizations = find_kustomizations(root)
-    except ManifestError as error:
-        return [Problem(_relative(root, root), str(error))]
-    if not kustomizations:
+    directories = kustomization_dirs(root)
+    if not directories:
         return [Problem(str(root), "no kustomization.yaml found")]
+    kustomizations = []
+    for directory in directories:
+        try:
+            kustomizations.append(read_kustomization(directory))
+        except ManifestError as error:
+            problems.append(Problem(_relative(directory / KUSTOMIZATION_FILE, root), str(error)))
 
     referenced: set[Path] = set()
     resource_files: set[Path] = set()
