@@ -671,7 +671,8 @@ impl Tracker {
             let ts = self.conns.get(&key).map_or(0, |c| c.last_event_ns);
             self.end_connection(key, ts, out);
         }
-        self.serving.retain(|&(serving_pid, _), _| serving_pid != pid);
+        self.serving
+            .retain(|&(serving_pid, _), _| serving_pid != pid);
     }
 
     /// Connections currently tracked.
@@ -735,5 +736,796 @@ impl Tracker {
             self.stats.evicted_connections += 1;
         }
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::http1::parse_traceparent;
+
+    const PID: u32 = 100;
+    const TID: u32 = 101;
+    const FD: i32 = 5;
+    /// What the kernel side copies of each syscall's data.
+    const CAPTURE: usize = sidecar_bpf::MAX_PAYLOAD;
+
+    fn golden(name: &str) -> Vec<u8> {
+        let path = format!("{}/testdata/http1/{name}", env!("CARGO_MANIFEST_DIR"));
+        std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    /// Feeds synthetic kernel events with a clock that advances 1000 ns per event.
+    struct Sim {
+        tracker: Tracker,
+        out: Vec<HttpTransaction>,
+        now: u64,
+    }
+
+    impl Sim {
+        fn new() -> Self {
+            Self::with_limits(TrackerLimits::default())
+        }
+
+        fn with_limits(limits: TrackerLimits) -> Self {
+            Self {
+                tracker: Tracker::new(limits),
+                out: Vec::new(),
+                now: 1_000_000,
+            }
+        }
+
+        fn meta(&mut self, pid: u32, tid: u32, fd: i32) -> Meta {
+            self.now += 1000;
+            Meta {
+                pid,
+                tid,
+                fd,
+                timestamp_ns: self.now,
+            }
+        }
+
+        fn connect(&mut self, fd: i32, role: Role) {
+            let meta = self.meta(PID, TID, fd);
+            let peer = Some("10.0.0.9:40000".parse().unwrap());
+            self.tracker
+                .on_event(&Event::Connect { meta, role, peer }, &mut self.out);
+        }
+
+        fn close(&mut self, fd: i32) {
+            let meta = self.meta(PID, TID, fd);
+            self.tracker.on_event(&Event::Close { meta }, &mut self.out);
+        }
+
+        /// One syscall moving `bytes`, of which the kernel captures the first 1024.
+        fn data(&mut self, tid: u32, fd: i32, direction: Direction, bytes: &[u8]) -> u64 {
+            let meta = self.meta(PID, tid, fd);
+            let event = Event::Data {
+                meta,
+                direction,
+                total_len: bytes.len() as u32,
+                // Syscalls take 400 ns between entry and exit.
+                start_ns: meta.timestamp_ns - 400,
+                payload: &bytes[..bytes.len().min(CAPTURE)],
+            };
+            self.tracker.on_event(&event, &mut self.out);
+            meta.timestamp_ns
+        }
+
+        fn read(&mut self, fd: i32, bytes: &[u8]) -> u64 {
+            self.data(TID, fd, Direction::Ingress, bytes)
+        }
+
+        fn write(&mut self, fd: i32, bytes: &[u8]) -> u64 {
+            self.data(TID, fd, Direction::Egress, bytes)
+        }
+
+        fn take(&mut self) -> Vec<HttpTransaction> {
+            std::mem::take(&mut self.out)
+        }
+    }
+
+    /// The facts a test checks: method, target, status, request and response body sizes.
+    type Summary = (String, String, u16, Option<u64>, Option<u64>);
+
+    fn summary(txs: &[HttpTransaction]) -> Vec<Summary> {
+        txs.iter()
+            .map(|t| {
+                (
+                    t.method.clone(),
+                    t.target.clone(),
+                    t.status,
+                    t.request_body_size,
+                    t.response_body_size,
+                )
+            })
+            .collect()
+    }
+
+    type Expected = &'static [(&'static str, &'static str, u16, Option<u64>, Option<u64>)];
+
+    /// Golden captures (request stream, response stream) and the transactions they hold.
+    const GOLDEN: &[(&str, Expected)] = &[
+        (
+            "python_get_1_0",
+            &[("GET", "/hello.txt", 200, Some(0), Some(13))],
+        ),
+        (
+            "python_head",
+            &[("HEAD", "/hello.txt", 200, Some(0), Some(0))],
+        ),
+        (
+            "python_404",
+            &[("GET", "/missing?q=1", 404, Some(0), Some(335))],
+        ),
+        (
+            "python_post_501",
+            &[("POST", "/form", 501, Some(7), Some(357))],
+        ),
+        (
+            "nginx_keepalive",
+            &[
+                ("GET", "/hello.txt", 200, Some(0), Some(13)),
+                ("GET", "/missing", 404, Some(0), Some(153)),
+                ("HEAD", "/hello.txt", 200, Some(0), Some(0)),
+                ("GET", "/fail", 500, Some(0), Some(5)),
+                ("GET", "/old", 301, Some(0), Some(169)),
+                ("GET", "/empty", 204, Some(0), Some(0)),
+            ],
+        ),
+        (
+            "nginx_gzip_chunked",
+            &[("GET", "/big.txt", 200, Some(0), Some(3183))],
+        ),
+        ("nginx_304", &[("GET", "/hello.txt", 304, Some(0), Some(0))]),
+        (
+            "nginx_traceparent",
+            &[("GET", "/hello.txt", 200, Some(0), Some(13))],
+        ),
+        (
+            "custom_100_continue",
+            &[("POST", "/echo", 201, Some(1500), Some(1500))],
+        ),
+        (
+            "custom_chunked_request",
+            &[("POST", "/echo", 201, Some(1500), Some(1500))],
+        ),
+        (
+            "custom_http10_close",
+            &[("GET", "/stream", 200, Some(0), Some(420))],
+        ),
+    ];
+
+    fn expected(rows: Expected) -> Vec<Summary> {
+        rows.iter()
+            .map(|&(m, t, s, q, r)| (m.into(), t.into(), s, q, r))
+            .collect()
+    }
+
+    /// Plays a golden capture on one connection: the request stream split in two at
+    /// `req_split`, then the response stream at `resp_split`, then a close.
+    fn play(role: Role, name: &str, req_split: usize, resp_split: usize) -> Vec<HttpTransaction> {
+        let (req, resp) = (
+            golden(&format!("{name}.req")),
+            golden(&format!("{name}.resp")),
+        );
+        let mut sim = Sim::new();
+        sim.connect(FD, role);
+        let (to_server, to_client) = match role {
+            Role::Client => (Direction::Egress, Direction::Ingress),
+            _ => (Direction::Ingress, Direction::Egress),
+        };
+        // Syscalls of at most the capture size: every byte is seen (uncaptured bytes are
+        // covered by the tests below).
+        for part in [&req[..req_split], &req[req_split..]] {
+            for syscall in part.chunks(CAPTURE) {
+                sim.data(TID, FD, to_server, syscall);
+            }
+        }
+        for part in [&resp[..resp_split], &resp[resp_split..]] {
+            for syscall in part.chunks(CAPTURE) {
+                sim.data(TID, FD, to_client, syscall);
+            }
+        }
+        sim.close(FD);
+        sim.take()
+    }
+
+    #[test]
+    fn golden_exchanges_as_server_and_client() {
+        for &(name, rows) in GOLDEN {
+            let len = golden(&format!("{name}.req")).len();
+            for role in [Role::Server, Role::Client, Role::Unknown] {
+                let txs = play(role, name, len, 0);
+                assert_eq!(summary(&txs), expected(rows), "{name} as {role:?}");
+                let kind = if role == Role::Client {
+                    SpanKind::Client
+                } else {
+                    SpanKind::Server
+                };
+                assert!(txs.iter().all(|t| t.kind == kind), "{name} as {role:?}");
+                assert!(
+                    txs.iter()
+                        .all(|t| t.host.as_deref() == Some("127.0.0.1:19000"))
+                );
+            }
+        }
+    }
+
+    /// Every split of the request stream (server side), and every split of the response stream
+    /// (client side), into two syscalls yields the same transactions.
+    #[test]
+    fn golden_exchanges_across_every_split() {
+        for &(name, rows) in GOLDEN {
+            let (req, resp) = (
+                golden(&format!("{name}.req")),
+                golden(&format!("{name}.resp")),
+            );
+            for split in 0..=req.len() {
+                let txs = play(Role::Server, name, split, 0);
+                assert_eq!(
+                    summary(&txs),
+                    expected(rows),
+                    "{name} request split at {split}"
+                );
+            }
+            for split in 0..=resp.len() {
+                let txs = play(Role::Client, name, req.len(), split);
+                assert_eq!(
+                    summary(&txs),
+                    expected(rows),
+                    "{name} response split at {split}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn keepalive_with_many_requests_and_exact_timestamps() {
+        let mut sim = Sim::new();
+        sim.connect(FD, Role::Server);
+        for i in 0..200 {
+            let start = sim.read(
+                FD,
+                format!("GET /items/{i} HTTP/1.1\r\nHost: svc\r\n\r\n").as_bytes(),
+            );
+            sim.write(FD, b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n");
+            let end = sim.write(FD, b"hello");
+            let txs = sim.take();
+            assert_eq!(txs.len(), 1, "request {i}");
+            assert_eq!(txs[0].target, format!("/items/{i}"));
+            assert_eq!((txs[0].start_ns, txs[0].end_ns), (start, end));
+            assert_eq!(txs[0].peer, Some("10.0.0.9:40000".parse().unwrap()));
+        }
+        sim.close(FD);
+        assert!(sim.take().is_empty());
+        assert_eq!(sim.tracker.connections(), 0);
+    }
+
+    #[test]
+    fn client_timestamps_run_from_the_first_write_to_the_last_read() {
+        let mut sim = Sim::new();
+        sim.connect(FD, Role::Client);
+        let first = sim.write(FD, b"POST /up HTTP/1.1\r\nContent-Length: 4\r\n\r\n") - 400;
+        sim.write(FD, b"body");
+        sim.read(FD, b"HTTP/1.1 202 Accepted\r\nContent-Length: 2\r\n\r\n");
+        let last = sim.read(FD, b"ok");
+        let txs = sim.take();
+        assert_eq!(
+            summary(&txs),
+            expected(&[("POST", "/up", 202, Some(4), Some(2))])
+        );
+        assert_eq!((txs[0].start_ns, txs[0].end_ns), (first, last));
+        assert_eq!(txs[0].kind, SpanKind::Client);
+    }
+
+    #[test]
+    fn requests_split_across_reads_start_at_the_first_byte() {
+        let mut sim = Sim::new();
+        sim.connect(FD, Role::Server);
+        let start = sim.read(FD, b"GE");
+        sim.read(FD, b"T /split HTTP/1.1\r\nHo");
+        sim.read(FD, b"st: a\r\n");
+        sim.read(FD, b"\r\n");
+        let end = sim.write(FD, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+        let txs = sim.take();
+        assert_eq!(
+            summary(&txs),
+            expected(&[("GET", "/split", 200, Some(0), Some(0))])
+        );
+        assert_eq!((txs[0].start_ns, txs[0].end_ns), (start, end));
+    }
+
+    #[test]
+    fn pipelined_requests_in_one_read() {
+        let mut sim = Sim::new();
+        sim.connect(FD, Role::Server);
+        let req = golden("nginx_keepalive.req");
+        let resp = golden("nginx_keepalive.resp");
+        sim.read(FD, &req);
+        for chunk in resp.chunks(100) {
+            sim.write(FD, chunk);
+        }
+        let txs = sim.take();
+        assert_eq!(summary(&txs), expected(GOLDEN[4].1));
+        // Pipelined requests all started with the one read.
+        assert!(txs.iter().all(|t| t.start_ns == txs[0].start_ns));
+        assert!(txs.windows(2).all(|w| w[0].end_ns < w[1].end_ns));
+    }
+
+    #[test]
+    fn hundred_continue_is_interim() {
+        let req = golden("custom_100_continue.req");
+        let resp = golden("custom_100_continue.resp");
+        let (req_head, req_body) = req.split_at(177);
+        let (interim, last) = resp.split_at(25);
+        let mut sim = Sim::new();
+        sim.connect(FD, Role::Server);
+        sim.read(FD, req_head);
+        sim.write(FD, interim);
+        sim.read(FD, req_body);
+        assert!(sim.take().is_empty());
+        let mut end = 0;
+        for syscall in last.chunks(CAPTURE) {
+            end = sim.write(FD, syscall);
+        }
+        let txs = sim.take();
+        assert_eq!(
+            summary(&txs),
+            expected(&[("POST", "/echo", 201, Some(1500), Some(1500))])
+        );
+        assert_eq!(txs[0].end_ns, end);
+    }
+
+    #[test]
+    fn large_bodies_with_truncated_payloads_are_skipped_by_length() {
+        let mut sim = Sim::new();
+        sim.connect(FD, Role::Client);
+        sim.write(FD, b"GET /download HTTP/1.1\r\nHost: files\r\n\r\n");
+        // 1 MB response in 64 KiB reads; the body itself looks like HTTP to make sure it is
+        // skipped by count and never parsed.
+        let total = 1_000_000usize;
+        let mut first = b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n".to_vec();
+        let head_len = first.len();
+        let filler = b"HTTP/1.1 500 Oops\r\nContent-Length: 0\r\n\r\n";
+        let mut body = filler.iter().copied().cycle();
+        first.extend(body.by_ref().take(65536 - head_len));
+        sim.read(FD, &first);
+        let mut left = total - (65536 - head_len);
+        let mut end = 0;
+        while left > 0 {
+            let n = left.min(65536);
+            let chunk: Vec<u8> = body.by_ref().take(n).collect();
+            end = sim.read(FD, &chunk);
+            left -= n;
+        }
+        let txs = sim.take();
+        assert_eq!(
+            summary(&txs),
+            expected(&[("GET", "/download", 200, Some(0), Some(1_000_000))])
+        );
+        assert_eq!(txs[0].end_ns, end);
+        // The connection is still in step for the next exchange.
+        sim.write(FD, b"GET /next HTTP/1.1\r\n\r\n");
+        sim.read(FD, b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n");
+        assert_eq!(
+            summary(&sim.take()),
+            expected(&[("GET", "/next", 404, Some(0), Some(0))])
+        );
+    }
+
+    #[test]
+    fn chunked_response_in_one_syscall_beyond_the_capture() {
+        // nginx's gzip response written at once: only its head and first chunk-size line are
+        // captured; the chunk data and the last chunk are counted from the syscall's length.
+        let mut sim = Sim::new();
+        sim.connect(FD, Role::Client);
+        sim.write(FD, &golden("nginx_gzip_chunked.req"));
+        let end = sim.read(FD, &golden("nginx_gzip_chunked.resp"));
+        let txs = sim.take();
+        assert_eq!(summary(&txs), expected(GOLDEN[5].1));
+        assert_eq!(txs[0].end_ns, end);
+    }
+
+    #[test]
+    fn head_responses_have_no_body_whatever_the_headers_say() {
+        let mut sim = Sim::new();
+        sim.connect(FD, Role::Server);
+        sim.read(FD, b"HEAD /big HTTP/1.1\r\n\r\n");
+        sim.write(
+            FD,
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5000\r\nTransfer-Encoding: chunked\r\n\r\n",
+        );
+        sim.read(FD, b"GET /small HTTP/1.1\r\n\r\n");
+        sim.write(FD, b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nx");
+        assert_eq!(
+            summary(&sim.take()),
+            expected(&[
+                ("HEAD", "/big", 200, Some(0), Some(0)),
+                ("GET", "/small", 200, Some(0), Some(1))
+            ])
+        );
+    }
+
+    #[test]
+    fn close_delimited_response_ends_at_its_last_byte() {
+        let mut sim = Sim::new();
+        sim.connect(FD, Role::Client);
+        sim.write(FD, b"GET /legacy HTTP/1.0\r\n\r\n");
+        sim.read(
+            FD,
+            b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nabc",
+        );
+        let last = sim.read(FD, &[b'z'; 3000]);
+        assert!(sim.take().is_empty());
+        sim.close(FD);
+        let txs = sim.take();
+        assert_eq!(
+            summary(&txs),
+            expected(&[("GET", "/legacy", 200, Some(0), Some(3003))])
+        );
+        assert_eq!(txs[0].minor_version, 0);
+        assert_eq!(txs[0].end_ns, last);
+    }
+
+    #[test]
+    fn process_exit_flushes_its_connections() {
+        let mut sim = Sim::new();
+        sim.connect(FD, Role::Server);
+        sim.read(FD, b"GET /a HTTP/1.0\r\n\r\n");
+        sim.write(FD, b"HTTP/1.0 200 OK\r\n\r\npartial");
+        sim.connect(FD + 1, Role::Server);
+        sim.read(FD + 1, b"GET /b HTTP/1.1\r\n\r\n");
+        let mut out = Vec::new();
+        sim.tracker.forget_process(PID + 1, &mut out);
+        assert!(out.is_empty());
+        sim.tracker.forget_process(PID, &mut out);
+        out.sort_by(|a, b| a.target.cmp(&b.target));
+        assert_eq!(
+            summary(&out),
+            expected(&[
+                ("GET", "/a", 200, Some(0), Some(7)),
+                ("GET", "/b", 0, Some(0), None)
+            ])
+        );
+        assert_eq!(sim.tracker.connections(), 0);
+    }
+
+    #[test]
+    fn fd_reuse_resets_the_connection() {
+        let mut sim = Sim::new();
+        sim.connect(FD, Role::Server);
+        sim.read(FD, b"GET /abandoned HTTP/1.1\r\n\r\n");
+        // The close was missed: a new accept on the same fd ends the old connection.
+        sim.connect(FD, Role::Client);
+        assert_eq!(
+            summary(&sim.take()),
+            expected(&[("GET", "/abandoned", 0, Some(0), None)])
+        );
+        sim.write(FD, b"GET /fresh HTTP/1.1\r\n\r\n");
+        sim.read(FD, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+        let txs = sim.take();
+        assert_eq!(
+            summary(&txs),
+            expected(&[("GET", "/fresh", 200, Some(0), Some(0))])
+        );
+        assert_eq!(txs[0].kind, SpanKind::Client);
+        // Closed and reused without a connect event: the role is inferred again.
+        sim.close(FD);
+        sim.read(FD, b"GET /inferred HTTP/1.1\r\n\r\n");
+        sim.write(FD, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+        let txs = sim.take();
+        assert_eq!(txs.len(), 1);
+        assert_eq!(txs[0].kind, SpanKind::Server);
+    }
+
+    #[test]
+    fn unknown_role_is_inferred_from_the_first_request() {
+        let mut sim = Sim::new();
+        // A connection that predates the sidecar, caught in the middle of a response body.
+        sim.tracker
+            .set_addresses(PID, FD, Some("10.0.0.1:8080".parse().unwrap()), None);
+        sim.write(FD, b"tail of an earlier response body");
+        sim.read(FD, b"GET /seen HTTP/1.1\r\n\r\n");
+        sim.write(FD, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+        let txs = sim.take();
+        assert_eq!(
+            summary(&txs),
+            expected(&[("GET", "/seen", 200, Some(0), Some(0))])
+        );
+        assert_eq!(txs[0].kind, SpanKind::Server);
+        assert_eq!(txs[0].local, Some("10.0.0.1:8080".parse().unwrap()));
+        // A process that writes a request is the client.
+        sim.write(FD + 1, b"DELETE /x HTTP/1.1\r\n\r\n");
+        sim.read(FD + 1, b"HTTP/1.1 204 No Content\r\n\r\n");
+        let txs = sim.take();
+        assert_eq!(txs[0].kind, SpanKind::Client);
+        assert_eq!(txs[0].status, 204);
+    }
+
+    #[test]
+    fn non_http_traffic_is_abandoned_cheaply() {
+        let tls_hello = b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03GET / HTTP/1.1\r\n\r\n";
+        let cases: [(Role, Direction, &[u8]); 5] = [
+            (Role::Server, Direction::Ingress, tls_hello),
+            (Role::Client, Direction::Egress, b"*1\r\n$4\r\nPING\r\n"),
+            // MySQL-like server greeting: the server speaks first.
+            (
+                Role::Client,
+                Direction::Ingress,
+                b"J\x00\x00\x00\n8.0.36\x00",
+            ),
+            (
+                Role::Server,
+                Direction::Ingress,
+                b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+            ),
+            (Role::Server, Direction::Ingress, &[0u8; 64]),
+        ];
+        for (role, direction, bytes) in cases {
+            let mut sim = Sim::new();
+            sim.connect(FD, role);
+            sim.data(TID, FD, direction, bytes);
+            assert_eq!(sim.tracker.stats().abandoned_connections, 1, "{bytes:?}");
+            // Whatever follows is ignored, HTTP-looking or not.
+            sim.read(FD, b"GET / HTTP/1.1\r\n\r\n");
+            sim.write(FD, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+            sim.close(FD);
+            assert!(sim.take().is_empty(), "{bytes:?}");
+        }
+        // Unknown-role binary traffic is given up on after a few events.
+        let mut sim = Sim::new();
+        for _ in 0..MAX_UNRECOGNIZED_EVENTS {
+            sim.read(FD, b"\x00\x01binary");
+        }
+        assert_eq!(sim.tracker.stats().abandoned_connections, 1);
+    }
+
+    #[test]
+    fn random_bytes_never_panic() {
+        for seed in 0..300u32 {
+            let mut sim = Sim::with_limits(TrackerLimits {
+                max_connections: 4,
+                max_buffered_bytes: 8192,
+            });
+            for i in 0..40u32 {
+                let len = (rand::random::<u32>() % 1500) as usize;
+                let mut bytes: Vec<u8> = (0..len).map(|_| rand::random()).collect();
+                // Mix in HTTP so the parsers get past the first byte.
+                if i % 3 == 0 {
+                    bytes.splice(
+                        0..0,
+                        b"GET / HTTP/1.1\r\nContent-Length: 40\r\n".iter().copied(),
+                    );
+                }
+                if i % 5 == 1 {
+                    bytes.splice(
+                        0..0,
+                        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1"
+                            .iter()
+                            .copied(),
+                    );
+                }
+                let fd = (seed + i) as i32 % 6;
+                match rand::random::<u8>() % 8 {
+                    0 => sim.connect(fd, Role::Server),
+                    1 => sim.close(fd),
+                    2..=4 => {
+                        sim.read(fd, &bytes);
+                    }
+                    _ => {
+                        sim.write(fd, &bytes);
+                    }
+                }
+            }
+            assert!(sim.tracker.connections() <= 4);
+            assert!(sim.tracker.buffered <= 8192);
+        }
+    }
+
+    #[test]
+    fn incoming_traceparent_makes_the_server_span_a_child() {
+        let mut sim = Sim::new();
+        sim.connect(FD, Role::Server);
+        sim.read(FD, &golden("nginx_traceparent.req"));
+        sim.write(FD, &golden("nginx_traceparent.resp"));
+        let txs = sim.take();
+        let header =
+            parse_traceparent(b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").unwrap();
+        let trace = txs[0].trace;
+        assert_eq!(trace.trace_id, header.trace_id);
+        assert_eq!(trace.parent_span_id, Some(header.parent_id));
+        assert!(trace.sampled);
+        assert_ne!(trace.span_id, header.parent_id);
+
+        // Unsampled upstream decision is kept.
+        sim.read(
+            FD,
+            b"GET / HTTP/1.1\r\ntraceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00\r\n\r\n",
+        );
+        sim.write(FD, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+        let txs = sim.take();
+        assert!(!txs[0].trace.sampled);
+        assert_eq!(
+            txs[0].trace.parent_span_id,
+            Some([0xb7, 0xad, 0x6b, 0x71, 0x69, 0x20, 0x33, 0x31])
+        );
+
+        // No (or an invalid) traceparent: a new trace.
+        sim.read(FD, b"GET / HTTP/1.1\r\ntraceparent: garbage\r\n\r\n");
+        sim.write(FD, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+        let txs = sim.take();
+        assert_eq!(txs[0].trace.parent_span_id, None);
+        assert_ne!(txs[0].trace.trace_id, [0; 16]);
+        assert_ne!(txs[0].trace.span_id, [0; 8]);
+        assert!(txs[0].trace.sampled);
+    }
+
+    #[test]
+    fn client_requests_while_serving_join_the_server_trace() {
+        const SERVER_FD: i32 = 5;
+        const CLIENT_FD: i32 = 6;
+        const OTHER_TID: u32 = 202;
+        let mut sim = Sim::new();
+        sim.connect(SERVER_FD, Role::Server);
+        sim.read(SERVER_FD, b"GET /call HTTP/1.1\r\n\r\n");
+        // The serving thread calls a downstream service...
+        sim.connect(CLIENT_FD, Role::Client);
+        sim.write(CLIENT_FD, b"GET /downstream HTTP/1.1\r\n\r\n");
+        sim.read(CLIENT_FD, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+        // ...another thread makes an unrelated call...
+        sim.data(
+            OTHER_TID,
+            CLIENT_FD + 1,
+            Direction::Egress,
+            b"GET /unrelated HTTP/1.1\r\n\r\n",
+        );
+        sim.data(
+            OTHER_TID,
+            CLIENT_FD + 1,
+            Direction::Ingress,
+            b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+        );
+        // ...and the app writes its own traceparent on a call from the serving thread.
+        sim.write(
+            CLIENT_FD,
+            b"GET /propagated HTTP/1.1\r\ntraceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01\r\n\r\n",
+        );
+        sim.read(CLIENT_FD, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+        sim.write(SERVER_FD, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+        // After the response the thread is no longer serving.
+        sim.write(CLIENT_FD, b"GET /after HTTP/1.1\r\n\r\n");
+        sim.read(CLIENT_FD, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+
+        let txs = sim.take();
+        let by_target = |target: &str| txs.iter().find(|t| t.target == target).unwrap().trace;
+        let server = by_target("/call");
+        let downstream = by_target("/downstream");
+        assert_eq!(downstream.trace_id, server.trace_id);
+        assert_eq!(downstream.parent_span_id, Some(server.span_id));
+        assert_ne!(downstream.span_id, server.span_id);
+        let unrelated = by_target("/unrelated");
+        assert_ne!(unrelated.trace_id, server.trace_id);
+        assert_eq!(unrelated.parent_span_id, None);
+        let propagated = by_target("/propagated");
+        let header =
+            parse_traceparent(b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01").unwrap();
+        assert_eq!(propagated.trace_id, header.trace_id);
+        assert_eq!(propagated.parent_span_id, Some(header.parent_id));
+        let after = by_target("/after");
+        assert_ne!(after.trace_id, server.trace_id);
+        assert_eq!(after.parent_span_id, None);
+        assert!(sim.tracker.serving.is_empty());
+    }
+
+    #[test]
+    fn protocol_switch_ends_tracking_after_its_transaction() {
+        let mut sim = Sim::new();
+        sim.connect(FD, Role::Server);
+        sim.read(
+            FD,
+            b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+        );
+        sim.write(
+            FD,
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n",
+        );
+        assert_eq!(
+            summary(&sim.take()),
+            expected(&[("GET", "/ws", 101, Some(0), None)])
+        );
+        sim.read(FD, b"\x81\x85\x37\xfa\x21\x3d\x7f\x9f\x4d\x51\x58");
+        sim.read(FD, b"GET /not-http-anymore HTTP/1.1\r\n\r\n");
+        sim.write(FD, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+        sim.close(FD);
+        assert!(sim.take().is_empty());
+    }
+
+    #[test]
+    fn heads_beyond_the_capture_still_make_one_span_each() {
+        let mut sim = Sim::new();
+        sim.connect(FD, Role::Server);
+        let mut ends = Vec::new();
+        let mut txs = Vec::new();
+        for i in 0..3 {
+            let req = format!(
+                "GET /cookie/{i} HTTP/1.1\r\nHost: x\r\nCookie: {}\r\n\r\n",
+                "c".repeat(3000)
+            );
+            sim.read(FD, req.as_bytes());
+            // The response's end is unknown (its head is cut off): it is over when the next
+            // request arrives, or the connection closes.
+            let resp = format!(
+                "HTTP/1.1 200 OK\r\nSet-Cookie: {}\r\nContent-Length: 2\r\n\r\nok",
+                "s".repeat(2000)
+            );
+            ends.push(sim.write(FD, resp.as_bytes()));
+            txs.extend(sim.take());
+            assert_eq!(txs.len(), i, "after exchange {i}");
+        }
+        sim.close(FD);
+        txs.extend(sim.take());
+        assert_eq!(
+            summary(&txs),
+            expected(&[
+                ("GET", "/cookie/0", 200, None, None),
+                ("GET", "/cookie/1", 200, None, None),
+                ("GET", "/cookie/2", 200, None, None),
+            ])
+        );
+        let got: Vec<u64> = txs.iter().map(|t| t.end_ns).collect();
+        assert_eq!(got, ends);
+    }
+
+    #[test]
+    fn connection_limit_evicts_the_least_recently_active() {
+        let mut sim = Sim::with_limits(TrackerLimits {
+            max_connections: 4,
+            max_buffered_bytes: 1 << 20,
+        });
+        for fd in 0..10 {
+            sim.connect(fd, Role::Server);
+            sim.read(fd, format!("GET /{fd} HTTP/1.1\r\n\r\n").as_bytes());
+        }
+        assert_eq!(sim.tracker.connections(), 4);
+        assert_eq!(sim.tracker.stats().evicted_connections, 6);
+        assert_eq!(sim.tracker.stats().discarded_requests, 6);
+        // The oldest were dropped: their responses make no spans; the newest still do.
+        sim.write(0, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+        sim.write(9, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+        assert_eq!(
+            summary(&sim.take()),
+            expected(&[("GET", "/9", 200, Some(0), Some(0))])
+        );
+    }
+
+    #[test]
+    fn buffered_bytes_stay_within_the_limit() {
+        let limit = 16 * 1024;
+        let mut sim = Sim::with_limits(TrackerLimits {
+            max_connections: 1000,
+            max_buffered_bytes: limit,
+        });
+        // Many connections each holding half a head.
+        let partial = format!("GET /slow HTTP/1.1\r\nX-Pad: {}", "p".repeat(900));
+        for fd in 0..100 {
+            sim.connect(fd, Role::Server);
+            sim.read(fd, partial.as_bytes());
+            assert!(sim.tracker.buffered <= limit);
+        }
+        assert!(sim.tracker.stats().evicted_connections > 50);
+        assert!(sim.tracker.connections() < 20);
+        // The most recent one is intact and completes normally.
+        sim.read(99, b"\r\n\r\n");
+        sim.write(99, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+        assert_eq!(
+            summary(&sim.take()),
+            expected(&[("GET", "/slow", 200, Some(0), Some(0))])
+        );
+        // Accounting returns to zero when everything is closed.
+        for fd in 0..100 {
+            sim.close(fd);
+        }
+        assert_eq!(sim.tracker.buffered, 0);
     }
 }

@@ -328,9 +328,7 @@ fn parse_content_length(value: &[u8]) -> Result<u64> {
         if item.is_empty() || item.len() > 19 || !item.iter().all(u8::is_ascii_digit) {
             return Err(Error::HttpFraming("invalid Content-Length"));
         }
-        let n = item
-            .iter()
-            .fold(0u64, |n, &d| n * 10 + u64::from(d - b'0'));
+        let n = item.iter().fold(0u64, |n, &d| n * 10 + u64::from(d - b'0'));
         match length {
             Some(seen) if seen != n => {
                 return Err(Error::HttpFraming("conflicting Content-Length values"));
@@ -339,4 +337,454 @@ fn parse_content_length(value: &[u8]) -> Result<u64> {
         }
     }
     length.ok_or(Error::HttpFraming("invalid Content-Length"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn golden(name: &str) -> Vec<u8> {
+        let path = format!("{}/testdata/http1/{name}", env!("CARGO_MANIFEST_DIR"));
+        std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    fn request(bytes: &[u8]) -> Request {
+        match parse_request(bytes) {
+            Ok(Parsed::Complete(req)) => req,
+            other => panic!("{:?}: {other:?}", String::from_utf8_lossy(bytes)),
+        }
+    }
+
+    fn response(bytes: &[u8]) -> Response {
+        match parse_response(bytes) {
+            Ok(Parsed::Complete(resp)) => resp,
+            other => panic!("{:?}: {other:?}", String::from_utf8_lossy(bytes)),
+        }
+    }
+
+    const LOCAL: &str = "127.0.0.1:19000";
+    const TRACEPARENT: TraceParent = TraceParent {
+        trace_id: [
+            0x4b, 0xf9, 0x2f, 0x35, 0x77, 0xb3, 0x4d, 0xa6, 0xa3, 0xce, 0x92, 0x9d, 0x0e, 0x0e,
+            0x47, 0x36,
+        ],
+        parent_id: [0x00, 0xf0, 0x67, 0xaa, 0x0b, 0xa9, 0x02, 0xb7],
+        sampled: true,
+    };
+
+    /// Golden request captures: file, head length, method, target, minor version,
+    /// Content-Length, chunked, traceparent.
+    #[allow(clippy::type_complexity)]
+    const GOLDEN_REQUESTS: &[(&str, usize, &str, &str, u8, Option<u64>, bool, bool)] = &[
+        (
+            "python_get_1_0.req",
+            88,
+            "GET",
+            "/hello.txt",
+            1,
+            None,
+            false,
+            false,
+        ),
+        (
+            "python_head.req",
+            89,
+            "HEAD",
+            "/hello.txt",
+            1,
+            None,
+            false,
+            false,
+        ),
+        (
+            "python_404.req",
+            90,
+            "GET",
+            "/missing?q=1",
+            1,
+            None,
+            false,
+            false,
+        ),
+        (
+            "python_post_501.req",
+            152,
+            "POST",
+            "/form",
+            1,
+            Some(7),
+            false,
+            false,
+        ),
+        (
+            "nginx_keepalive.req",
+            88,
+            "GET",
+            "/hello.txt",
+            1,
+            None,
+            false,
+            false,
+        ),
+        (
+            "nginx_gzip_chunked.req",
+            109,
+            "GET",
+            "/big.txt",
+            1,
+            None,
+            false,
+            false,
+        ),
+        (
+            "nginx_304.req",
+            138,
+            "GET",
+            "/hello.txt",
+            1,
+            None,
+            false,
+            false,
+        ),
+        (
+            "nginx_traceparent.req",
+            158,
+            "GET",
+            "/hello.txt",
+            1,
+            None,
+            false,
+            true,
+        ),
+        (
+            "custom_100_continue.req",
+            177,
+            "POST",
+            "/echo",
+            1,
+            Some(1500),
+            false,
+            false,
+        ),
+        (
+            "custom_chunked_request.req",
+            161,
+            "POST",
+            "/echo",
+            1,
+            None,
+            true,
+            false,
+        ),
+        (
+            "custom_http10_close.req",
+            85,
+            "GET",
+            "/stream",
+            0,
+            None,
+            false,
+            false,
+        ),
+    ];
+
+    /// Golden response captures: file, head length, minor version, status, framing after GET.
+    const GOLDEN_RESPONSES: &[(&str, usize, u8, u16, Framing)] = &[
+        ("python_get_1_0.resp", 186, 0, 200, Framing::Length(13)),
+        ("python_head.resp", 186, 0, 200, Framing::Length(13)),
+        ("python_404.resp", 185, 0, 404, Framing::Length(335)),
+        ("python_post_501.resp", 198, 0, 501, Framing::Length(357)),
+        ("nginx_keepalive.resp", 236, 1, 200, Framing::Length(13)),
+        ("nginx_gzip_chunked.resp", 251, 1, 200, Framing::Chunked),
+        ("nginx_304.resp", 178, 1, 304, Framing::Empty),
+        ("nginx_traceparent.resp", 236, 1, 200, Framing::Length(13)),
+        ("custom_100_continue.resp", 25, 1, 100, Framing::Empty),
+        ("custom_chunked_request.resp", 151, 1, 201, Framing::Chunked),
+        ("custom_http10_close.resp", 118, 0, 200, Framing::UntilClose),
+    ];
+
+    #[test]
+    fn golden_requests_parse_to_their_heads() {
+        for &(file, header_len, method, target, minor, length, chunked, traced) in GOLDEN_REQUESTS {
+            let req = request(&golden(file));
+            assert_eq!(
+                req,
+                Request {
+                    header_len,
+                    method: method.into(),
+                    target: target.into(),
+                    minor_version: minor,
+                    host: Some(LOCAL.into()),
+                    content_length: length,
+                    chunked,
+                    traceparent: traced.then_some(TRACEPARENT),
+                },
+                "{file}"
+            );
+        }
+    }
+
+    #[test]
+    fn golden_responses_parse_to_their_heads() {
+        for &(file, header_len, minor, status, framing) in GOLDEN_RESPONSES {
+            let resp = response(&golden(file));
+            assert_eq!(resp.header_len, header_len, "{file}");
+            assert_eq!(resp.minor_version, minor, "{file}");
+            assert_eq!(resp.status, status, "{file}");
+            assert_eq!(resp.framing("GET"), framing, "{file}");
+            assert_eq!(resp.framing("HEAD"), Framing::Empty, "{file}");
+        }
+    }
+
+    /// Every prefix of every golden file is a partial head or the same head as the whole file:
+    /// never an error, never a different result.
+    #[test]
+    fn every_prefix_of_golden_files_is_partial_or_the_same_head() {
+        for &(file, ..) in GOLDEN_REQUESTS {
+            let bytes = golden(file);
+            let whole = parse_request(&bytes).unwrap();
+            for end in 0..=bytes.len() {
+                match parse_request(&bytes[..end]) {
+                    Ok(Parsed::Partial) => {}
+                    Ok(parsed) => assert_eq!(parsed, whole, "{file}[..{end}]"),
+                    Err(e) => panic!("{file}[..{end}]: {e}"),
+                }
+            }
+        }
+        for &(file, ..) in GOLDEN_RESPONSES {
+            let bytes = golden(file);
+            let whole = parse_response(&bytes).unwrap();
+            for end in 0..=bytes.len() {
+                match parse_response(&bytes[..end]) {
+                    Ok(Parsed::Partial) => {}
+                    Ok(parsed) => assert_eq!(parsed, whole, "{file}[..{end}]"),
+                    Err(e) => panic!("{file}[..{end}]: {e}"),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn request_table() {
+        struct Case {
+            input: &'static str,
+            method: &'static str,
+            target: &'static str,
+            minor: u8,
+            framing: Framing,
+        }
+        let cases = [
+            Case {
+                input: "GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+                method: "GET",
+                target: "/",
+                minor: 1,
+                framing: Framing::Empty,
+            },
+            Case {
+                input: "\r\nPOST /x HTTP/1.0\r\nContent-Length: 5\r\n\r\nhello",
+                method: "POST",
+                target: "/x",
+                minor: 0,
+                framing: Framing::Length(5),
+            },
+            Case {
+                input: "PUT /a?b=c HTTP/1.1\r\ncontent-length: 3, 3\r\n\r\n",
+                method: "PUT",
+                target: "/a?b=c",
+                minor: 1,
+                framing: Framing::Length(3),
+            },
+            Case {
+                input: "POST /c HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\nContent-Length: 9\r\n\r\n",
+                method: "POST",
+                target: "/c",
+                minor: 1,
+                framing: Framing::Chunked,
+            },
+            Case {
+                input: "OPTIONS * HTTP/1.1\r\nContent-Length: 0\r\n\r\n",
+                method: "OPTIONS",
+                target: "*",
+                minor: 1,
+                framing: Framing::Empty,
+            },
+            Case {
+                input: "GET http://example.com/p HTTP/1.1\n\n",
+                method: "GET",
+                target: "http://example.com/p",
+                minor: 1,
+                framing: Framing::Empty,
+            },
+        ];
+        for case in cases {
+            let req = request(case.input.as_bytes());
+            assert_eq!(req.method, case.method, "{}", case.input);
+            assert_eq!(req.target, case.target, "{}", case.input);
+            assert_eq!(req.minor_version, case.minor, "{}", case.input);
+            assert_eq!(req.framing(), case.framing, "{}", case.input);
+        }
+    }
+
+    #[test]
+    fn invalid_requests_are_errors() {
+        for input in [
+            &b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03"[..],
+            b"*1\r\n$4\r\nPING\r\n",
+            b"SET key value\r\n",
+            b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+            b"GET / HTTP/1.1\r\nContent-Length: 1x\r\n\r\n",
+            b"GET / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+            b"GET / HTTP/1.1\r\nContent-Length: 1, 2\r\n\r\n",
+            b"GET / HTTP/1.1\r\nContent-Length: 99999999999999999999\r\n\r\n",
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n",
+            b"GET / HTTP/1.1\r\nBad Header: x\r\n\r\n",
+            b"\x00\x00\x00\x01",
+        ] {
+            assert!(
+                parse_request(input).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(input)
+            );
+        }
+    }
+
+    #[test]
+    fn response_table() {
+        let cases: &[(&str, &str, u16, Framing)] = &[
+            (
+                "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+                "GET",
+                200,
+                Framing::Length(2),
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n",
+                "HEAD",
+                200,
+                Framing::Empty,
+            ),
+            (
+                "HTTP/1.1 204 No Content\r\nContent-Length: 9\r\n\r\n",
+                "GET",
+                204,
+                Framing::Empty,
+            ),
+            (
+                "HTTP/1.1 304 Not Modified\r\n\r\n",
+                "GET",
+                304,
+                Framing::Empty,
+            ),
+            ("HTTP/1.1 100 Continue\r\n\r\n", "POST", 100, Framing::Empty),
+            (
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+                "GET",
+                200,
+                Framing::Chunked,
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\nContent-Length: 3\r\n\r\n",
+                "GET",
+                200,
+                Framing::UntilClose,
+            ),
+            ("HTTP/1.0 200 OK\r\n\r\n", "GET", 200, Framing::UntilClose),
+            (
+                "HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n\r\n",
+                "GET",
+                500,
+                Framing::Empty,
+            ),
+            (
+                "HTTP/1.1 404 \r\nContent-Length: 7\r\n\r\n",
+                "GET",
+                404,
+                Framing::Length(7),
+            ),
+        ];
+        for &(input, method, status, framing) in cases {
+            let resp = response(input.as_bytes());
+            assert_eq!(resp.status, status, "{input}");
+            assert_eq!(resp.framing(method), framing, "{input}");
+        }
+        let interim = response(b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n");
+        assert!(interim.is_interim());
+        let switching = response(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n");
+        assert!(!switching.is_interim());
+        assert!(switching.ends_http("GET"));
+        assert!(response(b"HTTP/1.1 200 OK\r\n\r\n").ends_http("CONNECT"));
+        assert!(!response(b"HTTP/1.1 407 Auth\r\n\r\n").ends_http("CONNECT"));
+        for bad in [
+            &b"HTTP/2 200\r\n\r\n"[..],
+            b"HTTP/1.1 2000 OK\r\n\r\n",
+            b"SSH-2.0-OpenSSH\r\n",
+        ] {
+            assert!(
+                parse_response(bad).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
+    #[test]
+    fn start_lines_of_heads_that_are_cut_off() {
+        let cut = b"GET /a/b?c=d HTTP/1.1\r\nHost: x\r\nCookie: aaaaaaaa";
+        assert_eq!(parse_request(cut).unwrap(), Parsed::Partial);
+        assert_eq!(
+            parse_request_line(cut),
+            Some(RequestLine {
+                method: "GET".into(),
+                target: "/a/b?c=d".into(),
+                minor_version: 1
+            })
+        );
+        assert_eq!(parse_request_line(b"GET /a/b?c=d HTTP/1.1"), None);
+        assert_eq!(parse_request_line(b"GET /a/b?c=d HTT"), None);
+        assert_eq!(parse_request_line(b"\x16\x03\x01"), None);
+        assert_eq!(
+            parse_status_line(b"HTTP/1.1 503 Service Unavailable\r\nServer: x"),
+            Some((503, 1))
+        );
+        assert_eq!(parse_status_line(b"HTTP/1.0 200 OK"), None);
+        assert_eq!(parse_status_line(b"garbage\r\n"), None);
+    }
+
+    #[test]
+    fn traceparent_validation() {
+        let valid = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        assert_eq!(parse_traceparent(valid), Some(TRACEPARENT));
+        let unsampled =
+            parse_traceparent(b" 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00 ");
+        assert_eq!(unsampled.map(|t| t.sampled), Some(false));
+        // A later version may append fields.
+        assert!(
+            parse_traceparent(b"01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-xyz")
+                .is_some()
+        );
+        for bad in [
+            &b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-xyz"[..],
+            b"ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            b"00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            b"00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            b"00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+            b"00_4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            b"",
+        ] {
+            assert_eq!(
+                parse_traceparent(bad),
+                None,
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        // Two traceparent fields make the context invalid.
+        let twice = format!(
+            "GET / HTTP/1.1\r\ntraceparent: {0}\r\ntraceparent: {0}\r\n\r\n",
+            String::from_utf8_lossy(valid)
+        );
+        assert_eq!(request(twice.as_bytes()).traceparent, None);
+    }
 }
