@@ -4,9 +4,13 @@
 pub mod config;
 pub mod error;
 pub mod events;
+pub mod export;
+pub mod metrics;
+pub mod printer;
 pub mod protocol;
 pub mod probes;
 pub mod route;
+pub mod spans;
 pub mod tracker;
 pub mod transaction;
 
