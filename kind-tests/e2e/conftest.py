@@ -9,7 +9,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from obi_kind.environment import DEFAULT_CLUSTER, cluster_unavailable_reason, kube_context
+from obi_kind.environment import (
+    DEFAULT_CLUSTER,
+    cluster_unavailable_reason,
+    kube_context,
+)
 from obi_kind.kubectl import Kubectl
 from obi_kind.render import namespace
 

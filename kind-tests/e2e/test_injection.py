@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from cluster import observed_state, settled
+
 from obi_kind.deployments import (
     SIDECAR_CONTAINER,
     STATUS_ANNOTATION,

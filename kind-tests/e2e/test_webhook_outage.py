@@ -7,8 +7,8 @@ import time
 from collections.abc import Iterator
 
 import pytest
-
 from cluster import settled
+
 from obi_kind.deployments import is_injected
 from obi_kind.kubectl import Kubectl, wait_for
 from obi_kind.render import sample_deployment

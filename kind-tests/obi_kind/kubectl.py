@@ -24,11 +24,11 @@ class Kubectl:
     binary: str = "kubectl"
     timeout: float = 120
 
-    def run(self, *args: str, stdin: str | None = None) -> str:
+    def run(self, *args: str, stdin: str | None = None, timeout: float | None = None) -> str:
         command = [self.binary, "--context", self.context, *args]
         try:
             result = subprocess.run(
-                command, input=stdin, capture_output=True, text=True, timeout=self.timeout, check=False
+                command, input=stdin, capture_output=True, text=True, timeout=timeout or self.timeout, check=False
             )
         except (OSError, subprocess.TimeoutExpired) as error:
             raise KubectlError(f"{' '.join(command)}: {error}") from error
@@ -61,7 +61,10 @@ class Kubectl:
         self.run("scale", f"{kind}/{name}", "-n", namespace, f"--replicas={replicas}")
 
     def rollout_status(self, name: str, namespace: str, timeout_seconds: int = 180) -> None:
-        self.run("rollout", "status", f"deployment/{name}", "-n", namespace, f"--timeout={timeout_seconds}s")
+        self.run(
+            "rollout", "status", f"deployment/{name}", "-n", namespace, f"--timeout={timeout_seconds}s",
+            timeout=timeout_seconds + 30,
+        )
 
     def logs(self, target: str, namespace: str, since: str = "15m") -> str:
         return self.run("logs", target, "-n", namespace, f"--since={since}")

@@ -4,9 +4,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support import GEN, REPO
 
 from obi_kind.manifests import build, prepared_copy
-from support import GEN, REPO
 
 
 @pytest.fixture(scope="session")

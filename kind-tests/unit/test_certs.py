@@ -10,7 +10,6 @@ import threading
 from pathlib import Path
 
 import pytest
-
 from support import GEN
 
 SHORT = "obi-webhook.obi-system.svc"

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import yaml
-
 from support import REPO
 
 KIND_TESTS = REPO / "kind-tests"
@@ -29,8 +29,6 @@ def test_validate_passes_on_the_repository() -> None:
 
 
 def test_validate_fails_on_a_broken_tree(manifests: Path, tmp_path: Path) -> None:
-    import shutil
-
     tree = tmp_path / "manifests"
     shutil.copytree(manifests, tree)
     service = tree / "base" / "service.yaml"

@@ -65,7 +65,9 @@ def test_status_is_read_from_the_pod_template() -> None:
     assert template_annotations(deployment()) == {}
 
 
-@pytest.mark.parametrize("broken", [{}, {"spec": None}, {"spec": {"template": []}}, {"spec": {"template": {"spec": {"containers": "x"}}}}])
+@pytest.mark.parametrize(
+    "broken", [{}, {"spec": None}, {"spec": {"template": []}}, {"spec": {"template": {"spec": {"containers": "x"}}}}]
+)
 def test_malformed_objects_read_as_empty(broken: dict[str, Any]) -> None:
     assert not is_injected(broken)
     assert open_ports(broken) is None

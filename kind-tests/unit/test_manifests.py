@@ -10,10 +10,15 @@ from typing import Any
 
 import pytest
 import yaml
-
 from support import find
+
 from obi_kind.deployments import container, env_value, pod_spec
-from obi_kind.manifests import ManifestError, read_kustomization, validate_object, validate_tree
+from obi_kind.manifests import (
+    ManifestError,
+    read_kustomization,
+    validate_object,
+    validate_tree,
+)
 
 WEBHOOK_ENV = {
     "OBI_WEBHOOK_LISTEN_ADDR", "OBI_WEBHOOK_HEALTH_ADDR", "OBI_WEBHOOK_TLS_CERT_FILE",

@@ -10,8 +10,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from support import REPO
+
+from obi_kind.manifests import read_kustomization
 
 SCRIPTS = [REPO / "certs" / "gen.sh", *sorted((REPO / "kind-tests").glob("*.sh"))]
 
@@ -125,8 +126,6 @@ def test_make_certs_writes_where_the_default_overlay_reads(tmp_path: Path) -> No
     # against a copy so the tree's own certificates are left alone.
     recipe = make("-n", "certs").stdout.strip()
     assert recipe == "certs/gen.sh --kustomize manifests/default/certs"
-    from obi_kind.manifests import read_kustomization
-
     copy = tmp_path / "repo"
     shutil.copytree(REPO / "manifests", copy / "manifests", ignore=shutil.ignore_patterns("certs"))
     shutil.copytree(REPO / "certs", copy / "certs", ignore=shutil.ignore_patterns("out"))

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from support import find
+
 from obi_kind.deployments import container, env_value
 from obi_kind.manifests import build, validate_object
 from obi_kind.render import kind_overlay, namespace, sample_deployment, to_yaml

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from obi_kind.spans import ResourceSpans, Span, parse_debug_output, spans_with_k8s_attributes
+from obi_kind.spans import (
+    ResourceSpans,
+    Span,
+    parse_debug_output,
+    spans_with_k8s_attributes,
+)
 
 LOG = Path(__file__).parent / "data" / "collector-debug.log"
 
