@@ -31,13 +31,20 @@ obi_kind render-kind-overlay --version "$VERSION" --out manifests/kind --cluster
 
 # The webhook first, and ready, so the demo's Deployments are admitted through it: with
 # failurePolicy Ignore they would otherwise be created without the sidecar.
+# A -dirty tag is reused across rebuilds of an uncommitted tree: the spec does not change when
+# the loaded image does, so running pods are restarted to pick it up.
+rebuilt_in_place=false
+[[ $VERSION == *-dirty ]] && rebuilt_in_place=true
+
 step "applying the webhook"
 kubectl apply -k manifests/kind -l app.kubernetes.io/part-of=obi
+if $rebuilt_in_place; then kubectl -n obi-system rollout restart deployment/obi-webhook; fi
 kubectl -n obi-system rollout status deployment/obi-webhook --timeout=180s
 
 step "applying the demo"
 kubectl apply -k manifests/kind
 for deployment in $(kubectl -n obi-demo get deployments -o name); do
+  if $rebuilt_in_place; then kubectl -n obi-demo rollout restart "$deployment"; fi
   kubectl -n obi-demo rollout status "$deployment" --timeout=300s
 done
 
