@@ -43,12 +43,15 @@ KIND ?= kind
 KUBECTL ?= kubectl
 PYTHON ?= python3
 KIND_CLUSTER ?= obi
+# Where the webhook's Service lives (the certificate's DNS names); manifests/ use the defaults.
+WEBHOOK_NAMESPACE ?= obi-system
+WEBHOOK_SERVICE ?= obi-webhook
 OBI_KIND = PYTHONPATH=kind-tests $(PYTHON) -m obi_kind
 
 .PHONY: certs image kind-up kind-test kind-down
 
 certs: ## Webhook CA + serving cert into certs/out and manifests/default/certs (re-run rotates)
-	certs/gen.sh --kustomize manifests/default/certs
+	certs/gen.sh --namespace $(WEBHOOK_NAMESPACE) --service $(WEBHOOK_SERVICE) --kustomize manifests/default/certs
 
 image: ## Docker images obi-webhook and obi-sidecar, tagged with `git describe` (VERSION=)
 	@$(OBI_KIND) require docker=$(DOCKER)

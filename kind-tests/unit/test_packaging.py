@@ -122,10 +122,11 @@ def test_make_names_missing_tools(target: str, tools: list[str]) -> None:
 
 
 def test_make_certs_writes_where_the_default_overlay_reads(tmp_path: Path) -> None:
-    # `make certs` runs certs/gen.sh --kustomize manifests/default/certs; run the same command
-    # against a copy so the tree's own certificates are left alone.
+    # Run the recipe of `make certs` in a copy, so the tree's own certificates are left alone.
     recipe = make("-n", "certs").stdout.strip()
-    assert recipe == "certs/gen.sh --kustomize manifests/default/certs"
+    assert recipe == "certs/gen.sh --namespace obi-system --service obi-webhook --kustomize manifests/default/certs"
+    custom = make("-n", "certs", "WEBHOOK_NAMESPACE=tracing", "WEBHOOK_SERVICE=injector").stdout
+    assert "--namespace tracing --service injector" in custom
     copy = tmp_path / "repo"
     shutil.copytree(REPO / "manifests", copy / "manifests", ignore=shutil.ignore_patterns("certs"))
     shutil.copytree(REPO / "certs", copy / "certs", ignore=shutil.ignore_patterns("out"))
