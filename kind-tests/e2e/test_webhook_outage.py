@@ -18,9 +18,9 @@ SYSTEM = "obi-system"
 
 @pytest.fixture
 def webhook_stopped(kube: Kubectl) -> Iterator[None]:
-    replicas = kube.get("deployment", "obi-webhook", SYSTEM)
-    assert replicas is not None, "the webhook Deployment is missing"
-    original = replicas["spec"]["replicas"]
+    deployment = kube.get("deployment", "obi-webhook", SYSTEM)
+    assert deployment is not None, "the webhook Deployment is missing"
+    original = deployment["spec"]["replicas"]
     kube.scale("deployment", "obi-webhook", SYSTEM, 0)
     try:
         gone = wait_for(
