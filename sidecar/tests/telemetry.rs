@@ -1,0 +1,543 @@
+//! Telemetry end to end: transactions recorded through the real `Telemetry`, exported over
+//! OTLP/gRPC and OTLP/HTTP to a real receiver that decodes the protobuf, the Prometheus endpoint
+//! fetched over HTTP, and a collector that goes down, hangs, and comes back.
+
+#[path = "support/otlp.rs"]
+mod otlp;
+
+use std::net::SocketAddr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use obi_sidecar::config::Config;
+use obi_sidecar::export::{ProcessInfo, Telemetry};
+use obi_sidecar::metrics::{DURATION_BUCKETS, SIZE_BUCKETS};
+use obi_sidecar::spans::WallClock;
+use obi_sidecar::transaction::{HttpTransaction, SpanKind, TraceContext};
+use opentelemetry_proto::tonic::metrics::v1::{Metric, metric, number_data_point};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{span, status};
+use otlp::{OtlpReceiver, Transport, int_attribute, string_attribute};
+
+type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+const WAIT: Duration = Duration::from_secs(15);
+
+fn config(vars: &[(&str, &str)]) -> obi_sidecar::Result<Config> {
+    Config::from_iter(vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())))
+}
+
+fn process() -> ProcessInfo {
+    ProcessInfo {
+        pid: 4242,
+        exe: "/usr/bin/python3.12".to_owned(),
+        container: Some("app".to_owned()),
+    }
+}
+
+/// A transaction that ended just now and took 5 ms.
+fn transaction(kind: SpanKind, method: &str, target: &str, status: u16, id: u8) -> HttpTransaction {
+    let end_ns = WallClock::monotonic_now_ns();
+    HttpTransaction {
+        kind,
+        pid: 4242,
+        tid: 4243,
+        method: method.to_owned(),
+        target: target.to_owned(),
+        host: Some("shop.example".to_owned()),
+        minor_version: 1,
+        status,
+        request_body_size: Some(100),
+        response_body_size: Some(5000),
+        start_ns: end_ns - 5_000_000,
+        end_ns,
+        local: Some(SocketAddr::from(([127, 0, 0, 1], 8080))),
+        peer: Some(SocketAddr::from(([127, 0, 0, 2], 40000))),
+        trace: TraceContext {
+            trace_id: [0xab; 16],
+            span_id: [id; 8],
+            parent_span_id: None,
+            sampled: true,
+        },
+    }
+}
+
+fn unix_nanos(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+fn resource_string<'a>(resource: &'a Resource, key: &str) -> Option<&'a str> {
+    string_attribute(&resource.attributes, key)
+}
+
+fn histogram_point(
+    metric: &Metric,
+) -> Option<&opentelemetry_proto::tonic::metrics::v1::HistogramDataPoint> {
+    match &metric.data {
+        Some(metric::Data::Histogram(histogram)) => histogram.data_points.first(),
+        _ => None,
+    }
+}
+
+fn sum_value(metric: &Metric) -> Option<i64> {
+    let point = match &metric.data {
+        Some(metric::Data::Sum(sum)) => sum.data_points.first(),
+        Some(metric::Data::Gauge(gauge)) => gauge.data_points.first(),
+        _ => None,
+    }?;
+    match point.value {
+        Some(number_data_point::Value::AsInt(value)) => Some(value),
+        _ => None,
+    }
+}
+
+/// Spans and metrics through one transport, checked field by field.
+async fn roundtrip(protocol: &str) -> TestResult {
+    let receiver = OtlpReceiver::start().await?;
+    let endpoint = match protocol {
+        "grpc" => receiver.grpc_endpoint(),
+        _ => receiver.http_endpoint(),
+    };
+    let config = config(&[
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", protocol),
+        ("OTEL_EXPORTER_OTLP_HEADERS", "x-tenant=blue%20team"),
+        ("OTEL_BSP_SCHEDULE_DELAY", "50"),
+        ("OTEL_METRIC_EXPORT_INTERVAL", "100"),
+        (
+            "OTEL_RESOURCE_ATTRIBUTES",
+            "k8s.namespace.name=shop,k8s.pod.name=web-1,k8s.pod.uid=u-1",
+        ),
+        ("OTEL_EBPF_ROUTES_PATTERNS", "/users/{id}"),
+    ])?;
+    let telemetry = Telemetry::start(&config).await?;
+
+    let server = transaction(SpanKind::Server, "GET", "/users/7?token=secret", 200, 1);
+    let mut client = transaction(SpanKind::Client, "POST", "/api/orders/99", 503, 2);
+    client.trace.parent_span_id = Some(server.trace.span_id);
+    let recorded_at = SystemTime::now();
+    telemetry.record(&server, &process());
+    telemetry.record(&client, &process());
+    telemetry.self_metrics().processes_instrumented.set(1);
+
+    let spans = receiver.wait_for_spans(2, WAIT).await;
+    assert_eq!(spans.len(), 2, "{spans:#?}");
+    let (resource, server_span) = spans
+        .iter()
+        .find(|(_, s)| s.kind == span::SpanKind::Server as i32)
+        .ok_or("no server span")?;
+    let (_, client_span) = spans
+        .iter()
+        .find(|(_, s)| s.kind == span::SpanKind::Client as i32)
+        .ok_or("no client span")?;
+
+    // Resource: the process, the pod (OTEL_RESOURCE_ATTRIBUTES) and the SDK.
+    for (key, value) in [
+        ("service.name", "python3.12"),
+        ("k8s.container.name", "app"),
+        ("k8s.namespace.name", "shop"),
+        ("k8s.pod.name", "web-1"),
+        ("k8s.pod.uid", "u-1"),
+        ("process.executable.name", "python3.12"),
+        ("process.executable.path", "/usr/bin/python3.12"),
+        ("telemetry.sdk.language", "rust"),
+        ("telemetry.sdk.name", "opentelemetry"),
+    ] {
+        assert_eq!(resource_string(resource, key), Some(value), "{key}");
+    }
+    assert_eq!(
+        int_attribute(&resource.attributes, "process.pid"),
+        Some(4242)
+    );
+
+    // Server span.
+    assert_eq!(server_span.name, "GET /users/{id}");
+    assert_eq!(server_span.trace_id, vec![0xab; 16]);
+    assert_eq!(server_span.span_id, vec![1; 8]);
+    assert!(server_span.parent_span_id.is_empty());
+    assert_eq!(
+        server_span.end_time_unix_nano - server_span.start_time_unix_nano,
+        5_000_000
+    );
+    let expected_end = unix_nanos(recorded_at);
+    let skew = server_span.end_time_unix_nano.abs_diff(expected_end);
+    assert!(skew < 1_000_000_000, "end time off by {skew} ns");
+    let status = server_span.status.clone().unwrap_or_default();
+    assert_eq!(status.code, status::StatusCode::Unset as i32);
+    let attributes = &server_span.attributes;
+    for (key, value) in [
+        ("http.request.method", "GET"),
+        ("url.path", "/users/7"),
+        ("url.scheme", "http"),
+        ("http.route", "/users/{id}"),
+        ("server.address", "shop.example"),
+        ("client.address", "127.0.0.2"),
+        ("network.protocol.version", "1.1"),
+    ] {
+        assert_eq!(string_attribute(attributes, key), Some(value), "{key}");
+    }
+    for (key, value) in [
+        ("http.response.status_code", 200),
+        ("server.port", 8080),
+        ("client.port", 40000),
+        ("http.request.body.size", 100),
+        ("http.response.body.size", 5000),
+    ] {
+        assert_eq!(int_attribute(attributes, key), Some(value), "{key}");
+    }
+    assert_eq!(string_attribute(attributes, "url.full"), None);
+    assert!(!format!("{server_span:?}").contains("secret"));
+
+    // Client span: child of the server span, an error because of the 503.
+    assert_eq!(client_span.name, "POST /api/orders/*");
+    assert_eq!(client_span.trace_id, vec![0xab; 16]);
+    assert_eq!(client_span.parent_span_id, vec![1; 8]);
+    assert_eq!(
+        string_attribute(&client_span.attributes, "url.full"),
+        Some("http://shop.example/api/orders/99")
+    );
+    assert_eq!(
+        string_attribute(&client_span.attributes, "error.type"),
+        Some("503")
+    );
+    let status = client_span.status.clone().unwrap_or_default();
+    assert_eq!(status.code, status::StatusCode::Error as i32);
+
+    // Metrics: histograms with OBI's buckets and the four attributes.
+    let duration = receiver
+        .wait_for_metric(WAIT, |_, m| m.name == "http.server.request.duration")
+        .await
+        .ok_or("no http.server.request.duration")?;
+    assert_eq!(
+        resource_string(&duration.0, "service.name"),
+        Some("python3.12")
+    );
+    assert_eq!(duration.1.unit, "s");
+    let point = histogram_point(&duration.1).ok_or("not a histogram")?;
+    assert_eq!(point.count, 1);
+    assert_eq!(point.explicit_bounds, DURATION_BUCKETS.to_vec());
+    assert!((point.sum.unwrap_or_default() - 0.005).abs() < 1e-9);
+    assert_eq!(
+        string_attribute(&point.attributes, "http.request.method"),
+        Some("GET")
+    );
+    assert_eq!(
+        string_attribute(&point.attributes, "http.route"),
+        Some("/users/{id}")
+    );
+    assert_eq!(
+        int_attribute(&point.attributes, "http.response.status_code"),
+        Some(200)
+    );
+    assert_eq!(int_attribute(&point.attributes, "server.port"), Some(8080));
+    assert_eq!(point.attributes.len(), 4);
+
+    let size = receiver
+        .wait_for_metric(WAIT, |_, m| m.name == "http.client.response.body.size")
+        .await
+        .ok_or("no http.client.response.body.size")?;
+    assert_eq!(size.1.unit, "By");
+    let point = histogram_point(&size.1).ok_or("not a histogram")?;
+    assert_eq!(point.explicit_bounds, SIZE_BUCKETS.to_vec());
+    assert_eq!(point.count, 1);
+    assert_eq!(
+        int_attribute(&point.attributes, "http.response.status_code"),
+        Some(503)
+    );
+    for name in [
+        "http.client.request.duration",
+        "http.server.request.body.size",
+        "http.server.response.body.size",
+        "http.client.request.body.size",
+    ] {
+        receiver
+            .wait_for_metric(WAIT, |_, m| m.name == name)
+            .await
+            .ok_or(format!("no {name}"))?;
+    }
+
+    // The sidecar's own counters, under its own service name.
+    let exported = receiver
+        .wait_for_metric(WAIT, |_, m| {
+            m.name == "obi.sidecar.spans.exported" && sum_value(m) == Some(2)
+        })
+        .await
+        .ok_or("obi.sidecar.spans.exported never reached 2")?;
+    assert_eq!(
+        resource_string(&exported.0, "service.name"),
+        Some("obi-sidecar")
+    );
+    assert_eq!(resource_string(&exported.0, "k8s.pod.name"), Some("web-1"));
+    receiver
+        .wait_for_metric(WAIT, |_, m| {
+            m.name == "obi.sidecar.processes.instrumented" && sum_value(m) == Some(1)
+        })
+        .await
+        .ok_or("no obi.sidecar.processes.instrumented")?;
+
+    telemetry.shutdown().await;
+
+    // Transport, paths and headers as configured.
+    let requests = receiver.requests();
+    assert!(!requests.is_empty());
+    let transport = if protocol == "grpc" {
+        Transport::Grpc
+    } else {
+        Transport::Http
+    };
+    for request in &requests {
+        assert_eq!(request.transport, transport);
+        assert!(
+            request
+                .headers
+                .iter()
+                .any(|(k, v)| k == "x-tenant" && v == "blue team"),
+            "{request:?}"
+        );
+    }
+    if transport == Transport::Http {
+        assert!(requests.iter().any(|r| r.path == "/v1/traces"));
+        assert!(requests.iter().any(|r| r.path == "/v1/metrics"));
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn exports_spans_and_metrics_over_grpc() -> TestResult {
+    roundtrip("grpc").await
+}
+
+#[tokio::test]
+async fn exports_spans_and_metrics_over_http_protobuf() -> TestResult {
+    roundtrip("http/protobuf").await
+}
+
+#[tokio::test]
+async fn parent_based_sampling_follows_the_caller() -> TestResult {
+    let receiver = OtlpReceiver::start().await?;
+    let config = config(&[
+        (
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+            &receiver.grpc_endpoint(),
+        ),
+        ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "grpc"),
+        ("OTEL_TRACES_SAMPLER", "parentbased_always_off"),
+        ("OTEL_BSP_SCHEDULE_DELAY", "20"),
+    ])?;
+    let telemetry = Telemetry::start(&config).await?;
+    let root = transaction(SpanKind::Server, "GET", "/", 200, 1);
+    let mut sampled_child = transaction(SpanKind::Server, "GET", "/", 200, 2);
+    sampled_child.trace.parent_span_id = Some([9; 8]);
+    let mut unsampled_child = sampled_child.clone();
+    unsampled_child.trace.span_id = [3; 8];
+    unsampled_child.trace.sampled = false;
+    for tx in [&root, &sampled_child, &unsampled_child] {
+        telemetry.record(tx, &process());
+    }
+    // Shutdown flushes the queue, so what arrived by then is everything.
+    telemetry.shutdown().await;
+    let spans = receiver.spans();
+    let ids: Vec<_> = spans.iter().map(|(_, s)| s.span_id.clone()).collect();
+    assert_eq!(ids, vec![vec![2u8; 8]]);
+    assert!(receiver.metrics().is_empty(), "no metrics endpoint was set");
+    Ok(())
+}
+
+#[tokio::test]
+async fn prometheus_endpoint_serves_http_and_self_metrics() -> TestResult {
+    // No OTLP endpoint at all: not an error, Prometheus only.
+    let mut config = config(&[("OTEL_SERVICE_NAME", "checkout")])?;
+    assert!(config.traces.is_none() && config.metrics.is_none());
+    // Port 0: an ephemeral port, so tests never collide.
+    config.prometheus_port = Some(0);
+    let telemetry = Telemetry::start(&config).await?;
+    let addr = telemetry.prometheus_addr().ok_or("no Prometheus address")?;
+    telemetry.record(
+        &transaction(SpanKind::Server, "GET", "/items/12", 404, 1),
+        &process(),
+    );
+    telemetry.self_metrics().events_captured.add(10);
+    telemetry.self_metrics().events_dropped.set_total(3);
+    telemetry.self_metrics().processes_instrumented.set(2);
+
+    let response = reqwest::get(format!("http://127.0.0.1:{}/metrics", addr.port())).await?;
+    assert_eq!(response.status(), 200);
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        content_type.starts_with("application/openmetrics-text"),
+        "{content_type}"
+    );
+    let body = response.text().await?;
+    let labels = r#"service_name="checkout",k8s_container_name="app",http_request_method="GET",http_response_status_code="404",http_route="/items/*",server_port="8080""#;
+    for line in [
+        format!("http_server_request_duration_seconds_count{{{labels}}} 1"),
+        format!("http_server_request_duration_seconds_bucket{{le=\"0.005\",{labels}}} 1"),
+        format!("http_server_request_duration_seconds_bucket{{le=\"0.0\",{labels}}} 0"),
+        format!("http_server_response_body_size_bytes_bucket{{le=\"4096.0\",{labels}}} 0"),
+        format!("http_server_response_body_size_bytes_bucket{{le=\"8192.0\",{labels}}} 1"),
+        "obi_sidecar_events_captured_total 10".to_owned(),
+        "obi_sidecar_events_dropped_total 3".to_owned(),
+        "obi_sidecar_spans_exported_total 0".to_owned(),
+        "obi_sidecar_spans_dropped_total 0".to_owned(),
+        "obi_sidecar_processes_instrumented 2".to_owned(),
+    ] {
+        assert!(
+            body.lines().any(|l| l == line),
+            "missing {line:?} in\n{body}"
+        );
+    }
+    let missing = reqwest::get(format!("http://127.0.0.1:{}/other", addr.port())).await?;
+    assert_eq!(missing.status(), 404);
+    telemetry.shutdown().await;
+    // The endpoint is gone after shutdown.
+    assert!(
+        reqwest::get(format!("http://127.0.0.1:{}/metrics", addr.port()))
+            .await
+            .is_err()
+    );
+    Ok(())
+}
+
+/// Records spans with ids from `ids`.
+fn record_many(telemetry: &Telemetry, ids: std::ops::Range<u32>) {
+    for id in ids {
+        let mut tx = transaction(SpanKind::Server, "GET", "/", 200, 0);
+        tx.trace.span_id[..4].copy_from_slice(&id.to_be_bytes());
+        tx.trace.span_id[7] = 1;
+        telemetry.record(&tx, &process());
+    }
+}
+
+fn received_ids(receiver: &OtlpReceiver) -> Vec<u32> {
+    receiver
+        .spans()
+        .iter()
+        .filter_map(|(_, s)| Some(u32::from_be_bytes(s.span_id.get(..4)?.try_into().ok()?)))
+        .collect()
+}
+
+async fn collector_down_then_up(protocol: &str) -> TestResult {
+    let mut receiver = OtlpReceiver::start().await?;
+    // A signal-specific endpoint is used as-is: the HTTP path must be spelled out.
+    let endpoint = match protocol {
+        "grpc" => receiver.grpc_endpoint(),
+        _ => format!("{}/v1/traces", receiver.http_endpoint()),
+    };
+    let config = config(&[
+        ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", &endpoint),
+        ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", protocol),
+        ("OTEL_EXPORTER_OTLP_TIMEOUT", "1000"),
+        ("OTEL_BSP_MAX_QUEUE_SIZE", "50"),
+        ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "10"),
+        ("OTEL_BSP_SCHEDULE_DELAY", "20"),
+    ])?;
+    let telemetry = Telemetry::start(&config).await?;
+    let metrics = telemetry.self_metrics().clone();
+
+    // Up: spans flow.
+    record_many(&telemetry, 0..5);
+    assert_eq!(receiver.wait_for_spans(5, WAIT).await.len(), 5);
+    // The exporter counts once the collector answered, just after the receiver stored them.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while metrics.spans_exported.get() < 5 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(metrics.spans_exported.get(), 5);
+
+    // Down: every span is dropped and counted, none is kept around.
+    receiver.stop().await;
+    record_many(&telemetry, 1000..3000);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while metrics.spans_dropped.get() < 2000 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(metrics.spans_dropped.get(), 2000);
+    assert_eq!(metrics.spans_exported.get(), 5);
+
+    // Up again, same port: export resumes on its own.
+    receiver.restart().await?;
+    let mut next = 5000;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !received_ids(&receiver).iter().any(|id| *id >= 5000) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "export never resumed"
+        );
+        record_many(&telemetry, next..next + 1);
+        next += 1;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    record_many(&telemetry, 9000..9020);
+    telemetry.shutdown().await;
+
+    let ids = received_ids(&receiver);
+    assert!(
+        ids.iter().all(|id| !(1000..3000).contains(id)),
+        "a span from the outage arrived"
+    );
+    let late: Vec<u32> = ids.iter().copied().filter(|id| *id >= 9000).collect();
+    assert_eq!(late, (9000..9020).collect::<Vec<_>>());
+    // Every span is accounted for: exported (and received) or dropped.
+    let recorded = 5 + 2000 + u64::from(next - 5000) + 20;
+    assert_eq!(metrics.spans_exported.get(), ids.len() as u64);
+    assert_eq!(
+        metrics.spans_exported.get() + metrics.spans_dropped.get(),
+        recorded
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn collector_down_then_up_over_grpc() -> TestResult {
+    collector_down_then_up("grpc").await
+}
+
+#[tokio::test]
+async fn collector_down_then_up_over_http_protobuf() -> TestResult {
+    collector_down_then_up("http/protobuf").await
+}
+
+/// A collector that accepts connections and never answers: exports hang until their timeout.
+/// `record` must not wait for them, and what does not fit in the queue is dropped at once.
+#[tokio::test]
+async fn hung_collector_bounds_the_queue_and_shutdown() -> TestResult {
+    let black_hole = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let endpoint = format!("http://{}", black_hole.local_addr()?);
+    let holder = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = black_hole.accept().await {
+            held.push(stream);
+        }
+    });
+    let config = config(&[
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+        ("OTEL_EXPORTER_OTLP_TIMEOUT", "300"),
+        ("OTEL_BSP_MAX_QUEUE_SIZE", "50"),
+        ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "10"),
+        ("OTEL_BSP_SCHEDULE_DELAY", "20"),
+        ("OTEL_METRIC_EXPORT_INTERVAL", "60000"),
+    ])?;
+    let telemetry = Telemetry::start(&config).await?;
+    let metrics = telemetry.self_metrics().clone();
+    record_many(&telemetry, 0..1);
+    // Let the export task take that span and get stuck exporting it.
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    // This runtime is single-threaded: nothing else runs during these calls, so the queue
+    // (50) takes exactly 50 and the rest is dropped on the spot.
+    record_many(&telemetry, 1..2001);
+    assert_eq!(metrics.spans_dropped.get(), 1950);
+    assert_eq!(metrics.spans_exported.get(), 0);
+    tokio::time::timeout(Duration::from_secs(10), telemetry.shutdown())
+        .await
+        .map_err(|_| "shutdown did not finish")?;
+    assert_eq!(metrics.spans_exported.get(), 0);
+    holder.abort();
+    Ok(())
+}
