@@ -9,6 +9,7 @@ import base64
 import http.client
 import json
 import os
+import shutil
 import socket
 import ssl
 import subprocess
@@ -20,7 +21,7 @@ from typing import Any
 
 import jsonpatch
 import pytest
-from support import REPO, find
+from support import GEN, REPO, find
 
 from obi_kind.deployments import OPEN_PORT_ENV, container, env_value, open_ports
 from obi_kind.manifests import validate_object
@@ -61,10 +62,20 @@ class _ServiceConnection(http.client.HTTPSConnection):
 
 
 @pytest.fixture(scope="module")
+def certs(manifests: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The files the TLS Secret is built from, in a directory of the webhook's own (the
+    rotation test rewrites it), standing in for the mounted Secret."""
+    directory = tmp_path_factory.mktemp("secret")
+    for name in ("tls.crt", "tls.key", "ca.crt"):
+        shutil.copy(manifests / "default" / "certs" / name, directory / name)
+    return directory
+
+
+@pytest.fixture(scope="module")
 def webhook(
     webhook_binary: Path,
     builds: dict[str, list[dict[str, Any]]],
-    manifests: Path,
+    certs: Path,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[tuple[int, int]]:
     """The webhook running with the demo overlay's environment; yields (https port, health port)."""
@@ -72,7 +83,6 @@ def webhook(
     assert spec is not None
     env = {e["name"]: e["value"] for e in spec["env"]}
     https_port, health_port = free_port(), free_port()
-    certs = manifests / "default" / "certs"
     # Only where it listens and where the mounted Secret is differ from the cluster.
     env.update(
         OBI_WEBHOOK_LISTEN_ADDR=f"127.0.0.1:{https_port}",
@@ -147,13 +157,13 @@ def test_probe_and_metrics_paths_answer(webhook: tuple[int, int], path: str) -> 
 
 
 def test_demo_deployments_are_injected_as_kind_tests_expect(
-    webhook: tuple[int, int], builds: dict[str, list[dict[str, Any]]], manifests: Path
+    webhook: tuple[int, int], builds: dict[str, list[dict[str, Any]]], certs: Path
 ) -> None:
     objects = builds["demo"]
     endpoint = env_value(container(find(objects, "Deployment", "obi-webhook"), "webhook") or {}, "OBI_WEBHOOK_OTLP_ENDPOINT")
     for name in ("frontend", "backend"):
         deployment = find(objects, "Deployment", name)
-        response = mutate(webhook[0], manifests / "default" / "certs" / "ca.crt", deployment, "obi-demo")
+        response = mutate(webhook[0], certs / "ca.crt", deployment, "obi-demo")
         assert response["allowed"] is True
         assert response["patchType"] == "JSONPatch"
         patched = jsonpatch.apply_patch(deployment, decode_patch(response["patch"]))
@@ -170,9 +180,44 @@ def test_demo_deployments_are_injected_as_kind_tests_expect(
 
 
 def test_opted_out_collector_is_left_alone(
-    webhook: tuple[int, int], builds: dict[str, list[dict[str, Any]]], manifests: Path
+    webhook: tuple[int, int], builds: dict[str, list[dict[str, Any]]], certs: Path
 ) -> None:
     collector = find(builds["demo"], "Deployment", "otel-collector")
-    response = mutate(webhook[0], manifests / "default" / "certs" / "ca.crt", collector, "obi-demo")
+    response = mutate(webhook[0], certs / "ca.crt", collector, "obi-demo")
     assert response["allowed"] is True
     assert "patch" not in response or decode_patch(response["patch"]) == []
+
+
+def served_certificate(port: int) -> bytes:
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+        with context.wrap_socket(raw, server_hostname=SERVICE_DNS) as tls:
+            der = tls.getpeercert(binary_form=True)
+    assert der is not None
+    return der
+
+
+def test_rotation_by_rerunning_gen_reaches_the_running_webhook(
+    webhook: tuple[int, int], builds: dict[str, list[dict[str, Any]]], certs: Path, tmp_path: Path
+) -> None:
+    old_bundle = certs / "old-ca.crt"
+    shutil.copy(certs / "ca.crt", old_bundle)
+    before = served_certificate(webhook[0])
+    result = subprocess.run([str(GEN), "--out", str(tmp_path), "--kustomize", str(certs)],
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    new = ssl.PEM_cert_to_DER_cert((certs / "tls.crt").read_text())
+    # The webhook reloads rotated files by itself (it polls them about once a second).
+    deadline = time.monotonic() + 20
+    while served_certificate(webhook[0]) != new:
+        assert time.monotonic() < deadline, "the webhook still serves the old certificate"
+        time.sleep(0.2)
+    assert before != new
+    # The new bundle (what `make certs` puts in caBundle) trusts the new certificate...
+    deployment = find(builds["demo"], "Deployment", "frontend")
+    assert mutate(webhook[0], certs / "ca.crt", deployment, "obi-demo")["allowed"] is True
+    # ...and a client holding only the old CA no longer does.
+    with pytest.raises(ssl.SSLCertVerificationError):
+        mutate(webhook[0], old_bundle, deployment, "obi-demo")
