@@ -541,3 +541,90 @@ async fn hung_collector_bounds_the_queue_and_shutdown() -> TestResult {
     holder.abort();
     Ok(())
 }
+
+/// Set in the child process of `trace_printer_writes_every_span_to_stdout`.
+const PRINTER_CHILD: &str = "OBI_TEST_PRINTER_CHILD";
+
+/// In the child: records spans with the JSON printer on, so they go to the real stdout.
+#[tokio::test]
+async fn printer_child() -> TestResult {
+    let Ok(format) = std::env::var(PRINTER_CHILD) else {
+        return Ok(()); // Only meaningful as the child of the test below.
+    };
+    let config = config(&[("OTEL_EBPF_TRACE_PRINTER", &format)])?;
+    let telemetry = Telemetry::start(&config).await?;
+    for (id, status) in [(1, 200), (2, 404), (3, 500)] {
+        telemetry.record(
+            &transaction(SpanKind::Server, "GET", "/users/1", status, id),
+            &process(),
+        );
+    }
+    telemetry.shutdown().await;
+    Ok(())
+}
+
+/// Runs `printer_child` in a child process and reads what it printed on stdout.
+fn printed_lines(format: &str) -> Result<Vec<String>, Box<dyn std::error::Error>> {
+    let output = std::process::Command::new(std::env::current_exe()?)
+        .args([
+            "--exact",
+            "printer_child",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(PRINTER_CHILD, format)
+        .output()?;
+    assert!(output.status.success(), "{output:?}");
+    Ok(String::from_utf8(output.stdout)?
+        .lines()
+        .map(str::to_owned)
+        .collect())
+}
+
+#[test]
+fn trace_printer_writes_every_span_to_stdout() -> TestResult {
+    let lines: Vec<serde_json::Value> = printed_lines("json")?
+        .iter()
+        // libtest's "test printer_child ... " may share the first line.
+        .filter_map(|line| line.find('{').map(|start| &line[start..]))
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()?;
+    assert_eq!(lines.len(), 3, "{lines:#?}");
+    let statuses: Vec<_> = lines
+        .iter()
+        .map(|l| l["attributes"]["http.response.status_code"].clone())
+        .collect();
+    assert_eq!(statuses, vec![200, 404, 500]);
+    for line in &lines {
+        assert_eq!(line["name"], "GET /users/*");
+        assert_eq!(line["service.name"], "python3.12");
+        assert_eq!(line["process.pid"], 4242);
+        assert_eq!(line["duration_ns"], 5_000_000);
+    }
+    assert_eq!(lines[2]["status"], "error");
+
+    let text: Vec<String> = printed_lines("text")?
+        .into_iter()
+        .filter(|line| line.contains(" SERVER GET /users/* [python3.12 pid=4242] "))
+        .collect();
+    assert_eq!(text.len(), 3, "{text:#?}");
+    assert!(text[0].contains("(5.000ms)") && text[0].contains("http.response.status_code=200"));
+    assert!(text[2].contains("status=error"));
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_taken_prometheus_port_names_the_variable() -> TestResult {
+    let taken = tokio::net::TcpListener::bind("0.0.0.0:0").await?;
+    let mut config = config(&[])?;
+    config.prometheus_port = Some(taken.local_addr()?.port());
+    let error = Telemetry::start(&config)
+        .await
+        .err()
+        .ok_or("a second listener on the same port was accepted")?;
+    assert!(
+        error.to_string().contains("OTEL_EBPF_PROMETHEUS_PORT"),
+        "{error}"
+    );
+    Ok(())
+}
