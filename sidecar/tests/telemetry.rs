@@ -518,7 +518,8 @@ async fn hung_collector_bounds_the_queue_and_shutdown() -> TestResult {
     let config = config(&[
         ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
         ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
-        ("OTEL_EXPORTER_OTLP_TIMEOUT", "300"),
+        // Long enough that the first export is surely still hanging when the burst comes.
+        ("OTEL_EXPORTER_OTLP_TIMEOUT", "2000"),
         ("OTEL_BSP_MAX_QUEUE_SIZE", "50"),
         ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "10"),
         ("OTEL_BSP_SCHEDULE_DELAY", "20"),
