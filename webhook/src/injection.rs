@@ -137,41 +137,34 @@ pub fn plan(workload: &Workload<'_>, defaults: &InjectionDefaults) -> Plan {
             status
         });
     let located = Located::find(pod);
+    let disabled = pod.share_process_namespace == Some(false);
+    if settings.inject && disabled {
+        warnings.push(SHARE_PROCESS_NAMESPACE_WARNING.to_owned());
+    }
 
-    let Some(status) = status else {
-        if located.any() {
+    match status {
+        None if !settings.inject => Plan::skipped(SkipReason::OptedOut, warnings),
+        None if located.any() => {
             warnings.push(format!(
                 "obi-injection: sidecar not injected: the pod template already has a container named \
                  {CONTAINER_NAME:?} that this webhook did not inject"
             ));
-            return Plan::skipped(SkipReason::NameConflict, warnings);
+            Plan::skipped(SkipReason::NameConflict, warnings)
         }
-        if !settings.inject {
-            return Plan::skipped(SkipReason::OptedOut, warnings);
+        None if disabled => Plan::skipped(SkipReason::ShareProcessNamespaceDisabled, warnings),
+        Some(status) if !settings.inject || disabled => {
+            remove(workload.template, pod, &status, located, warnings)
         }
-        if pod.share_process_namespace == Some(false) {
-            warnings.push(SHARE_PROCESS_NAMESPACE_WARNING.to_owned());
-            return Plan::skipped(SkipReason::ShareProcessNamespaceDisabled, warnings);
-        }
-        return inject(workload, pod, &settings, defaults, None, located, warnings);
-    };
-
-    if !settings.inject {
-        return remove(workload.template, pod, &status, located, true, warnings);
+        previous => inject(
+            workload,
+            pod,
+            &settings,
+            defaults,
+            previous.as_ref(),
+            located,
+            warnings,
+        ),
     }
-    if pod.share_process_namespace == Some(false) {
-        warnings.push(SHARE_PROCESS_NAMESPACE_WARNING.to_owned());
-        return remove(workload.template, pod, &status, located, false, warnings);
-    }
-    inject(
-        workload,
-        pod,
-        &settings,
-        defaults,
-        Some(&status),
-        located,
-        warnings,
-    )
 }
 
 const SHARE_PROCESS_NAMESPACE_WARNING: &str = "obi-injection: sidecar not injected: the pod template sets \
@@ -289,14 +282,13 @@ fn inject(
     }
 }
 
-/// Undoes an injection: the sidecar, the status annotation and, if `restore_share` and it was
-/// unset before, `shareProcessNamespace`.
+/// Undoes an injection: the sidecar, the status annotation and the `shareProcessNamespace: true`
+/// the webhook set (only if it was unset before, and not if the user has since written `false`).
 fn remove(
     template: &PodTemplateSpec,
     pod: &PodSpec,
     status: &InjectionStatus,
     located: Located,
-    restore_share: bool,
     warnings: Vec<String>,
 ) -> Plan {
     let mut ops = Ops::default();
@@ -305,9 +297,8 @@ fn remove(
             ops.remove_container(pod, placement, index);
         }
     }
-    if restore_share
-        && status.original_share_process_namespace.is_none()
-        && pod.share_process_namespace.is_some()
+    if status.original_share_process_namespace.is_none()
+        && pod.share_process_namespace == Some(true)
     {
         ops.remove(&pod_path(&["shareProcessNamespace"]));
     }

@@ -441,7 +441,19 @@ fn share_process_namespace_false() -> Vec<Value> {
     assert_eq!(removed.outcome, Outcome::Removed);
     assert_eq!(removed.patched, explicit);
     assert_eq!(removed.warnings.len(), 1);
-    vec![removed.patched]
+
+    // Opted out as well: the user's `false` is kept, and no warning (nothing was asked for).
+    annotate(&mut injected, TEMPLATE, "obi-injection/inject", "false");
+    let opted_out = admit_as(&injected, "UPDATE", &defaults());
+    assert_eq!(opted_out.outcome, Outcome::Removed);
+    assert!(opted_out.warnings.is_empty(), "{:?}", opted_out.warnings);
+    assert_eq!(
+        opted_out
+            .patched
+            .pointer("/spec/template/spec/shareProcessNamespace"),
+        Some(&json!(false))
+    );
+    vec![removed.patched, opted_out.patched]
 }
 
 /// `native-sidecar: "true"`: an init container with `restartPolicy: Always`, appended after the
