@@ -284,10 +284,16 @@ impl Conn {
     ) {
         self.http_seen = true;
         // A new request while the previous response's end was unknown: that response is over.
+        // If even its status was not seen, it still was answered when response bytes followed
+        // the request: it ends with status 0 rather than taking a later request's response.
         if self.responses.is_lost() {
             self.responses.resync();
             self.orphan_response = false;
-            if self.pending.front().is_some_and(|e| e.status != 0) {
+            if self
+                .pending
+                .front()
+                .is_some_and(|e| e.status != 0 || self.last_response_ns > e.start_ns)
+            {
                 self.complete(self.last_response_ns, sink);
             }
         }
@@ -591,10 +597,21 @@ impl Tracker {
     pub fn on_event(&mut self, event: &Event<'_>, out: &mut Vec<HttpTransaction>) {
         match *event {
             Event::Connect { meta, role, peer } => {
-                // A known (pid, fd) being connected again means its close was missed.
-                self.end_connection((meta.pid, meta.fd), meta.timestamp_ns, out);
                 let key = (meta.pid, meta.fd);
-                self.insert(key, Conn::new(meta.pid, role, peer, 0));
+                // Addresses the lead resolved for this socket before its connect event.
+                let resolved = self
+                    .conns
+                    .get(&key)
+                    .filter(|c| c.role == Role::Unknown && c.last_event_ns == 0)
+                    .map(|c| (c.local, c.peer));
+                // A known (pid, fd) being connected again means its close was missed.
+                self.end_connection(key, meta.timestamp_ns, out);
+                let mut conn = Conn::new(meta.pid, role, peer, 0);
+                if let Some((local, resolved_peer)) = resolved {
+                    conn.local = local;
+                    conn.peer = peer.or(resolved_peer);
+                }
+                self.insert(key, conn);
             }
             Event::Close { meta } => {
                 self.end_connection((meta.pid, meta.fd), meta.timestamp_ns, out);
@@ -1475,6 +1492,51 @@ mod tests {
         );
         let got: Vec<u64> = txs.iter().map(|t| t.end_ns).collect();
         assert_eq!(got, ends);
+    }
+
+    #[test]
+    fn a_response_lost_whole_ends_with_status_zero_instead_of_shifting_later_ones() {
+        let mut sim = Sim::new();
+        sim.connect(FD, Role::Server);
+        sim.read(FD, b"GET /first HTTP/1.1\r\n\r\n");
+        // Only the body of a previous write was captured; the response head is not visible.
+        let meta = sim.meta(PID, TID, FD);
+        let sendfile = Event::Data {
+            meta,
+            direction: Direction::Egress,
+            total_len: 4000,
+            start_ns: meta.timestamp_ns - 400,
+            payload: &[],
+        };
+        sim.tracker.on_event(&sendfile, &mut sim.out);
+        sim.read(FD, b"GET /second HTTP/1.1\r\n\r\n");
+        sim.write(FD, b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n");
+        assert_eq!(
+            summary(&sim.take()),
+            expected(&[
+                ("GET", "/first", 0, Some(0), None),
+                ("GET", "/second", 404, Some(0), Some(0))
+            ])
+        );
+    }
+
+    #[test]
+    fn addresses_resolved_before_the_connect_event_are_kept() {
+        let mut sim = Sim::new();
+        let local: SocketAddr = "10.0.0.1:8080".parse().unwrap();
+        sim.tracker.set_addresses(PID, FD, Some(local), None);
+        sim.connect(FD, Role::Server);
+        sim.read(FD, b"GET / HTTP/1.1\r\n\r\n");
+        sim.write(FD, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+        let txs = sim.take();
+        assert_eq!(txs[0].local, Some(local));
+        assert_eq!(txs[0].peer, Some("10.0.0.9:40000".parse().unwrap()));
+        // A reused fd does not inherit the previous socket's addresses.
+        sim.close(FD);
+        sim.connect(FD, Role::Server);
+        sim.read(FD, b"GET / HTTP/1.1\r\n\r\n");
+        sim.write(FD, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+        assert_eq!(sim.take()[0].local, None);
     }
 
     #[test]
