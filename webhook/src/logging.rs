@@ -1,5 +1,7 @@
 //! Structured logs on stderr, as text or one JSON object per line.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
