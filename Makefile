@@ -3,8 +3,10 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 CARGO ?= cargo
-# Tests that load eBPF run one at a time: they share the kernel's tracepoints.
+# Test threads: each root + BPF test runs its own sidecar, so two at once fit on 2 cores.
 TEST_THREADS ?= 2
+# Seconds of each fuzz target in `make test` (longer runs: webhook/scripts/fuzz.sh N).
+FUZZ_SECONDS ?= 30
 
 .PHONY: help setup build lint test demo bench
 
@@ -23,7 +25,12 @@ lint: setup ## rustfmt and clippy, host crates and the eBPF crate for its own ta
 	cd sidecar-bpf && $(CARGO) +nightly clippy --locked -Z build-std=core --target bpfel-unknown-none --release --bins -- -D warnings
 
 test: setup lint ## Lint, then every test (root + BPF tests included)
-	$(CARGO) test --locked --workspace -- --test-threads=$(TEST_THREADS)
+	$(CARGO) build --release --locked -p obi-sidecar
+	OBI_SIDECAR_BIN=$(CURDIR)/target/release/obi-sidecar \
+	  $(CARGO) test --locked --workspace -- --test-threads=$(TEST_THREADS)
+	webhook/scripts/fuzz.sh $(FUZZ_SECONDS)
+	sidecar/scripts/fuzz.sh $(FUZZ_SECONDS)
+	kind-tests/run-local.sh
 
 demo: build ## Sidecar tracing a sample service, then the webhook patching a Deployment
 	sidecar/scripts/demo.sh

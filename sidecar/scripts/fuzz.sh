@@ -10,4 +10,4 @@ fi
 corpus=corpus/http1
 mkdir -p "$corpus"
 cp ../testdata/http1/*.req ../testdata/http1/*.resp "$corpus"/
-cargo +nightly fuzz run http1 "$corpus" -- -max_total_time="$seconds" -max_len=8192
+cargo +nightly fuzz run --sanitizer none http1 "$corpus" -- -max_total_time="$seconds" -max_len=8192

@@ -2,14 +2,16 @@
 //! spans and metrics, and exports them.
 
 pub mod config;
+pub mod discovery;
 pub mod error;
 pub mod events;
 pub mod export;
 pub mod metrics;
 pub mod printer;
-pub mod protocol;
 pub mod probes;
+pub mod protocol;
 pub mod route;
+pub mod run;
 pub mod spans;
 pub mod tracker;
 pub mod transaction;

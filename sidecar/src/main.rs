@@ -1,1 +1,42 @@
-fn main() {}
+//! `obi-sidecar`: configuration from the environment, logs, then [`obi_sidecar::run`].
+
+use std::process::ExitCode;
+
+use obi_sidecar::config::Config;
+
+fn main() -> ExitCode {
+    let config = match Config::from_env() {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("obi-sidecar: invalid configuration: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    // Logs go to stderr: stdout belongs to the trace printer.
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&config.log_level)
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("obi-sidecar: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(obi_sidecar::run::run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!("{error}");
+            eprintln!("obi-sidecar: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}

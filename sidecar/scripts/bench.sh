@@ -1,0 +1,116 @@
+#!/usr/bin/env bash
+# `make bench`, sidecar half: nginx on loopback under wrk, with and without the sidecar, in
+# interleaved rounds so drift of the machine hits both sides alike. Prints throughput and p99
+# ratios, sidecar CPU per request and peak RSS, then a paced 5k req/s run checking no span is lost.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
+sidecar="${OBI_SIDECAR_BIN:-$root/target/release/obi-sidecar}"
+[ -x "$sidecar" ] || { echo "bench: build first (make build)" >&2; exit 1; }
+[ "$(id -u)" -eq 0 ] || { echo "bench: run as root (eBPF needs it)" >&2; exit 1; }
+ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-5s}
+CONNECTIONS=${CONNECTIONS:-50}
+
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+unshare --pid --fork --mount-proc sleep 3600 &
+outer=$!; pids+=("$outer")
+for _ in $(seq 100); do
+  pod=$(awk '{print $1}' "/proc/$outer/task/$outer/children" 2>/dev/null || true)
+  [ -n "$pod" ] && break; sleep 0.05
+done
+pids+=("$pod")
+mkdir -p "$work/nginx"
+sed -e "s#PORT#$port#g" -e "s#DIR#$work/nginx#g" "$root/sidecar/tests/servers/nginx.conf.in" > "$work/nginx/nginx.conf"
+nsenter --target="$pod" --pid --mount -- nginx -c "$work/nginx/nginx.conf" 2>"$work/nginx.err" &
+for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
+url="http://127.0.0.1:$port/status/200"
+
+# Starts the sidecar in the pod; sets $sidecar_pid (its pid here).
+start_sidecar() { # extra env...
+  env OTEL_EBPF_OPEN_PORT="$port" "$@" nsenter --target="$pod" --pid --mount -- "$sidecar" \
+    >"$work/sidecar.out" 2>"$work/sidecar.err" &
+  local ns=$!
+  for _ in $(seq 200); do
+    grep -q capturing "$work/sidecar.err" 2>/dev/null && break; sleep 0.05
+  done
+  grep -q capturing "$work/sidecar.err" || { cat "$work/sidecar.err" >&2; exit 1; }
+  sidecar_pid=$(awk '{print $1}' "/proc/$ns/task/$ns/children")
+}
+stop_sidecar() {
+  kill -TERM "$sidecar_pid"; wait 2>/dev/null || true
+}
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
+# wrk prints "Requests/sec: N" and, with --latency, the 99% percentile: print "rps p99_ms requests".
+run_wrk() {
+  wrk -t2 -c"$CONNECTIONS" -d"$DURATION" --latency "$@" "$url" > "$work/wrk.out"
+  python3 - "$work/wrk.out" <<'PY'
+import re, sys
+text = open(sys.argv[1]).read()
+def ms(v, unit):
+    return float(v) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
+p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", text)
+total = int(re.search(r"(\d+) requests in", text).group(1))
+print(f"{rps:.0f} {ms(*p99.groups()):.3f} {total}")
+PY
+}
+
+printf '%-6s %-10s %12s %10s\n' round sidecar req/s p99_ms
+base_rps=(); with_rps=(); base_p99=(); with_p99=(); cpu_per_req=(); peak_rss=0
+for round in $(seq "$ROUNDS"); do
+  read -r rps p99 _ < <(run_wrk)
+  base_rps+=("$rps"); base_p99+=("$p99")
+  printf '%-6s %-10s %12s %10s\n' "$round" off "$rps" "$p99"
+  start_sidecar OTEL_EBPF_PROMETHEUS_PORT=
+  before=$(cpu_ticks "$sidecar_pid")
+  read -r rps p99 total < <(run_wrk)
+  after=$(cpu_ticks "$sidecar_pid")
+  rss=$(awk '/VmHWM/ {print $2}' "/proc/$sidecar_pid/status")
+  [ "$rss" -gt "$peak_rss" ] && peak_rss=$rss
+  stop_sidecar
+  with_rps+=("$rps"); with_p99+=("$p99")
+  cpu_per_req+=("$(python3 -c "print(($after-$before)*1e6/$(getconf CLK_TCK)/$total)")")
+  printf '%-6s %-10s %12s %10s\n' "$round" on "$rps" "$p99"
+done
+
+# Paced run: 50 connections, each waiting 10 ms between requests (about 5k req/s); every
+# completed request must have become a span.
+cat > "$work/pace.lua" <<'LUA'
+function delay() return 10 end
+LUA
+start_sidecar OTEL_EBPF_TRACE_PRINTER=json
+read -r paced_rps _ paced_total < <(run_wrk -s "$work/pace.lua")
+sleep 2
+stop_sidecar
+spans=$(grep -c '"kind"' "$work/sidecar.out" || true)
+
+python3 - "$peak_rss" "$paced_rps" "$paced_total" "$spans" \
+  "${base_rps[*]}" "${with_rps[*]}" "${base_p99[*]}" "${with_p99[*]}" "${cpu_per_req[*]}" <<'PY'
+import statistics as st, sys
+peak_kib, paced_rps, paced_total, spans = int(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+base, with_, bp99, wp99, cpu = ([float(x) for x in a.split()] for a in sys.argv[5:10])
+tp = st.median(with_) / st.median(base)
+lat = st.median(wp99) / st.median(bp99)
+rows = [
+    ("throughput with/without (median)", f"{tp:.3f}", ">= 0.97", tp >= 0.97),
+    ("p99 latency with/without (median)", f"{lat:.3f}", "<= 1.05", lat <= 1.05),
+    ("sidecar CPU per request", f"{st.median(cpu):.2f} us", "-", True),
+    ("sidecar peak RSS", f"{peak_kib / 1024:.1f} MiB", "< 25 MiB", peak_kib < 25 * 1024),
+    (f"paced run ({paced_rps:.0f} req/s): spans / requests", f"{spans} / {paced_total}", "no loss", spans >= paced_total),
+]
+print()
+print(f"{'metric':<44} {'measured':>16} {'target':>10}  ok")
+for name, value, target, ok in rows:
+    print(f"{name:<44} {value:>16} {target:>10}  {'yes' if ok else 'NO'}")
+PY

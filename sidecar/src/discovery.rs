@@ -1,0 +1,408 @@
+//! Which processes of the pod to instrument, found by scanning `/proc`.
+//!
+//! The sidecar shares the pod's PID namespace, so `/proc` lists exactly the pod's processes. A
+//! scan reads each process's executable and TCP sockets; [`Selection`] decides, as a pure
+//! function of that snapshot, whether it is instrumented (OBI's `OTEL_EBPF_OPEN_PORT` and
+//! `OTEL_EBPF_AUTO_TARGET_EXE`) and which container it belongs to.
+
+use std::{
+    collections::{HashMap, HashSet},
+    net::SocketAddr,
+    path::PathBuf,
+};
+
+use globset::GlobMatcher;
+use procfs::{
+    net::{TcpNetEntry, TcpState},
+    process::{FDTarget, Process},
+};
+
+use crate::{
+    config::{Config, PortSet},
+    events::Role,
+};
+
+/// One TCP socket a process holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SocketInfo {
+    pub fd: i32,
+    pub local: SocketAddr,
+    pub peer: SocketAddr,
+    pub listening: bool,
+}
+
+/// What a scan saw of one process.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProcessSnapshot {
+    pub pid: u32,
+    pub exe: PathBuf,
+    pub sockets: Vec<SocketInfo>,
+}
+
+impl ProcessSnapshot {
+    /// Ports the process listens on.
+    pub fn listening_ports(&self) -> impl Iterator<Item = u16> + '_ {
+        self.sockets
+            .iter()
+            .filter(|s| s.listening)
+            .map(|s| s.local.port())
+    }
+
+    /// Established connections with the role the process plays in each: it is the server of a
+    /// connection whose local port it listens on.
+    pub fn connections(&self) -> impl Iterator<Item = (&SocketInfo, Role)> + '_ {
+        let listening: HashSet<u16> = self.listening_ports().collect();
+        self.sockets.iter().filter(|s| !s.listening).map(move |s| {
+            let role = if listening.contains(&s.local.port()) {
+                Role::Server
+            } else {
+                Role::Client
+            };
+            (s, role)
+        })
+    }
+}
+
+/// The selection criteria, from the configuration.
+#[derive(Debug, Default)]
+pub struct Selection {
+    open_ports: Option<PortSet>,
+    exe: Option<GlobMatcher>,
+    container_ports: Vec<(String, PortSet)>,
+}
+
+impl Selection {
+    pub fn new(
+        open_ports: Option<PortSet>,
+        exe: Option<GlobMatcher>,
+        container_ports: Vec<(String, PortSet)>,
+    ) -> Self {
+        Self {
+            open_ports,
+            exe,
+            container_ports,
+        }
+    }
+
+    pub fn from_config(config: &Config) -> Self {
+        Self::new(
+            config.open_ports.clone(),
+            config.auto_target_exe.clone(),
+            config.container_ports.clone(),
+        )
+    }
+
+    /// Whether to instrument a process: it must satisfy every criterion that is set, and with
+    /// none set every process is instrumented.
+    pub fn matches(&self, process: &ProcessSnapshot) -> bool {
+        let port_ok = self
+            .open_ports
+            .as_ref()
+            .is_none_or(|ports| process.listening_ports().any(|p| ports.contains(p)));
+        let exe_ok = self
+            .exe
+            .as_ref()
+            .is_none_or(|glob| glob.is_match(&process.exe));
+        port_ok && exe_ok
+    }
+
+    /// The container a process runs in, from the ports it listens on.
+    pub fn container(&self, process: &ProcessSnapshot) -> Option<String> {
+        self.container_ports
+            .iter()
+            .find(|(_, ports)| process.listening_ports().any(|p| ports.contains(p)))
+            .map(|(name, _)| name.clone())
+    }
+}
+
+/// A process that became instrumented in this scan.
+#[derive(Clone, Debug)]
+pub struct Selected {
+    pub snapshot: ProcessSnapshot,
+    pub container: Option<String>,
+}
+
+/// What changed since the previous scan.
+#[derive(Debug, Default)]
+pub struct Changes {
+    pub selected: Vec<Selected>,
+    pub exited: Vec<u32>,
+}
+
+#[derive(Debug)]
+struct Known {
+    start_time: u64,
+    selected: bool,
+}
+
+/// Tracks the pod's processes across scans.
+#[derive(Debug)]
+pub struct Discovery {
+    selection: Selection,
+    self_pid: u32,
+    known: HashMap<u32, Known>,
+}
+
+impl Discovery {
+    pub fn new(selection: Selection) -> Self {
+        Self {
+            selection,
+            self_pid: std::process::id(),
+            known: HashMap::new(),
+        }
+    }
+
+    /// Scans `/proc`. Processes that vanish mid-scan, or whose entries cannot be read (kernel
+    /// threads, missing ptrace access), are passed over: the next scan tries again.
+    pub fn scan(&mut self) -> Changes {
+        let mut changes = Changes::default();
+        let mut alive = HashSet::new();
+        let Ok(processes) = procfs::process::all_processes() else {
+            tracing::warn!("cannot list /proc");
+            return changes;
+        };
+        for process in processes.flatten() {
+            let Ok(pid) = u32::try_from(process.pid) else {
+                continue;
+            };
+            if pid == self.self_pid {
+                continue;
+            }
+            let Ok(stat) = process.stat() else { continue };
+            alive.insert(pid);
+            if let Some(known) = self.known.get(&pid) {
+                if known.start_time == stat.starttime {
+                    if known.selected {
+                        continue;
+                    }
+                } else {
+                    // The pid was reused by a new process.
+                    if known.selected {
+                        changes.exited.push(pid);
+                    }
+                    self.known.remove(&pid);
+                }
+            }
+            let Some(snapshot) = snapshot(&process, pid) else {
+                continue;
+            };
+            let selected = self.selection.matches(&snapshot);
+            self.known.insert(
+                pid,
+                Known {
+                    start_time: stat.starttime,
+                    selected,
+                },
+            );
+            if selected {
+                let container = self.selection.container(&snapshot);
+                changes.selected.push(Selected {
+                    snapshot,
+                    container,
+                });
+            }
+        }
+        self.known.retain(|pid, known| {
+            let keep = alive.contains(pid);
+            if !keep && known.selected {
+                changes.exited.push(*pid);
+            }
+            keep
+        });
+        changes
+    }
+}
+
+/// Reads one process's executable and TCP sockets; None if it is gone or not readable.
+fn snapshot(process: &Process, pid: u32) -> Option<ProcessSnapshot> {
+    let exe = process.exe().ok()?;
+    let inodes: HashMap<u64, i32> = process
+        .fd()
+        .ok()?
+        .flatten()
+        .filter_map(|fd| match fd.target {
+            FDTarget::Socket(inode) => Some((inode, fd.fd)),
+            _ => None,
+        })
+        .collect();
+    let sockets = if inodes.is_empty() {
+        Vec::new()
+    } else {
+        let mut table = process.tcp().unwrap_or_default();
+        table.extend(process.tcp6().unwrap_or_default());
+        tcp_sockets(&inodes, &table)
+    };
+    Some(ProcessSnapshot { pid, exe, sockets })
+}
+
+/// Joins a process's socket inodes with the TCP table of its network namespace.
+fn tcp_sockets(inodes: &HashMap<u64, i32>, table: &[TcpNetEntry]) -> Vec<SocketInfo> {
+    let mut sockets: Vec<SocketInfo> = table
+        .iter()
+        .filter_map(|entry| {
+            let fd = *inodes.get(&entry.inode)?;
+            let listening = entry.state == TcpState::Listen;
+            let live = listening || entry.state == TcpState::Established;
+            live.then_some(SocketInfo {
+                fd,
+                local: entry.local_address,
+                peer: entry.remote_address,
+                listening,
+            })
+        })
+        .collect();
+    sockets.sort_by_key(|s| s.fd);
+    sockets
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn socket(fd: i32, local: &str, peer: &str, listening: bool) -> SocketInfo {
+        SocketInfo {
+            fd,
+            local: local.parse().unwrap(),
+            peer: peer.parse().unwrap(),
+            listening,
+        }
+    }
+
+    fn process(exe: &str, sockets: Vec<SocketInfo>) -> ProcessSnapshot {
+        ProcessSnapshot {
+            pid: 10,
+            exe: exe.into(),
+            sockets,
+        }
+    }
+
+    fn glob(pattern: &str) -> GlobMatcher {
+        globset::Glob::new(pattern).unwrap().compile_matcher()
+    }
+
+    #[test]
+    fn selection_table() {
+        let server = process(
+            "/usr/sbin/nginx",
+            vec![
+                socket(6, "0.0.0.0:8080", "0.0.0.0:0", true),
+                socket(9, "10.0.0.2:8080", "10.0.0.9:41000", false),
+            ],
+        );
+        let client = process(
+            "/usr/bin/curl",
+            vec![socket(3, "10.0.0.2:41000", "10.0.0.9:80", false)],
+        );
+        let ports = |s: &str| Some(PortSet::parse(s).unwrap());
+        let cases = [
+            (Selection::default(), &server, true),
+            (Selection::default(), &client, true),
+            (Selection::new(ports("8080"), None, vec![]), &server, true),
+            (
+                Selection::new(ports("80,8000-8999"), None, vec![]),
+                &server,
+                true,
+            ),
+            (Selection::new(ports("80"), None, vec![]), &server, false),
+            // A connection to a selected port does not make the client a listener.
+            (Selection::new(ports("80"), None, vec![]), &client, false),
+            (
+                Selection::new(None, Some(glob("*/nginx")), vec![]),
+                &server,
+                true,
+            ),
+            (
+                Selection::new(None, Some(glob("*/nginx")), vec![]),
+                &client,
+                false,
+            ),
+            (
+                Selection::new(ports("8080"), Some(glob("*/curl")), vec![]),
+                &server,
+                false,
+            ),
+        ];
+        for (i, (selection, process, expected)) in cases.iter().enumerate() {
+            assert_eq!(selection.matches(process), *expected, "case {i}");
+        }
+    }
+
+    #[test]
+    fn container_from_listening_ports() {
+        let selection = Selection::new(
+            None,
+            None,
+            vec![
+                ("api".into(), PortSet::parse("8080").unwrap()),
+                ("metrics".into(), PortSet::parse("9090-9091").unwrap()),
+            ],
+        );
+        let api = process("/app", vec![socket(3, "[::]:8080", "[::]:0", true)]);
+        let metrics = process("/exp", vec![socket(3, "0.0.0.0:9091", "0.0.0.0:0", true)]);
+        let client = process("/c", vec![socket(3, "1.2.3.4:5000", "1.2.3.5:8080", false)]);
+        assert_eq!(selection.container(&api).as_deref(), Some("api"));
+        assert_eq!(selection.container(&metrics).as_deref(), Some("metrics"));
+        assert_eq!(selection.container(&client), None);
+    }
+
+    #[test]
+    fn connection_roles_follow_listening_ports() {
+        let p = process(
+            "/app",
+            vec![
+                socket(3, "0.0.0.0:8080", "0.0.0.0:0", true),
+                socket(4, "127.0.0.1:8080", "127.0.0.1:50000", false),
+                socket(5, "127.0.0.1:50001", "127.0.0.1:5432", false),
+            ],
+        );
+        let roles: Vec<(i32, Role)> = p.connections().map(|(s, r)| (s.fd, r)).collect();
+        assert_eq!(roles, vec![(4, Role::Server), (5, Role::Client)]);
+    }
+
+    #[test]
+    fn scan_sees_a_real_listener_of_a_child_process() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        drop(listener);
+        let mut child = std::process::Command::new("python3")
+            .args([
+                "-c",
+                "import socket,sys,time\ns=socket.socket()\ns.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\ns.bind(('127.0.0.1', int(sys.argv[1])))\ns.listen()\nprint('ready', flush=True)\ntime.sleep(30)",
+                &port.to_string(),
+            ])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        assert_eq!(line.trim(), "ready");
+        let mut discovery = Discovery::new(Selection::new(
+            Some(PortSet::parse(&port.to_string()).unwrap()),
+            None,
+            vec![],
+        ));
+        let changes = discovery.scan();
+        let _ = child.kill();
+        let _ = child.wait();
+        let found: Vec<_> = changes
+            .selected
+            .iter()
+            .filter(|s| s.snapshot.pid == child.id())
+            .collect();
+        assert_eq!(found.len(), 1, "child listening on {port} not selected");
+        assert!(found[0].snapshot.exe.to_string_lossy().contains("python"));
+        assert_eq!(
+            found[0].snapshot.listening_ports().collect::<Vec<_>>(),
+            vec![port]
+        );
+        // Only the child listens on that port.
+        assert_eq!(changes.selected.len(), 1);
+        // Its exit is reported by the next scan.
+        let changes = discovery.scan();
+        assert_eq!(changes.exited, vec![child.id()]);
+    }
+}

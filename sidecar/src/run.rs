@@ -1,0 +1,222 @@
+//! The sidecar's event loop: ring buffer → tracker → telemetry, with periodic discovery.
+
+use std::{collections::HashMap, time::Duration};
+
+use aya::maps::{MapData, RingBuf};
+use tokio::{
+    io::{Interest, unix::AsyncFd},
+    signal::unix::{SignalKind, signal},
+};
+
+use crate::{
+    Error, Result,
+    config::Config,
+    discovery::{Discovery, Selected, Selection},
+    events::{Event, Role},
+    export::{ProcessInfo, Telemetry},
+    probes::{PidNamespace, ProbeConfig, Probes},
+    tracker::{Tracker, TrackerLimits},
+    transaction::HttpTransaction,
+};
+
+/// How often `/proc` is scanned: processes that start or exit are noticed within this.
+const SCAN_INTERVAL: Duration = Duration::from_millis(250);
+
+/// Runs until SIGTERM or SIGINT.
+pub async fn run(config: Config) -> Result<()> {
+    let mut probes = Probes::load(ProbeConfig {
+        pid_namespace: PidNamespace::current()?,
+        ring_buffer_bytes: config.ring_buffer_bytes,
+    })?;
+    let ring = probes
+        .take_events()
+        .ok_or(Error::MissingObjectItem("EVENTS"))?;
+    let mut ring = register_readable(ring)?;
+    let telemetry = Telemetry::start(&config).await?;
+    let mut sidecar = Sidecar {
+        probes,
+        discovery: Discovery::new(Selection::from_config(&config)),
+        tracker: Tracker::new(TrackerLimits::default()),
+        processes: HashMap::new(),
+        completed: Vec::new(),
+        telemetry,
+    };
+    sidecar.rescan();
+    tracing::info!(
+        "capturing; instrumented processes: {}",
+        sidecar.processes.len()
+    );
+
+    let mut scan = tokio::time::interval(SCAN_INTERVAL);
+    let mut terminate = signal(SignalKind::terminate()).map_err(|source| Error::Io {
+        context: "installing the SIGTERM handler".into(),
+        source,
+    })?;
+    let mut interrupt = signal(SignalKind::interrupt()).map_err(|source| Error::Io {
+        context: "installing the SIGINT handler".into(),
+        source,
+    })?;
+    loop {
+        tokio::select! {
+            ready = ring.readable_mut() => {
+                let mut guard = ready.map_err(|source| Error::Io {
+                    context: "polling the ring buffer".into(),
+                    source,
+                })?;
+                let events = guard.get_inner_mut();
+                while let Some(record) = events.next() {
+                    sidecar.on_record(&record);
+                }
+                guard.clear_ready();
+            }
+            _ = scan.tick() => sidecar.rescan(),
+            _ = terminate.recv() => break,
+            _ = interrupt.recv() => break,
+        }
+    }
+    tracing::info!("shutting down");
+    sidecar.telemetry.shutdown().await;
+    Ok(())
+}
+
+/// Registers the ring buffer's fd with the reactor for readability.
+fn register_readable(ring: RingBuf<MapData>) -> Result<AsyncFd<RingBuf<MapData>>> {
+    // SAFETY: the fd belongs to the RingBuf, which the AsyncFd owns from here on: it stays open
+    // and is the same descriptor until the AsyncFd is dropped.
+    unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }.map_err(|error| {
+        Error::Io {
+            context: "polling the ring buffer".into(),
+            source: error.into_parts().1,
+        }
+    })
+}
+
+struct Sidecar {
+    probes: Probes,
+    discovery: Discovery,
+    tracker: Tracker,
+    processes: HashMap<u32, Instrumented>,
+    completed: Vec<HttpTransaction>,
+    telemetry: Telemetry,
+}
+
+/// An instrumented process: what spans need to know of it, and its listening ports to give
+/// accepted connections their local address without another /proc read.
+struct Instrumented {
+    info: ProcessInfo,
+    listening: Vec<std::net::SocketAddr>,
+}
+
+impl Sidecar {
+    fn on_record(&mut self, record: &[u8]) {
+        let event = match Event::decode(record) {
+            Ok(event) => event,
+            Err(error) => {
+                tracing::warn!(%error, "skipping event");
+                return;
+            }
+        };
+        self.tracker.on_event(&event, &mut self.completed);
+        if let Event::Connect {
+            meta,
+            role: Role::Server,
+            peer,
+        } = event
+        {
+            // A server socket's local address is the one listening address of its process in
+            // the usual case; with several, the tracker keeps what the peer and headers say.
+            if let Some(process) = self.processes.get(&meta.pid)
+                && let [local] = process.listening.as_slice()
+            {
+                self.tracker
+                    .set_addresses(meta.pid, meta.fd, Some(*local), peer);
+            }
+        }
+        self.flush();
+    }
+
+    fn flush(&mut self) {
+        for transaction in self.completed.drain(..) {
+            if let Some(process) = self.processes.get(&transaction.pid) {
+                self.telemetry.record(&transaction, &process.info);
+            }
+        }
+    }
+
+    fn rescan(&mut self) {
+        let changes = self.discovery.scan();
+        for pid in changes.exited {
+            if self.processes.remove(&pid).is_some() {
+                tracing::info!(pid, "process exited");
+            }
+            self.tracker.forget_process(pid, &mut self.completed);
+            self.flush();
+            if let Err(error) = self
+                .probes
+                .deselect_process(pid)
+                .and_then(|()| self.probes.untrack_process_sockets(pid))
+            {
+                tracing::warn!(pid, %error, "cleaning up after an exited process");
+            }
+        }
+        for selected in changes.selected {
+            self.instrument(selected);
+        }
+        let metrics = self.telemetry.self_metrics();
+        metrics
+            .processes_instrumented
+            .set(self.processes.len() as u64);
+        match self.probes.stats() {
+            Ok(stats) => {
+                metrics.events_captured.set_total(stats.events);
+                metrics.events_dropped.set_total(stats.dropped);
+            }
+            Err(error) => tracing::warn!(%error, "reading kernel counters"),
+        }
+    }
+
+    fn instrument(&mut self, selected: Selected) {
+        let Selected {
+            snapshot,
+            container,
+        } = selected;
+        let pid = snapshot.pid;
+        if let Err(error) = self.probes.select_process(pid) {
+            tracing::warn!(pid, %error, "cannot instrument process");
+            return;
+        }
+        // Connections opened before now are not seen by accept/connect: hand them over.
+        for (socket, role) in snapshot.connections() {
+            if let Err(error) = self.probes.track_socket(pid, socket.fd, role) {
+                tracing::warn!(pid, fd = socket.fd, %error, "cannot track socket");
+                continue;
+            }
+            self.tracker
+                .set_addresses(pid, socket.fd, Some(socket.local), Some(socket.peer));
+        }
+        let exe = snapshot.exe.to_string_lossy().into_owned();
+        tracing::info!(
+            pid,
+            exe,
+            container = container.as_deref(),
+            "instrumenting process"
+        );
+        let listening = snapshot
+            .sockets
+            .iter()
+            .filter(|s| s.listening)
+            .map(|s| s.local)
+            .collect();
+        self.processes.insert(
+            pid,
+            Instrumented {
+                info: ProcessInfo {
+                    pid,
+                    exe,
+                    container,
+                },
+                listening,
+            },
+        );
+    }
+}
