@@ -70,5 +70,8 @@ request "http://127.0.0.1:$backend_port/status/404"
 echo "-- curl http://127.0.0.1:$decoy_port/ (decoy: no span expected)"
 curl -sS -o /dev/null "http://127.0.0.1:$decoy_port/"
 sleep 1
+# A graceful stop: the sidecar flushes what it holds and exits on SIGTERM.
+pkill -TERM --ns "$pod" --nslist pid -x obi-sidecar || true
+for _ in $(seq 50); do pgrep --ns "$pod" --nslist pid -x obi-sidecar >/dev/null || break; sleep 0.1; done
 echo "== done; sidecar log:"
 sed 's/^/  /' "$work/sidecar.err" | tail -n 5

@@ -1,6 +1,6 @@
 //! `obi-sidecar`: configuration from the environment, logs, then [`obi_sidecar::run`].
 
-use std::process::ExitCode;
+use std::{io::IsTerminal, process::ExitCode};
 
 use obi_sidecar::config::Config;
 
@@ -15,6 +15,7 @@ fn main() -> ExitCode {
     // Logs go to stderr: stdout belongs to the trace printer.
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_new(&config.log_level)
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
