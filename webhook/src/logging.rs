@@ -12,7 +12,8 @@ pub fn init(format: LogFormat, level: &str) -> Result<()> {
     let filter = EnvFilter::try_new(level).map_err(|error| Error::Logging(error.to_string()))?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     let installed = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder
