@@ -12,27 +12,12 @@ ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-5s}
 CONNECTIONS=${CONNECTIONS:-50}
 
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
+# shellcheck source=lib.sh
+. "$here/lib.sh"
 
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-unshare --pid --fork --mount-proc sleep 3600 &
-outer=$!; pids+=("$outer")
-for _ in $(seq 100); do
-  pod=$(awk '{print $1}' "/proc/$outer/task/$outer/children" 2>/dev/null || true)
-  [ -n "$pod" ] && break; sleep 0.05
-done
-pids+=("$pod")
-mkdir -p "$work/nginx"
-sed -e "s#PORT#$port#g" -e "s#DIR#$work/nginx#g" "$root/sidecar/tests/servers/nginx.conf.in" > "$work/nginx/nginx.conf"
-nsenter --target="$pod" --pid --mount -- nginx -c "$work/nginx/nginx.conf" 2>"$work/nginx.err" &
-for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
+port=$(free_port)
+new_namespace; pod=$ns_init
+start_nginx "$pod" nginx "$port"
 url="http://127.0.0.1:$port/status/200"
 
 # Starts the sidecar in the pod; sets $sidecar_pid (its pid here).
@@ -40,10 +25,7 @@ start_sidecar() { # extra env...
   env OTEL_EBPF_OPEN_PORT="$port" "$@" nsenter --target="$pod" --pid --mount -- "$sidecar" \
     >"$work/sidecar.out" 2>"$work/sidecar.err" &
   local ns=$!
-  for _ in $(seq 200); do
-    grep -q capturing "$work/sidecar.err" 2>/dev/null && break; sleep 0.05
-  done
-  grep -q capturing "$work/sidecar.err" || { cat "$work/sidecar.err" >&2; exit 1; }
+  wait_capturing "$work/sidecar.err"
   sidecar_pid=$(awk '{print $1}' "/proc/$ns/task/$ns/children")
 }
 stop_sidecar() {

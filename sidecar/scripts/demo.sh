@@ -9,37 +9,8 @@ sidecar="${OBI_SIDECAR_BIN:-$root/target/release/obi-sidecar}"
 [ -x "$sidecar" ] || { echo "demo: build first (make build): $sidecar missing" >&2; exit 1; }
 [ "$(id -u)" -eq 0 ] || { echo "demo: run as root (eBPF and PID namespaces need it)" >&2; exit 1; }
 
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() {
-  for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done
-  echo "demo: nothing listens on $1" >&2; return 1
-}
-# A fresh PID namespace with its own /proc; sets $ns_init to the pid of its init (pid 1 inside).
-new_namespace() {
-  unshare --pid --fork --mount-proc sleep 600 </dev/null >/dev/null 2>&1 &
-  local outer=$!
-  pids+=("$outer")
-  ns_init=
-  for _ in $(seq 100); do
-    ns_init=$(awk '{print $1}' "/proc/$outer/task/$outer/children" 2>/dev/null || true)
-    if [ -n "$ns_init" ]; then pids+=("$ns_init"); return 0; fi
-    sleep 0.05
-  done
-  echo "demo: namespace did not start" >&2; return 1
-}
-nginx_conf() { # dir port
-  mkdir -p "$1"
-  sed -e "s#PORT#$2#g" -e "s#DIR#$1#g" "$root/sidecar/tests/servers/nginx.conf.in" > "$1/nginx.conf"
-}
+# shellcheck source=lib.sh
+. "$here/lib.sh"
 
 app_port=$(free_port); backend_port=$(free_port); decoy_port=$(free_port)
 new_namespace; pod=$ns_init
@@ -47,18 +18,15 @@ new_namespace; decoy=$ns_init
 
 echo "== pod: app.py on :$app_port calling nginx on :$backend_port; decoy nginx on :$decoy_port in another namespace"
 nsenter --target="$pod" --pid --mount -- python3 "$root/sidecar/tests/servers/app.py" "$app_port" >/dev/null 2>&1 &
-nginx_conf "$work/backend" "$backend_port"
-nsenter --target="$pod" --pid --mount -- nginx -c "$work/backend/nginx.conf" 2>"$work/backend.err" &
-nginx_conf "$work/decoy" "$decoy_port"
-nsenter --target="$decoy" --pid --mount -- nginx -c "$work/decoy/nginx.conf" 2>"$work/decoy.err" &
-wait_port "$app_port"; wait_port "$backend_port"; wait_port "$decoy_port"
+wait_port "$app_port"
+start_nginx "$pod" backend "$backend_port"
+start_nginx "$decoy" decoy "$decoy_port"
 
 echo "== sidecar: OTEL_EBPF_OPEN_PORT=$app_port,$backend_port OTEL_EBPF_TRACE_PRINTER=text"
 OTEL_EBPF_OPEN_PORT="$app_port,$backend_port" OTEL_EBPF_TRACE_PRINTER=text \
 OTEL_EBPF_ROUTES_PATTERNS="/users/{id}" \
   nsenter --target="$pod" --pid --mount -- "$sidecar" 2>"$work/sidecar.err" | sed 's/^/  span: /' &
-for _ in $(seq 100); do grep -q capturing "$work/sidecar.err" 2>/dev/null && break; sleep 0.1; done
-grep -q capturing "$work/sidecar.err" || { cat "$work/sidecar.err" >&2; exit 1; }
+wait_capturing "$work/sidecar.err"
 
 request() { echo "-- curl $*"; curl -sS -o /dev/null -w '   -> %{http_code}\n' "$@"; sleep 0.3; }
 request "http://127.0.0.1:$app_port/users/42"

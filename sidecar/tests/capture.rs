@@ -47,6 +47,21 @@ fn start_sidecar(pod: &mut Pod, env: &[(&'static str, String)]) {
     pod.start_sidecar(&env);
 }
 
+/// The spans the receiver holds, without their resources.
+fn span_list(receiver: &OtlpReceiver) -> Vec<Span> {
+    receiver.spans().into_iter().map(|(_, s)| s).collect()
+}
+
+/// Waits until the receiver holds at least `n` spans, then returns all of them.
+async fn wait_spans(receiver: &OtlpReceiver, n: usize) -> Vec<Span> {
+    receiver
+        .wait_for_spans(n, WAIT)
+        .await
+        .into_iter()
+        .map(|(_, s)| s)
+        .collect()
+}
+
 fn curl(args: &[&str]) -> String {
     let mut argv = vec!["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}\n"];
     argv.extend_from_slice(args);
@@ -214,7 +229,7 @@ async fn nginx_ten_thousand_requests_over_fifty_connections_lose_nothing() {
         .len();
     // Wait a moment longer: anything beyond 10000 would be a duplicate.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let spans: Vec<Span> = receiver.spans().into_iter().map(|(_, s)| s).collect();
+    let spans = span_list(&receiver);
     let server = server_spans_on_port(&spans, port);
     assert_eq!(
         server.len(),
@@ -265,14 +280,9 @@ async fn decoy_in_another_pid_namespace_yields_no_spans() {
         curl(&[&format!("http://127.0.0.1:{port}/status/200")]).trim(),
         "200"
     );
-    let spans: Vec<Span> = receiver
-        .wait_for_spans(1, WAIT)
-        .await
-        .into_iter()
-        .map(|(_, s)| s)
-        .collect();
+    let spans = wait_spans(&receiver, 1).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let spans_now: Vec<Span> = receiver.spans().into_iter().map(|(_, s)| s).collect();
+    let spans_now = span_list(&receiver);
     assert!(spans.len() <= spans_now.len());
     assert_eq!(server_spans_on_port(&spans_now, port).len(), 1);
     assert!(
@@ -306,12 +316,7 @@ async fn traceparent_and_calls_made_while_serving_share_the_trace() {
     ]);
     assert_eq!(status.trim(), "404");
     // The app's server span, its client span, and nginx's server span.
-    let spans: Vec<Span> = receiver
-        .wait_for_spans(3, WAIT)
-        .await
-        .into_iter()
-        .map(|(_, s)| s)
-        .collect();
+    let spans = wait_spans(&receiver, 3).await;
     let app_server = server_spans_on_port(&spans, app);
     assert_eq!(app_server.len(), 1, "{spans:#?}");
     let app_server = app_server[0];
@@ -359,12 +364,7 @@ async fn process_started_after_the_sidecar_is_instrumented_within_a_second() {
         curl(&[&format!("http://127.0.0.1:{port}/status/200")]).trim(),
         "200"
     );
-    let spans: Vec<Span> = receiver
-        .wait_for_spans(1, WAIT)
-        .await
-        .into_iter()
-        .map(|(_, s)| s)
-        .collect();
+    let spans = wait_spans(&receiver, 1).await;
     assert_eq!(server_spans_on_port(&spans, port).len(), 1);
 }
 
@@ -411,12 +411,7 @@ async fn runs_with_its_declared_capabilities_and_fails_clearly_with_fewer() {
         curl(&[&format!("http://127.0.0.1:{port}/status/200")]).trim(),
         "200"
     );
-    let spans: Vec<Span> = receiver
-        .wait_for_spans(1, WAIT)
-        .await
-        .into_iter()
-        .map(|(_, s)| s)
-        .collect();
+    let spans = wait_spans(&receiver, 1).await;
     assert_eq!(server_spans_on_port(&spans, port).len(), 1);
 }
 
@@ -458,7 +453,7 @@ async fn collector_down_then_up() {
     }
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
-        let spans: Vec<Span> = receiver.spans().into_iter().map(|(_, s)| s).collect();
+        let spans = span_list(&receiver);
         let up = spans
             .iter()
             .filter(|s| str_attr(s, "url.path").is_some_and(|p| p.contains("/up")))
