@@ -48,7 +48,18 @@ static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(STAT_COUNT, 0);
 
 /// Per-CPU space to assemble a data event before it is copied, trimmed, into the ring buffer.
 #[map]
-static SCRATCH: PerCpuArray<DataEvent> = PerCpuArray::with_max_entries(1, 0);
+static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
+
+/// A data event with slack behind its payload: gathering iovecs copies at a variable offset, and
+/// the verifier proves bounds on the worst case (offset and length both up to MAX_PAYLOAD).
+#[repr(C)]
+struct Scratch {
+    event: DataEvent,
+    slack: [u8; MAX_PAYLOAD],
+}
+
+/// iovec entries gathered per syscall: enough for HTTP servers that write head and body apart.
+const MAX_IOVECS: u64 = 4;
 
 fn count(stat: u32) {
     if let Some(slot) = STATS.get_ptr_mut(stat) {
@@ -233,11 +244,12 @@ fn on_connected(args: &InFlight, fd: i32, role: u32) {
 
 /// Bytes moved through a tracked socket: copy a bounded prefix into the ring buffer.
 fn on_data(args: &InFlight, ret: u64) {
-    let Some(event) = SCRATCH.get_ptr_mut(0) else {
+    let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
         return;
     };
     // SAFETY: the per-CPU scratch slot is owned by this program for the duration of the run.
-    let event = unsafe { &mut *event };
+    let scratch = unsafe { &mut *scratch };
+    let event = &mut scratch.event;
     let nr = args.syscall;
     event.header = header(EVENT_DATA, args.pid, args.tid, args.fd, unsafe {
         bpf_ktime_get_ns()
@@ -253,36 +265,20 @@ fn on_data(args: &InFlight, ret: u64) {
     };
     event.start_ns = args.start_ns;
     event._pad = 0;
-    let (src, avail) = match nr {
-        SYS_READ | SYS_WRITE | SYS_RECVFROM | SYS_SENDTO => (args.ptr, ret),
-        SYS_READV | SYS_WRITEV => first_iovec(args.ptr, ret),
+    let payload = event.payload.as_mut_ptr();
+    let captured = match nr {
+        SYS_READ | SYS_WRITE | SYS_RECVFROM | SYS_SENDTO => copy_user(payload, args.ptr, ret),
+        SYS_READV | SYS_WRITEV => copy_iovecs(payload, args.ptr, args.aux, ret),
         SYS_RECVMSG | SYS_SENDMSG => {
-            // struct msghdr: msg_iov at offset 16.
+            // struct msghdr: msg_iov at offset 16, msg_iovlen at 24.
             let iov = unsafe { bpf_probe_read_user((args.ptr + 16) as *const u64) }.unwrap_or(0);
-            first_iovec(iov, ret)
+            let count = unsafe { bpf_probe_read_user((args.ptr + 24) as *const u64) }.unwrap_or(0);
+            copy_iovecs(payload, iov, count, ret)
         }
         // sendfile moves file bytes the process never sees: count them, copy nothing.
-        _ => (0, 0),
+        _ => 0,
     };
-    let mut len = avail;
-    if len > MAX_PAYLOAD as u64 {
-        len = MAX_PAYLOAD as u64;
-    }
-    let mut captured = 0u32;
-    if src != 0 && len > 0 {
-        // SAFETY: the destination is the scratch payload and `len` is at most its size.
-        let rc = unsafe {
-            generated::bpf_probe_read_user(
-                event.payload.as_mut_ptr().cast::<c_void>(),
-                len as u32,
-                src as *const c_void,
-            )
-        };
-        if rc == 0 {
-            captured = len as u32;
-        }
-    }
-    event.captured_len = captured;
+    event.captured_len = captured as u32;
     let size = DATA_EVENT_HEADER_LEN + captured as usize;
     // SAFETY: `size` is at most size_of::<DataEvent>(); the bytes are the scratch slot's.
     let bytes =
@@ -294,14 +290,52 @@ fn on_data(args: &InFlight, ret: u64) {
     }
 }
 
-/// Base and usable length of the first `struct iovec` of an array in user memory.
-fn first_iovec(iov: u64, ret: u64) -> (u64, u64) {
-    if iov == 0 {
-        return (0, 0);
+/// Copies up to `MAX_PAYLOAD` bytes (and at most `len`) from user memory; returns how many.
+fn copy_user(dst: *mut u8, src: u64, len: u64) -> u64 {
+    let mut n = len;
+    if n > MAX_PAYLOAD as u64 {
+        n = MAX_PAYLOAD as u64;
     }
-    let base = unsafe { bpf_probe_read_user(iov as *const u64) }.unwrap_or(0);
-    let len = unsafe { bpf_probe_read_user((iov + 8) as *const u64) }.unwrap_or(0);
-    (base, if len < ret { len } else { ret })
+    if src == 0 || n == 0 {
+        return 0;
+    }
+    // SAFETY: `dst` points into the scratch slot with at least MAX_PAYLOAD bytes behind it.
+    let rc = unsafe {
+        generated::bpf_probe_read_user(dst.cast::<c_void>(), n as u32, src as *const c_void)
+    };
+    if rc == 0 { n } else { 0 }
+}
+
+/// Gathers the leading bytes of an iovec array (the first `MAX_IOVECS`), so a head written as
+/// several pieces (status line, headers, body) is seen whole up to `MAX_PAYLOAD` bytes.
+fn copy_iovecs(payload: *mut u8, iov: u64, count: u64, ret: u64) -> u64 {
+    if iov == 0 {
+        return 0;
+    }
+    let mut left = if ret > MAX_PAYLOAD as u64 {
+        MAX_PAYLOAD as u64
+    } else {
+        ret
+    };
+    let mut offset = 0u64;
+    for i in 0..MAX_IOVECS {
+        if i >= count || left == 0 || offset >= MAX_PAYLOAD as u64 {
+            break;
+        }
+        let entry = iov + i * 16;
+        let base = unsafe { bpf_probe_read_user(entry as *const u64) }.unwrap_or(0);
+        let len = unsafe { bpf_probe_read_user((entry + 8) as *const u64) }.unwrap_or(0);
+        let want = if len < left { len } else { left };
+        // SAFETY: offset < MAX_PAYLOAD and each copy is at most MAX_PAYLOAD bytes; the scratch
+        // slot has MAX_PAYLOAD bytes of slack after the payload for the verifier's worst case.
+        let copied = copy_user(unsafe { payload.add(offset as usize) }, base, want);
+        if copied != want {
+            break;
+        }
+        offset += copied;
+        left -= copied;
+    }
+    offset
 }
 
 #[cfg(not(test))]

@@ -1,7 +1,8 @@
 //! End-to-end proof of the capture chain on a real kernel: the embedded object loads, both
 //! programs attach to the raw syscall tracepoints, and a connect + write of a process in the
-//! sidecar's PID namespace reaches userspace through the ring buffer, while the same traffic of a
-//! process in another PID namespace never does, even when its pids are on the selection list.
+//! sidecar's PID namespace reaches userspace through the ring buffer (a three-piece sendmsg
+//! gathered whole), while the same traffic of a process in another PID namespace never does, even
+//! when its pids are on the selection list.
 //!
 //! Needs root (CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN for unshare); CI runs as root.
 
@@ -20,7 +21,8 @@ use obi_sidecar::{
 const CLIENT: &str = "import socket, sys\n\
 sys.stdin.readline()\n\
 s = socket.create_connection(('127.0.0.1', int(sys.argv[1])))\n\
-s.sendall(sys.argv[2].encode())\n\
+m = sys.argv[2].encode()\n\
+s.sendmsg([m[:3], m[3:7], m[7:]])\n\
 s.recv(16)\n\
 s.close()\n";
 
