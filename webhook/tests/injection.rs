@@ -207,7 +207,7 @@ fn multiple_containers() -> Vec<Value> {
         json!({
             "allowPrivilegeEscalation": false,
             "capabilities": {
-                "add": ["BPF", "PERFMON", "SYS_PTRACE", "DAC_READ_SEARCH", "CHECKPOINT_RESTORE"],
+                "add": ["BPF", "PERFMON", "SYS_PTRACE", "DAC_READ_SEARCH"],
                 "drop": ["ALL"]
             },
             "privileged": false,
