@@ -9,12 +9,11 @@ webhook=$(cd "$(dirname "$0")/.." && pwd)
 root=$(cd "$webhook/.." && pwd)
 binary=${OBI_WEBHOOK_BINARY:-$root/target/release/obi-webhook}
 sample=$webhook/testdata/admission-review.json
-namespace=obi-system
-service=obi-webhook
-host=$service.$namespace.svc
-
 step() { printf '\n==> %s\n' "$*"; }
 die() { printf 'webhook demo: FAILED: %s\n' "$*" >&2; exit 1; }
+# shellcheck source=common.sh
+. "$webhook/scripts/common.sh"
+host=$webhook_host
 
 [ -x "$binary" ] || die "$binary not found: run 'cargo build --release -p obi-webhook' (or make build) first"
 for tool in curl openssl python3; do
@@ -23,53 +22,16 @@ done
 python3 -c 'import jsonpatch, yaml' 2>/dev/null || die "python3 modules jsonpatch and PyYAML missing (make setup)"
 
 tmp=$(mktemp -d)
-pid=""
-cleanup() {
-  if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
-    kill -TERM "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-  fi
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
+trap 'kill_webhook; rm -rf "$tmp"' EXIT
 
 step "TLS certificates for $host"
-if [ -x "$root/certs/gen.sh" ]; then
-  "$root/certs/gen.sh" --out "$tmp/tls" --namespace "$namespace" --service "$service" >/dev/null
-  echo "generated with certs/gen.sh"
-else
-  mkdir -p "$tmp/tls"
-  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj "/CN=demo CA" \
-    -keyout "$tmp/tls/ca.key" -out "$tmp/tls/ca.crt" 2>/dev/null
-  openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=$host" \
-    -keyout "$tmp/tls/tls.key" -out "$tmp/tls/tls.csr" 2>/dev/null
-  printf 'subjectAltName=DNS:%s\nextendedKeyUsage=serverAuth\n' "$host" >"$tmp/tls/ext.cnf"
-  openssl x509 -req -in "$tmp/tls/tls.csr" -CA "$tmp/tls/ca.crt" -CAkey "$tmp/tls/ca.key" \
-    -CAcreateserial -days 1 -extfile "$tmp/tls/ext.cnf" -out "$tmp/tls/tls.crt" 2>/dev/null
-  echo "generated with openssl (certs/gen.sh not found)"
-fi
+make_certs "$tmp/tls"
 openssl x509 -in "$tmp/tls/tls.crt" -noout -subject -ext subjectAltName | sed 's/^/  /'
 
-free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-tls_port=$(free_port)
-health_port=$(free_port)
-
-step "starting $(basename "$binary") on 127.0.0.1:$tls_port (TLS) and 127.0.0.1:$health_port (health)"
-OBI_WEBHOOK_LISTEN_ADDR=127.0.0.1:$tls_port \
-OBI_WEBHOOK_HEALTH_ADDR=127.0.0.1:$health_port \
-OBI_WEBHOOK_TLS_CERT_FILE=$tmp/tls/tls.crt \
-OBI_WEBHOOK_TLS_KEY_FILE=$tmp/tls/tls.key \
-OBI_WEBHOOK_OTLP_ENDPOINT=http://otel-collector.observability:4318 \
-OBI_WEBHOOK_CLUSTER_NAME=demo \
-  "$binary" 2>"$tmp/webhook.log" &
-pid=$!
-for _ in $(seq 100); do
-  curl -fsS --max-time 1 "http://127.0.0.1:$health_port/readyz" >/dev/null 2>&1 && break
-  kill -0 "$pid" 2>/dev/null || { cat "$tmp/webhook.log" >&2; die "the webhook exited during startup"; }
-  sleep 0.1
-done
-curl -fsS --max-time 1 "http://127.0.0.1:$health_port/readyz" >/dev/null || die "the webhook is not ready after 10 s"
-echo "ready"
+step "starting $(basename "$binary") on loopback (TLS and health ports)"
+start_webhook "$binary" "$tmp/tls" "$tmp/webhook.log" \
+  OBI_WEBHOOK_OTLP_ENDPOINT=http://otel-collector.observability:4318 OBI_WEBHOOK_CLUSTER_NAME=demo
+echo "ready: TLS on 127.0.0.1:$tls_port, health on 127.0.0.1:$health_port"
 
 # POSTs an AdmissionReview file over TLS, verifying the server against the demo CA.
 admit() {
@@ -128,11 +90,7 @@ curl -fsS --max-time 5 "http://127.0.0.1:$health_port/metrics" \
   | grep -E '^obi_webhook_(admission_requests|injections|skips|errors|cert_reloads)_total' | sed 's/^/  /'
 
 step "stopping the webhook (SIGTERM)"
-kill -TERM "$pid"
-status=0
-wait "$pid" || status=$?
-pid=""
-[ "$status" -eq 0 ] || { cat "$tmp/webhook.log" >&2; die "the webhook exited with status $status"; }
+stop_webhook "$tmp/webhook.log"
 sed 's/^/  /' "$tmp/webhook.log"
 echo
 echo "webhook demo: OK"

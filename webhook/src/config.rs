@@ -51,6 +51,10 @@ pub struct Config {
     pub cert_reload_interval: Duration,
     pub injection: InjectionDefaults,
     pub limits: Limits,
+    /// Async worker threads. One by default: admission work is small, and waking a parked second
+    /// worker (a cross-CPU wake-up, costly in VMs) costs more latency than it saves; large bodies
+    /// are decoded on the blocking pool anyway.
+    pub worker_threads: usize,
     pub log_format: LogFormat,
     pub log_level: String,
 }
@@ -75,6 +79,7 @@ struct Raw {
     header_read_timeout_ms: Option<String>,
     request_timeout_ms: Option<String>,
     shutdown_timeout_ms: Option<String>,
+    worker_threads: Option<String>,
     log_format: Option<String>,
     log_level: Option<String>,
 }
@@ -184,6 +189,7 @@ impl Config {
                 request_timeout: millis("REQUEST_TIMEOUT_MS", raw.request_timeout_ms, 10_000)?,
                 shutdown_timeout: millis("SHUTDOWN_TIMEOUT_MS", raw.shutdown_timeout_ms, 20_000)?,
             },
+            worker_threads: count("WORKER_THREADS", raw.worker_threads, 1)?,
             log_format,
             log_level,
         })
@@ -314,6 +320,7 @@ mod tests {
         assert_eq!(config.log_format, LogFormat::Text);
         assert_eq!(config.log_level, "info");
         assert_eq!(config.cert_reload_interval, Duration::from_secs(1));
+        assert_eq!(config.worker_threads, 1);
     }
 
     #[test]
@@ -338,6 +345,7 @@ mod tests {
             ("HEADER_READ_TIMEOUT_MS", "100"),
             ("REQUEST_TIMEOUT_MS", "200"),
             ("SHUTDOWN_TIMEOUT_MS", "300"),
+            ("WORKER_THREADS", "4"),
             ("SERVICE_HOST", "10.0.0.1"),
             ("PORT_443_TCP", "tcp://10.0.0.1:443"),
             ("OTLP_ENDPOINT_UNUSED", ""),
@@ -358,6 +366,7 @@ mod tests {
         assert_eq!(config.injection.resources.memory_limit.as_str(), "80Mi");
         assert_eq!(config.log_format, LogFormat::Json);
         assert_eq!(config.cert_reload_interval, Duration::from_millis(250));
+        assert_eq!(config.worker_threads, 4);
         assert_eq!(
             config.limits,
             Limits {

@@ -202,9 +202,9 @@ async fn mutate(
             let patched = !plan.patch.0.is_empty();
             state
                 .metrics
-                .review(reviewed.operation, plan.outcome, patched, elapsed);
+                .review(reviewed.operation.as_str(), plan.outcome, patched, elapsed);
             tracing::debug!(
-                uid = %reviewed.uid, operation = reviewed.operation, namespace = %reviewed.namespace,
+                uid = %reviewed.uid, operation = reviewed.operation.as_str(), namespace = %reviewed.namespace,
                 name = %reviewed.name, dry_run = reviewed.dry_run, outcome = ?plan.outcome, patched,
                 warnings = ?plan.warnings, elapsed_us = elapsed.as_micros() as u64, "admission reviewed"
             );

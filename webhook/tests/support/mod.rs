@@ -4,6 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
 use obi_webhook::settings::{InjectionDefaults, SidecarResources};
 use serde_json::{Value, json};
 
@@ -80,14 +82,9 @@ pub fn decode(body: &[u8]) -> Answer {
     let response = &review["response"];
     let patch = match &response["patch"] {
         Value::Null => Vec::new(),
-        // kube-core encodes the patch bytes as an array of numbers, which the API server's
-        // decoder accepts for a []byte field just like base64.
-        Value::Array(bytes) => {
+        Value::String(encoded) => {
             assert_eq!(response["patchType"], "JSONPatch");
-            let bytes: Vec<u8> = bytes
-                .iter()
-                .map(|b| u8::try_from(b.as_u64().unwrap()).unwrap())
-                .collect();
+            let bytes = BASE64.decode(encoded).expect("patch is base64");
             serde_json::from_slice(&bytes).expect("patch is a JSON array")
         }
         other => panic!("unexpected patch encoding {other}"),
