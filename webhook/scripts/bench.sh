@@ -111,13 +111,15 @@ print("| " + " | ".join(header) + " |")
 print("|" + "|".join("---" for _ in header) + "|")
 for label, rps, n, errors, p50, p99, mx, rss in rows:
     print(f"| {label} | {rps:.0f} | {n} | {errors} | {p50:.3f} | {p99:.3f} | {mx:.3f} | {rss:.1f} |")
-print(f"\npeak RSS over the whole run (VmHWM): {peak_kb / 1024.0:.1f} MiB")
+# VmHWM is the kernel's high-water mark; the samples can catch a peak it has not synced yet.
+peak = max([peak_kb / 1024.0] + [row[7] for row in rows])
+print(f"\npeak RSS over the whole run: {peak:.1f} MiB")
 
 label, rps, n, errors, p50, p99, mx, rss = rows[0]
 checks = [
     (f"p99 at {rate} req/s < 2 ms", p99 < 2.0, f"{p99:.3f} ms"),
     ("zero errors (both runs)", all(r[3] == 0 for r in rows), f"{sum(r[3] for r in rows)} errors"),
-    ("RSS < 20 MiB", peak_kb / 1024.0 < 20.0, f"{peak_kb / 1024.0:.1f} MiB peak"),
+    ("RSS < 20 MiB", peak < 20.0, f"{peak:.1f} MiB peak"),
 ]
 print("\ntargets:")
 for what, met, value in checks:

@@ -1,5 +1,7 @@
+# shellcheck shell=bash
 # Shared by demo.sh and bench.sh (sourced): certificates, and the release binary on loopback
-# ports with its lifecycle. Expects `die` and `$root` from the caller.
+# ports with its lifecycle. Expects `die` and `$root` (the repository) from the caller.
+: "${root:?common.sh needs \$root}"
 
 webhook_namespace=obi-system
 webhook_service=obi-webhook
