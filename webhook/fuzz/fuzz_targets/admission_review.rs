@@ -30,11 +30,19 @@ fuzz_target!(|data: &[u8]| {
 
     // The idempotence property is checked on canonical JSON, as the API server sends it
     // (no duplicate keys, which the typed and untyped views of an object would read differently).
-    let Ok(mut review) = serde_json::from_slice::<Value>(data) else { return };
+    let Ok(mut review) = serde_json::from_slice::<Value>(data) else {
+        return;
+    };
     let canonical = serde_json::to_vec(&review).expect("a Value serialises");
-    let Ok(first) = admission::review(&canonical, defaults()) else { return };
+    let Ok(first) = admission::review(&canonical, defaults()) else {
+        return;
+    };
     let answer: Value = serde_json::from_slice(&first.body).expect("the answer is JSON");
-    assert_eq!(answer["response"]["allowed"], Value::Bool(true), "the webhook never denies");
+    assert_eq!(
+        answer["response"]["allowed"],
+        Value::Bool(true),
+        "the webhook never denies"
+    );
     if first.plan.patch.0.is_empty() {
         return;
     }
