@@ -20,16 +20,16 @@ new_namespace; pod=$ns_init
 start_nginx "$pod" nginx "$port"
 url="http://127.0.0.1:$port/status/200"
 
-# Starts the sidecar in the pod; sets $sidecar_pid (its pid here).
+# Starts the sidecar in the pod; sets $sidecar_pid (its pid here) and $sidecar_nsenter.
 start_sidecar() { # extra env...
   env OTEL_EBPF_OPEN_PORT="$port" "$@" nsenter --target="$pod" --pid --mount -- "$sidecar" \
     >"$work/sidecar.out" 2>"$work/sidecar.err" &
-  local ns=$!
+  sidecar_nsenter=$!
   wait_capturing "$work/sidecar.err"
-  sidecar_pid=$(awk '{print $1}' "/proc/$ns/task/$ns/children")
+  sidecar_pid=$(awk '{print $1}' "/proc/$sidecar_nsenter/task/$sidecar_nsenter/children")
 }
 stop_sidecar() {
-  kill -TERM "$sidecar_pid"; wait 2>/dev/null || true
+  kill -TERM "$sidecar_pid"; wait "$sidecar_nsenter" 2>/dev/null || true
 }
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
