@@ -183,7 +183,13 @@ async fn mutate(
         Ok(body) => body,
         Err(rejection) => {
             state.metrics.rejected(ErrorKind::Body, started.elapsed());
-            tracing::warn!(error = %rejection.body_text(), "admission request body rejected");
+            // Too large is the client's mistake worth a warning; anything else is a client that
+            // went away mid-body (e.g. the API server giving up), which is routine.
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                tracing::warn!(error = %rejection.body_text(), "admission request body too large");
+            } else {
+                tracing::debug!(error = %rejection.body_text(), "admission request body not received");
+            }
             return rejection.into_response();
         }
     };
