@@ -270,12 +270,18 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         .into_response()
 }
 
+/// HTTP/2 connections stay open (PINGs keep them honest). HTTP/1.1 connections serve one request
+/// each: hyper's header-read timeout also closes idle keep-alive connections, and that close can
+/// race the client's next POST, which Go clients (the API server) do not retry: the webhook call
+/// would fail and, with `failurePolicy: Ignore`, the Deployment go uninjected. The API server
+/// speaks HTTP/2 unless told not to, so HTTP/1.1 only pays a handshake per request.
 fn http_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout);
+        .header_read_timeout(limits.header_read_timeout)
+        .keep_alive(false);
     builder
         .http2()
         .timer(TokioTimer::new())

@@ -227,6 +227,10 @@ async fn serves_admission_reviews_over_http1_and_http2() {
             .unwrap();
         assert_eq!(response.status(), StatusCode::OK);
         assert_eq!(response.version(), version);
+        if http == Http::One {
+            // One request per HTTP/1.1 connection (see server::http_builder).
+            assert_eq!(response.headers()["connection"], "close");
+        }
         assert_eq!(response.headers()["content-type"], "application/json");
         let answer = support::decode(&response.bytes().await.unwrap());
         assert_eq!(answer.uid, SAMPLE_UID);
