@@ -522,7 +522,14 @@ async fn negotiates_tls_versions_and_alpn() {
 async fn slow_clients_are_cut_off() {
     let pki = pki("main");
     let volume = SecretVolume::new(&pki);
-    let running = start(&volume, &[("HEADER_READ_TIMEOUT_MS", "300")]).await;
+    let running = start(
+        &volume,
+        &[
+            ("HEADER_READ_TIMEOUT_MS", "300"),
+            ("REQUEST_TIMEOUT_MS", "500"),
+        ],
+    )
+    .await;
 
     // No TLS handshake at all.
     let started = Instant::now();
@@ -558,6 +565,26 @@ async fn slow_clients_are_cut_off() {
     assert!(
         read.is_err() || !String::from_utf8_lossy(&response).contains("200 OK"),
         "{response:?}"
+    );
+
+    // A body that stops arriving: 408 once the request timeout expires.
+    let mut stream = tls_connect(running.tls, &connector).await.unwrap();
+    stream
+        .write_all(b"POST /mutate HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1000\r\n\r\n{")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let mut response = Vec::new();
+    tokio::time::timeout(Duration::from_secs(3), stream.read_to_end(&mut response))
+        .await
+        .unwrap()
+        .unwrap();
+    let response = String::from_utf8_lossy(&response);
+    assert!(response.starts_with("HTTP/1.1 408"), "{response}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(400),
+        "{:?}",
+        started.elapsed()
     );
     running.shutdown().await;
 }
