@@ -15,6 +15,11 @@ pub const MAX_IN_FLIGHT: u32 = 16384;
 pub const MAX_PIDS: u32 = 4096;
 /// Sockets tracked across all selected processes.
 pub const MAX_SOCKETS: u32 = 65536;
+/// Queued bytes at which the programs wake the reader; below it the reader drains every
+/// [`DRAIN_INTERVAL_MS`]. Far below [`DEFAULT_RING_BYTES`], so a burst still has room.
+pub const WAKEUP_BYTES: u64 = 64 * 1024;
+/// How often userspace drains the ring buffer without being woken.
+pub const DRAIN_INTERVAL_MS: u64 = 20;
 /// Default ring buffer size (a power-of-two multiple of the page size).
 pub const DEFAULT_RING_BYTES: u32 = 1 << 21;
 

@@ -1,7 +1,7 @@
 use core::{ffi::c_void, mem::size_of};
 
 use aya_ebpf::{
-    bindings::bpf_pidns_info,
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, bpf_pidns_info},
     helpers::{
         bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_user,
         generated,
@@ -14,7 +14,7 @@ use sidecar_bpf::{
     ConnectEvent, DATA_EVENT_HEADER_LEN, DIRECTION_EGRESS, DIRECTION_INGRESS, DataEvent,
     EVENT_CLOSE, EVENT_CONNECT, EVENT_DATA, EventHeader, InFlight, MAX_IN_FLIGHT, MAX_PAYLOAD,
     MAX_PIDS, MAX_SOCKETS, ROLE_CLIENT, ROLE_SERVER, STAT_COUNT, STAT_DROPPED, STAT_EVENTS,
-    STAT_IN_FLIGHT_FULL, SocketKey, arch::*,
+    STAT_IN_FLIGHT_FULL, SocketKey, WAKEUP_BYTES, arch::*,
 };
 
 const AF_INET: u16 = 2;
@@ -192,8 +192,19 @@ fn header(kind: u32, pid: u32, tid: u32, fd: i32, timestamp_ns: u64) -> EventHea
     }
 }
 
+/// Wake the reader only once this much is queued: it also drains on a short timer
+/// (`sidecar_bpf::DRAIN_INTERVAL_MS`), so under load one wakeup carries many events instead of
+/// costing two context switches each.
+fn wakeup_flags() -> u64 {
+    if EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= WAKEUP_BYTES {
+        BPF_RB_FORCE_WAKEUP as u64
+    } else {
+        BPF_RB_NO_WAKEUP as u64
+    }
+}
+
 fn emit<T>(event: &T) {
-    if EVENTS.output::<T>(event, 0).is_ok() {
+    if EVENTS.output::<T>(event, wakeup_flags()).is_ok() {
         count(STAT_EVENTS);
     } else {
         count(STAT_DROPPED);
@@ -283,7 +294,7 @@ fn on_data(args: &InFlight, ret: u64) {
     // SAFETY: `size` is at most size_of::<DataEvent>(); the bytes are the scratch slot's.
     let bytes =
         unsafe { core::slice::from_raw_parts((event as *const DataEvent).cast::<u8>(), size) };
-    if EVENTS.output::<[u8]>(bytes, 0).is_ok() {
+    if EVENTS.output::<[u8]>(bytes, wakeup_flags()).is_ok() {
         count(STAT_EVENTS);
     } else {
         count(STAT_DROPPED);

@@ -48,6 +48,8 @@ pub async fn run(config: Config) -> Result<()> {
     );
 
     let mut scan = tokio::time::interval(SCAN_INTERVAL);
+    let mut drain = tokio::time::interval(Duration::from_millis(sidecar_bpf::DRAIN_INTERVAL_MS));
+    drain.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut terminate = signal(SignalKind::terminate()).map_err(|source| Error::Io {
         context: "installing the SIGTERM handler".into(),
         source,
@@ -63,12 +65,10 @@ pub async fn run(config: Config) -> Result<()> {
                     context: "polling the ring buffer".into(),
                     source,
                 })?;
-                let events = guard.get_inner_mut();
-                while let Some(record) = events.next() {
-                    sidecar.on_record(&record);
-                }
+                sidecar.drain(guard.get_inner_mut());
                 guard.clear_ready();
             }
+            _ = drain.tick() => sidecar.drain(ring.get_mut()),
             _ = scan.tick() => sidecar.rescan(),
             _ = terminate.recv() => break,
             _ = interrupt.recv() => break,
@@ -108,6 +108,12 @@ struct Instrumented {
 }
 
 impl Sidecar {
+    fn drain(&mut self, events: &mut RingBuf<MapData>) {
+        while let Some(record) = events.next() {
+            self.on_record(&record);
+        }
+    }
+
     fn on_record(&mut self, record: &[u8]) {
         let event = match Event::decode(record) {
             Ok(event) => event,
