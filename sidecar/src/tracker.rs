@@ -6,7 +6,11 @@
 //! messages by a [`MessageReader`]; requests wait in a FIFO queue (pipelining) and each final
 //! response completes the oldest one.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
+
+/// Connection lookups happen for every captured syscall: a fast non-cryptographic hasher (the
+/// keys are pids and fds the kernel hands us, not attacker-chosen strings).
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 use std::net::SocketAddr;
 
 use crate::events::{Direction, Event, Meta, Role};
@@ -584,10 +588,10 @@ impl Tracker {
     pub fn new(limits: TrackerLimits) -> Self {
         Self {
             limits,
-            conns: HashMap::new(),
+            conns: HashMap::default(),
             lru: BTreeMap::new(),
             next_seq: 0,
-            serving: HashMap::new(),
+            serving: HashMap::default(),
             buffered: 0,
             stats: TrackerStats::default(),
         }
