@@ -20,7 +20,7 @@ rate_clients=10
 
 step() { printf '\n==> %s\n' "$*"; }
 die() { printf 'webhook bench: FAILED: %s\n' "$*" >&2; exit 1; }
-# shellcheck source=common.sh
+# shellcheck source=SCRIPTDIR/common.sh
 . "$webhook/scripts/common.sh"
 
 [ -x "$binary" ] || die "$binary not found: run 'cargo build --release -p obi-webhook' (or make build) first"

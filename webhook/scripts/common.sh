@@ -33,23 +33,32 @@ free_port() {
 }
 
 # start_webhook BINARY CERT_DIR LOG [NAME=VALUE...]: starts the webhook on free loopback ports
-# (sets webhook_pid, tls_port, health_port) and waits until /readyz answers.
+# (sets webhook_pid, tls_port, health_port) and waits until /readyz answers. A port taken by
+# someone else between choosing and binding it gets a second and third chance.
 start_webhook() {
-  local binary=$1 certs=$2 log=$3
+  local binary=$1 certs=$2 log=$3 attempt _
   shift 3
-  tls_port=$(free_port)
-  health_port=$(free_port)
-  env OBI_WEBHOOK_LISTEN_ADDR="127.0.0.1:$tls_port" OBI_WEBHOOK_HEALTH_ADDR="127.0.0.1:$health_port" \
-    OBI_WEBHOOK_TLS_CERT_FILE="$certs/tls.crt" OBI_WEBHOOK_TLS_KEY_FILE="$certs/tls.key" "$@" \
-    "$binary" 2>"$log" &
-  webhook_pid=$!
-  local _
-  for _ in $(seq 100); do
-    curl -fsS --max-time 1 "http://127.0.0.1:$health_port/readyz" >/dev/null 2>&1 && return 0
-    kill -0 "$webhook_pid" 2>/dev/null || { cat "$log" >&2; die "the webhook exited during startup"; }
-    sleep 0.1
+  for attempt in 1 2 3; do
+    tls_port=$(free_port)
+    health_port=$(free_port)
+    env OBI_WEBHOOK_LISTEN_ADDR="127.0.0.1:$tls_port" OBI_WEBHOOK_HEALTH_ADDR="127.0.0.1:$health_port" \
+      OBI_WEBHOOK_TLS_CERT_FILE="$certs/tls.crt" OBI_WEBHOOK_TLS_KEY_FILE="$certs/tls.key" "$@" \
+      "$binary" 2>"$log" &
+    webhook_pid=$!
+    for _ in $(seq 100); do
+      curl -fsS --max-time 1 "http://127.0.0.1:$health_port/readyz" >/dev/null 2>&1 && return 0
+      kill -0 "$webhook_pid" 2>/dev/null || break
+      sleep 0.1
+    done
+    if kill -0 "$webhook_pid" 2>/dev/null; then
+      die "the webhook is not ready after 10 s"
+    fi
+    wait "$webhook_pid" 2>/dev/null || true
+    webhook_pid=""
+    grep -q "cannot listen on" "$log" && [ "$attempt" -lt 3 ] && continue
+    cat "$log" >&2
+    die "the webhook exited during startup"
   done
-  die "the webhook is not ready after 10 s"
 }
 
 # stop_webhook LOG: SIGTERM, wait, and fail (showing LOG) unless it exits cleanly.

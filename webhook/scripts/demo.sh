@@ -11,7 +11,7 @@ binary=${OBI_WEBHOOK_BINARY:-$root/target/release/obi-webhook}
 sample=$webhook/testdata/admission-review.json
 step() { printf '\n==> %s\n' "$*"; }
 die() { printf 'webhook demo: FAILED: %s\n' "$*" >&2; exit 1; }
-# shellcheck source=common.sh
+# shellcheck source=SCRIPTDIR/common.sh
 . "$webhook/scripts/common.sh"
 host=$webhook_host
 

@@ -26,21 +26,15 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    // Spawned rather than run by `block_on` so the accept loop lives on the worker thread too:
-    // a new connection then needs no hop between the main thread and the worker.
-    let server = runtime.spawn(async {
+    let outcome = runtime.block_on(async {
         let shutdown = server::termination_signal()?;
         Server::bind(config).await?.run(shutdown).await
     });
-    match runtime.block_on(server) {
-        Ok(Ok(())) => ExitCode::SUCCESS,
-        Ok(Err(error)) => {
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
             tracing::error!(%error, "obi-webhook failed");
             eprintln!("obi-webhook: {error}");
-            ExitCode::FAILURE
-        }
-        Err(error) => {
-            eprintln!("obi-webhook: the server task failed: {error}");
             ExitCode::FAILURE
         }
     }

@@ -103,6 +103,7 @@ impl Server {
             state,
         } = self;
         let acceptor = TlsAcceptor::from(tls_config);
+        let bound = (display_addr(&tls_listener), display_addr(&health_listener));
         let (stop, stopped) = watch::channel(false);
         let watcher = tokio::spawn(tls::watch(
             store,
@@ -114,7 +115,7 @@ impl Server {
 
         state.ready.store(true, Ordering::SeqCst);
         tracing::info!(
-            listen = %config.listen_addr, health = %config.health_addr, image = %config.injection.image,
+            listen = %bound.0, health = %bound.1, image = %config.injection.image,
             "obi-webhook serving"
         );
         let router = admission_router(Arc::clone(&state), &config.limits);
@@ -139,6 +140,14 @@ impl Server {
         tracing::info!("obi-webhook stopped");
         served
     }
+}
+
+/// The address actually bound (it differs from the configured one for port 0).
+fn display_addr(listener: &TcpListener) -> String {
+    listener.local_addr().map_or_else(
+        |error| format!("unknown ({error})"),
+        |addr| addr.to_string(),
+    )
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener> {
