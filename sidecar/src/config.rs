@@ -623,14 +623,14 @@ impl Config {
             include_url_query,
         })
     }
+}
 
-    /// The container a listening port belongs to (`OTEL_EBPF_K8S_CONTAINER_PORTS`).
-    pub fn container_for_port(&self, port: u16) -> Option<&str> {
-        self.container_ports
-            .iter()
-            .find(|(_, ports)| ports.contains(port))
-            .map(|(name, _)| name.as_str())
-    }
+/// The container a listening port belongs to, from `OTEL_EBPF_K8S_CONTAINER_PORTS`.
+pub fn container_for_port(container_ports: &[(String, PortSet)], port: u16) -> Option<&str> {
+    container_ports
+        .iter()
+        .find(|(_, ports)| ports.contains(port))
+        .map(|(name, _)| name.as_str())
 }
 
 #[cfg(test)]
@@ -732,9 +732,15 @@ mod tests {
                 .as_ref()
                 .is_some_and(|g| g.is_match("/usr/bin/python3.12"))
         );
-        assert_eq!(config.container_for_port(8443), Some("app"));
-        assert_eq!(config.container_for_port(9090), Some("metrics"));
-        assert_eq!(config.container_for_port(1), None);
+        assert_eq!(
+            container_for_port(&config.container_ports, 8443),
+            Some("app")
+        );
+        assert_eq!(
+            container_for_port(&config.container_ports, 9090),
+            Some("metrics")
+        );
+        assert_eq!(container_for_port(&config.container_ports, 1), None);
         assert_eq!(config.trace_printer, TracePrinter::Json);
         assert_eq!(config.log_level, "debug");
         assert_eq!(config.prometheus_port, Some(9400));

@@ -18,7 +18,7 @@ use procfs::{
 };
 
 use crate::{
-    config::{Config, PortSet},
+    config::{Config, PortSet, container_for_port},
     events::Role,
 };
 
@@ -108,10 +108,10 @@ impl Selection {
 
     /// The container a process runs in, from the ports it listens on.
     pub fn container(&self, process: &ProcessSnapshot) -> Option<String> {
-        self.container_ports
-            .iter()
-            .find(|(_, ports)| process.listening_ports().any(|p| ports.contains(p)))
-            .map(|(name, _)| name.clone())
+        process
+            .listening_ports()
+            .find_map(|port| container_for_port(&self.container_ports, port))
+            .map(str::to_owned)
     }
 }
 

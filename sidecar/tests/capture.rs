@@ -62,6 +62,17 @@ async fn wait_spans(receiver: &OtlpReceiver, n: usize) -> Vec<Span> {
         .collect()
 }
 
+/// A pod running `app.py` on a fresh port and a sidecar selecting that port, with `extra` env.
+fn app_pod(receiver: &OtlpReceiver, extra: &[(&'static str, String)]) -> (Pod, u16) {
+    let mut pod = Pod::new();
+    let port = free_port();
+    pod.start_app("app", port);
+    let mut env = vec![("OTEL_EBPF_OPEN_PORT", port.to_string())];
+    env.extend(extra.iter().cloned());
+    start_sidecar(&mut pod, &sidecar_env(receiver, &env));
+    (pod, port)
+}
+
 fn curl(args: &[&str]) -> String {
     let mut argv = vec!["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}\n"];
     argv.extend_from_slice(args);
@@ -80,19 +91,12 @@ fn server_spans_on_port(spans: &[Span], port: u16) -> Vec<&Span> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_server_methods_statuses_and_keep_alive() {
     let receiver = OtlpReceiver::start().await.expect("OTLP receiver");
-    let mut pod = Pod::new();
-    let port = free_port();
-    pod.start_app("app", port);
-    start_sidecar(
-        &mut pod,
-        &sidecar_env(
-            &receiver,
-            &[
-                ("OTEL_EBPF_OPEN_PORT", port.to_string()),
-                ("OTEL_EBPF_ROUTES_PATTERNS", "/users/{id}".to_string()),
-                ("OTEL_SERVICE_NAME", "demo-app".to_string()),
-            ],
-        ),
+    let (_pod, port) = app_pod(
+        &receiver,
+        &[
+            ("OTEL_EBPF_ROUTES_PATTERNS", "/users/{id}".to_string()),
+            ("OTEL_SERVICE_NAME", "demo-app".to_string()),
+        ],
     );
     let base = format!("http://127.0.0.1:{port}");
     assert_eq!(curl(&[&format!("{base}/status/200")]).trim(), "200");
@@ -418,18 +422,9 @@ async fn runs_with_its_declared_capabilities_and_fails_clearly_with_fewer() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn collector_down_then_up() {
     let mut receiver = OtlpReceiver::start().await.expect("OTLP receiver");
-    let mut pod = Pod::new();
-    let port = free_port();
-    pod.start_app("app", port);
-    start_sidecar(
-        &mut pod,
-        &sidecar_env(
-            &receiver,
-            &[
-                ("OTEL_EBPF_OPEN_PORT", port.to_string()),
-                ("OTEL_EXPORTER_OTLP_TIMEOUT", "500".to_string()),
-            ],
-        ),
+    let (_pod, port) = app_pod(
+        &receiver,
+        &[("OTEL_EXPORTER_OTLP_TIMEOUT", "500".to_string())],
     );
     assert_eq!(
         curl(&[&format!("http://127.0.0.1:{port}/users/1")]).trim(),
