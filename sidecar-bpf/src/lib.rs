@@ -9,8 +9,6 @@
 /// and the usual headers (including `traceparent`) without copying bodies.
 pub const MAX_PAYLOAD: usize = 1024;
 
-/// Entries of the per-thread map that carries syscall arguments from enter to exit.
-pub const MAX_IN_FLIGHT: u32 = 16384;
 /// Processes that can be selected at once.
 pub const MAX_PIDS: u32 = 4096;
 /// Sockets tracked across all selected processes.
@@ -28,13 +26,12 @@ pub mod names {
     pub const EVENTS: &str = "EVENTS";
     pub const PIDS: &str = "PIDS";
     pub const SOCKETS: &str = "SOCKETS";
-    pub const IN_FLIGHT: &str = "IN_FLIGHT";
     pub const STATS: &str = "STATS";
     pub const SCRATCH: &str = "SCRATCH";
     pub const PIDNS_DEV: &str = "PIDNS_DEV";
     pub const PIDNS_INO: &str = "PIDNS_INO";
-    pub const SYS_ENTER: &str = "sys_enter";
     pub const SYS_EXIT: &str = "sys_exit";
+    pub const SYS_EXIT_BTF: &str = "sys_exit_btf";
 }
 
 /// `EventHeader::kind`.
@@ -52,12 +49,13 @@ pub const ROLE_UNKNOWN: u32 = 0;
 pub const ROLE_SERVER: u32 = 1;
 /// The process connected: it is the client.
 pub const ROLE_CLIENT: u32 = 2;
+/// Flag on a [`names::SOCKETS`] value: the entry replaced one whose close had not been seen.
+pub const SOCKET_REUSED: u32 = 1 << 31;
 
 /// Indexes of the per-CPU counters in [`names::STATS`].
 pub const STAT_EVENTS: u32 = 0;
 pub const STAT_DROPPED: u32 = 1;
-pub const STAT_IN_FLIGHT_FULL: u32 = 2;
-pub const STAT_COUNT: u32 = 3;
+pub const STAT_COUNT: u32 = 2;
 
 /// Common prefix of every ring buffer record.
 #[repr(C)]
@@ -87,8 +85,6 @@ pub struct DataEvent {
     /// Leading bytes of `payload` that hold data (at most [`MAX_PAYLOAD`]).
     pub captured_len: u32,
     pub _pad: u32,
-    /// `CLOCK_MONOTONIC` nanoseconds when the syscall was entered.
-    pub start_ns: u64,
     pub payload: [u8; MAX_PAYLOAD],
 }
 
@@ -121,37 +117,21 @@ pub struct SocketKey {
     pub fd: i32,
 }
 
-/// Syscall arguments saved at enter for the matching exit, keyed by the kernel pid_tgid.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default)]
-pub struct InFlight {
-    pub start_ns: u64,
-    /// Buffer, iovec array, msghdr or sockaddr pointer, depending on `syscall`.
-    pub ptr: u64,
-    /// Userspace pointer to the addrlen for accept, the iovec count for readv/writev.
-    pub aux: u64,
-    pub syscall: u32,
-    pub fd: i32,
-    /// Namespace tgid and tid, so the exit needs no second namespace lookup.
-    pub pid: u32,
-    pub tid: u32,
-}
-
 /// Value of [`names::PIDS`]: why a process is selected (for userspace bookkeeping only).
 pub const PID_SELECTED: u32 = 1;
 
 const _: () = {
     assert!(core::mem::size_of::<EventHeader>() == 24);
-    assert!(core::mem::size_of::<DataEvent>() == 48 + MAX_PAYLOAD);
-    assert!(DATA_EVENT_HEADER_LEN == 48);
+    assert!(core::mem::size_of::<DataEvent>() == 40 + MAX_PAYLOAD);
+    assert!(DATA_EVENT_HEADER_LEN == 40);
     assert!(core::mem::size_of::<ConnectEvent>() == 48);
     assert!(core::mem::size_of::<SocketKey>() == 8);
-    assert!(core::mem::size_of::<InFlight>() == 40);
     assert!(MAX_PAYLOAD.is_power_of_two());
 };
 
 /// Syscall numbers and `struct pt_regs` offsets of the architecture the object is built for.
-/// Raw `sys_enter`/`sys_exit` tracepoints hand over the registers, not typed arguments.
+/// The raw `sys_exit` tracepoint hands over the saved registers, not typed arguments; the
+/// argument registers named here still hold the arguments when the syscall returns.
 #[cfg(bpf_target_arch = "x86_64")]
 pub mod arch {
     pub const SYS_READ: u32 = 0;
@@ -167,7 +147,8 @@ pub mod arch {
     pub const SYS_SENDMSG: u32 = 46;
     pub const SYS_RECVMSG: u32 = 47;
     pub const SYS_ACCEPT4: u32 = 288;
-    /// Offsets in `struct pt_regs` of the syscall arguments (rdi, rsi, rdx) and the number.
+    /// Offsets in `struct pt_regs` of the syscall arguments (rdi, rsi, rdx) and the number
+    /// (`orig_ax`, read as its low 32 bits like every `REG_SYSCALL_NR`).
     pub const REG_ARG0: usize = 112;
     pub const REG_ARG1: usize = 104;
     pub const REG_ARG2: usize = 96;
@@ -189,8 +170,9 @@ pub mod arch {
     pub const SYS_SENDMSG: u32 = 211;
     pub const SYS_RECVMSG: u32 = 212;
     pub const SYS_ACCEPT4: u32 = 242;
-    /// `regs[0..2]`, and `syscallno` after `regs[31]`, `sp`, `pc`, `pstate`, `orig_x0`.
-    pub const REG_ARG0: usize = 0;
+    /// `orig_x0` (x0 itself holds the return value at exit), `regs[1..2]`, and `syscallno`;
+    /// `orig_x0` follows `regs[31]`, `sp`, `pc` and `pstate`.
+    pub const REG_ARG0: usize = 272;
     pub const REG_ARG1: usize = 8;
     pub const REG_ARG2: usize = 16;
     pub const REG_SYSCALL_NR: usize = 280;

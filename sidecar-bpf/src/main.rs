@@ -1,6 +1,7 @@
-//! eBPF programs of the OBI sidecar: two raw tracepoints on syscall entry and exit.
+//! eBPF program of the OBI sidecar on syscall exit, in two forms: a BTF tracepoint and a raw
+//! tracepoint for kernels without BTF.
 //!
-//! Raw tracepoints need neither kprobes nor a tracefs mount, so they work on kernels without
+//! Tracepoints need neither kprobes nor a tracefs mount, so they work on kernels without
 //! kprobes and in pods without hostPath volumes. Everything is filtered here, before any copy:
 //! the syscall number, the sidecar's PID namespace, the selected processes and the tracked
 //! sockets. Other pods' traffic never leaves the kernel.

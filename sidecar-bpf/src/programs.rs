@@ -2,19 +2,16 @@ use core::{ffi::c_void, mem::size_of};
 
 use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, bpf_pidns_info},
-    helpers::{
-        bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_user,
-        generated,
-    },
-    macros::{map, raw_tracepoint},
+    helpers::{bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_user, generated},
+    macros::{btf_tracepoint, map, raw_tracepoint},
     maps::{LruHashMap, PerCpuArray, RingBuf},
-    programs::RawTracePointContext,
+    programs::{BtfTracePointContext, RawTracePointContext},
 };
 use sidecar_bpf::{
     ConnectEvent, DATA_EVENT_HEADER_LEN, DIRECTION_EGRESS, DIRECTION_INGRESS, DataEvent,
-    EVENT_CLOSE, EVENT_CONNECT, EVENT_DATA, EventHeader, InFlight, MAX_IN_FLIGHT, MAX_PAYLOAD,
-    MAX_PIDS, MAX_SOCKETS, ROLE_CLIENT, ROLE_SERVER, STAT_COUNT, STAT_DROPPED, STAT_EVENTS,
-    STAT_IN_FLIGHT_FULL, SocketKey, WAKEUP_BYTES, arch::*,
+    EVENT_CLOSE, EVENT_CONNECT, EVENT_DATA, EventHeader, MAX_PAYLOAD, MAX_PIDS, MAX_SOCKETS,
+    ROLE_CLIENT, ROLE_SERVER, SOCKET_REUSED, STAT_COUNT, STAT_DROPPED, STAT_EVENTS, SocketKey,
+    WAKEUP_BYTES, arch::*,
 };
 
 const AF_INET: u16 = 2;
@@ -38,10 +35,6 @@ static PIDS: LruHashMap<u32, u32> = LruHashMap::with_max_entries(MAX_PIDS, 0);
 /// userspace for sockets that existed before the process was selected.
 #[map]
 static SOCKETS: LruHashMap<SocketKey, u32> = LruHashMap::with_max_entries(MAX_SOCKETS, 0);
-
-/// Arguments of syscalls between enter and exit, by kernel pid_tgid.
-#[map]
-static IN_FLIGHT: LruHashMap<u64, InFlight> = LruHashMap::with_max_entries(MAX_IN_FLIGHT, 0);
 
 #[map]
 static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(STAT_COUNT, 0);
@@ -86,9 +79,31 @@ fn ns_ids() -> Option<(u32, u32)> {
     (ret == 0).then_some((info.tgid, info.pid))
 }
 
-fn reg(regs: *const u8, offset: usize) -> u64 {
-    // SAFETY: `regs` is the tracepoint's `struct pt_regs *`; the read is checked by the helper.
-    unsafe { bpf_probe_read_kernel(regs.add(offset).cast::<u64>()) }.unwrap_or(0)
+/// The `struct pt_regs` the `sys_exit` tracepoint hands over, read at the offsets of
+/// `sidecar_bpf::arch`.
+trait Regs {
+    fn read<T: Copy + Default>(&self, offset: usize) -> T;
+}
+
+/// Under a raw tracepoint the pointer is opaque to the verifier: reads go through the helper.
+struct ProbedRegs(*const u8);
+
+impl Regs for ProbedRegs {
+    fn read<T: Copy + Default>(&self, offset: usize) -> T {
+        // SAFETY: the tracepoint's register pointer; the helper checks the read.
+        unsafe { bpf_probe_read_kernel(self.0.add(offset).cast::<T>()) }.unwrap_or_default()
+    }
+}
+
+/// Under a BTF tracepoint the verifier knows the pointer's type and checks each load against
+/// the kernel's `struct pt_regs`, so fields are plain loads: no helper call per syscall.
+struct BtfRegs(*const u8);
+
+impl Regs for BtfRegs {
+    fn read<T: Copy + Default>(&self, offset: usize) -> T {
+        // SAFETY: a load inside `struct pt_regs`, bounds-checked by the verifier through BTF.
+        unsafe { core::ptr::read(self.0.add(offset).cast::<T>()) }
+    }
 }
 
 fn is_data(nr: u32) -> bool {
@@ -110,10 +125,43 @@ fn is_tracked(nr: u32) -> bool {
     is_data(nr) || matches!(nr, SYS_ACCEPT | SYS_ACCEPT4 | SYS_CONNECT | SYS_CLOSE)
 }
 
-#[raw_tracepoint(tracepoint = "sys_enter")]
-pub fn sys_enter(ctx: RawTracePointContext) -> i32 {
-    let nr = ctx.arg::<u64>(1) as u32;
+/// A finished syscall of a selected process, read from the registers at exit.
+struct Call {
+    nr: u32,
+    pid: u32,
+    tid: u32,
+    fd: i32,
+    /// Buffer, iovec array, msghdr or sockaddr pointer, depending on `nr`.
+    ptr: u64,
+    /// The iovec count for readv/writev.
+    aux: u64,
+    ret: i64,
+}
+
+/// Only `sys_exit` is hooked: at exit the saved registers still hold the arguments and the
+/// buffers hold the bytes moved, so one program run per syscall does. A `sys_enter` program
+/// would double the per-syscall cost every task on the node pays while the sidecar runs.
+///
+/// Preferred form: a BTF tracepoint (kernels with BTF), whose register reads are plain loads.
+#[btf_tracepoint(function = "sys_exit")]
+pub fn sys_exit_btf(ctx: BtfTracePointContext) -> i32 {
+    // The tracepoint's arguments are (struct pt_regs *regs, long ret).
+    on_exit(&BtfRegs(ctx.arg::<*const u8>(0)), ctx.arg::<i64>(1))
+}
+
+/// Fallback for kernels without BTF: the same program as a raw tracepoint.
+#[raw_tracepoint(tracepoint = "sys_exit")]
+pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
+    on_exit(&ProbedRegs(ctx.arg::<*const u8>(0)), ctx.arg::<i64>(1))
+}
+
+fn on_exit<R: Regs>(regs: &R, ret: i64) -> i32 {
+    let nr = regs.read::<u32>(REG_SYSCALL_NR);
     if !is_tracked(nr) {
+        return 0;
+    }
+    // Failed calls move nothing (EAGAIN reads are common); a non-blocking connect still counts.
+    if ret < 0 && !(nr == SYS_CONNECT && ret == -EINPROGRESS) {
         return 0;
     }
     let Some((pid, tid)) = ns_ids() else {
@@ -122,61 +170,20 @@ pub fn sys_enter(ctx: RawTracePointContext) -> i32 {
     if PIDS.get_ptr(pid).is_none() {
         return 0;
     }
-    let regs = ctx.arg::<*const u8>(0);
-    let fd = reg(regs, REG_ARG0) as i32;
-    let key = SocketKey { pid, fd };
-    let start_ns = unsafe { bpf_ktime_get_ns() };
-    if nr == SYS_CLOSE {
-        if SOCKETS.get_ptr(key).is_some() {
-            let _ = SOCKETS.remove(key);
-            let header = header(EVENT_CLOSE, pid, tid, fd, start_ns);
-            emit(&header);
-        }
-        return 0;
-    }
-    if is_data(nr) && SOCKETS.get_ptr(key).is_none() {
-        return 0;
-    }
-    let args = InFlight {
-        start_ns,
-        ptr: reg(regs, REG_ARG1),
-        aux: reg(regs, REG_ARG2),
-        syscall: nr,
-        fd,
+    let call = Call {
+        nr,
         pid,
         tid,
+        fd: regs.read::<u64>(REG_ARG0) as i32,
+        ptr: regs.read::<u64>(REG_ARG1),
+        aux: regs.read::<u64>(REG_ARG2),
+        ret,
     };
-    if IN_FLIGHT
-        .insert(bpf_get_current_pid_tgid(), args, 0)
-        .is_err()
-    {
-        count(STAT_IN_FLIGHT_FULL);
-    }
-    0
-}
-
-#[raw_tracepoint(tracepoint = "sys_exit")]
-pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
-    let regs = ctx.arg::<*const u8>(0);
-    let nr = reg(regs, REG_SYSCALL_NR) as u32;
-    if !is_tracked(nr) || nr == SYS_CLOSE {
-        return 0;
-    }
-    let id = bpf_get_current_pid_tgid();
-    let Some(args) = IN_FLIGHT.get_ptr(id) else {
-        return 0;
-    };
-    // SAFETY: the value was found just now; copy it out before removing the entry.
-    let args = unsafe { *args };
-    let _ = IN_FLIGHT.remove(id);
-    if args.syscall != nr {
-        return 0;
-    }
-    let ret = ctx.arg::<i64>(1);
     match nr {
-        SYS_ACCEPT | SYS_ACCEPT4 if ret >= 0 => on_connected(&args, ret as i32, ROLE_SERVER),
-        SYS_CONNECT if ret == 0 || ret == -EINPROGRESS => on_connected(&args, args.fd, ROLE_CLIENT),
-        _ if ret > 0 && is_data(nr) => on_data(&args, ret as u64),
+        SYS_CLOSE => on_close(&call),
+        SYS_ACCEPT | SYS_ACCEPT4 => on_connected(&call, ret as i32, ROLE_SERVER),
+        SYS_CONNECT => on_connected(&call, call.fd, ROLE_CLIENT),
+        _ if ret > 0 => on_data(&call),
         _ => {}
     }
     0
@@ -211,16 +218,43 @@ fn emit<T>(event: &T) {
     }
 }
 
+fn now() -> u64 {
+    // SAFETY: a helper without arguments.
+    unsafe { bpf_ktime_get_ns() }
+}
+
+/// A tracked socket closed: forget it and tell userspace.
+fn on_close(call: &Call) {
+    if call.ret != 0 {
+        return;
+    }
+    let key = SocketKey {
+        pid: call.pid,
+        fd: call.fd,
+    };
+    let Some(value) = SOCKETS.get_ptr_mut(key) else {
+        return;
+    };
+    // SAFETY: the entry was found just now; a concurrent update of one u32 is benign.
+    let role = unsafe { *value };
+    if role & SOCKET_REUSED != 0 {
+        // Another thread got this fd from accept/connect after the close released it but before
+        // this program ran: the entry belongs to the new socket. Keep it, consume the mark.
+        unsafe { *value = role & !SOCKET_REUSED };
+        return;
+    }
+    let _ = SOCKETS.remove(key);
+    emit(&header(EVENT_CLOSE, call.pid, call.tid, call.fd, now()));
+}
+
 /// A socket accepted (server) or connected (client): track it and tell userspace the peer.
-fn on_connected(args: &InFlight, fd: i32, role: u32) {
+fn on_connected(call: &Call, fd: i32, role: u32) {
     let mut event = ConnectEvent {
-        header: header(EVENT_CONNECT, args.pid, args.tid, fd, unsafe {
-            bpf_ktime_get_ns()
-        }),
+        header: header(EVENT_CONNECT, call.pid, call.tid, fd, now()),
         role,
         ..ConnectEvent::default()
     };
-    let addr = args.ptr as *const u8;
+    let addr = call.ptr as *const u8;
     if !addr.is_null() {
         // SAFETY: user memory is read through the checked helper; a failed read leaves zeros.
         let family = unsafe { bpf_probe_read_user(addr.cast::<u16>()) }.unwrap_or(0);
@@ -248,23 +282,36 @@ fn on_connected(args: &InFlight, fd: i32, role: u32) {
     } else if role == ROLE_CLIENT {
         return;
     }
-    let key = SocketKey { pid: args.pid, fd };
-    let _ = SOCKETS.insert(key, role, 0);
+    let key = SocketKey { pid: call.pid, fd };
+    // Still tracked: the close of the fd's previous socket is either lost or, on another thread,
+    // not yet seen by `on_close`; the mark keeps that late close from untracking this socket.
+    let value = if SOCKETS.get_ptr(key).is_some() {
+        role | SOCKET_REUSED
+    } else {
+        role
+    };
+    let _ = SOCKETS.insert(key, value, 0);
     emit(&event);
 }
 
 /// Bytes moved through a tracked socket: copy a bounded prefix into the ring buffer.
-fn on_data(args: &InFlight, ret: u64) {
+fn on_data(call: &Call) {
+    let key = SocketKey {
+        pid: call.pid,
+        fd: call.fd,
+    };
+    if SOCKETS.get_ptr(key).is_none() {
+        return;
+    }
     let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
         return;
     };
     // SAFETY: the per-CPU scratch slot is owned by this program for the duration of the run.
     let scratch = unsafe { &mut *scratch };
     let event = &mut scratch.event;
-    let nr = args.syscall;
-    event.header = header(EVENT_DATA, args.pid, args.tid, args.fd, unsafe {
-        bpf_ktime_get_ns()
-    });
+    let nr = call.nr;
+    let ret = call.ret as u64;
+    event.header = header(EVENT_DATA, call.pid, call.tid, call.fd, now());
     event.direction = match nr {
         SYS_READ | SYS_READV | SYS_RECVFROM | SYS_RECVMSG => DIRECTION_INGRESS,
         _ => DIRECTION_EGRESS,
@@ -274,16 +321,15 @@ fn on_data(args: &InFlight, ret: u64) {
     } else {
         ret as u32
     };
-    event.start_ns = args.start_ns;
     event._pad = 0;
     let payload = event.payload.as_mut_ptr();
     let captured = match nr {
-        SYS_READ | SYS_WRITE | SYS_RECVFROM | SYS_SENDTO => copy_user(payload, args.ptr, ret),
-        SYS_READV | SYS_WRITEV => copy_iovecs(payload, args.ptr, args.aux, ret),
+        SYS_READ | SYS_WRITE | SYS_RECVFROM | SYS_SENDTO => copy_user(payload, call.ptr, ret),
+        SYS_READV | SYS_WRITEV => copy_iovecs(payload, call.ptr, call.aux, ret),
         SYS_RECVMSG | SYS_SENDMSG => {
             // struct msghdr: msg_iov at offset 16, msg_iovlen at 24.
-            let iov = unsafe { bpf_probe_read_user((args.ptr + 16) as *const u64) }.unwrap_or(0);
-            let count = unsafe { bpf_probe_read_user((args.ptr + 24) as *const u64) }.unwrap_or(0);
+            let iov = unsafe { bpf_probe_read_user((call.ptr + 16) as *const u64) }.unwrap_or(0);
+            let count = unsafe { bpf_probe_read_user((call.ptr + 24) as *const u64) }.unwrap_or(0);
             copy_iovecs(payload, iov, count, ret)
         }
         // sendfile moves file bytes the process never sees: count them, copy nothing.

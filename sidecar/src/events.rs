@@ -51,8 +51,6 @@ pub enum Event<'a> {
         direction: Direction,
         /// Bytes the syscall moved; `payload` may hold fewer.
         total_len: u32,
-        /// `CLOCK_MONOTONIC` nanoseconds at syscall entry.
-        start_ns: u64,
         /// The leading bytes (at most `MAX_PAYLOAD`).
         payload: &'a [u8],
     },
@@ -109,7 +107,6 @@ impl<'a> Event<'a> {
                         Direction::Ingress
                     },
                     total_len: event.total_len,
-                    start_ns: event.start_ns,
                     payload: &bytes[DATA_EVENT_HEADER_LEN..DATA_EVENT_HEADER_LEN + captured],
                 })
             }
@@ -177,7 +174,6 @@ mod tests {
             total_len: 100,
             captured_len: 5,
             _pad: 0,
-            start_ns: 40,
             payload: [0; MAX_PAYLOAD],
         };
         event.payload[..5].copy_from_slice(b"GET /");
@@ -187,7 +183,6 @@ mod tests {
             meta,
             direction,
             total_len,
-            start_ns,
             payload,
         } = decoded
         else {
@@ -198,7 +193,6 @@ mod tests {
         assert_eq!(meta.fd, 3);
         assert_eq!(direction, Direction::Egress);
         assert_eq!(total_len, 100);
-        assert_eq!(start_ns, 40);
         assert_eq!(payload, b"GET /");
     }
 
@@ -213,7 +207,6 @@ mod tests {
             total_len: 10,
             captured_len: 10,
             _pad: 0,
-            start_ns: 0,
             payload: [0; MAX_PAYLOAD],
         };
         assert!(Event::decode(&as_bytes(&event)[..DATA_EVENT_HEADER_LEN + 9]).is_err());

@@ -1,19 +1,19 @@
 //! Loading, attaching and talking to the eBPF programs of `sidecar-bpf`.
 //!
 //! The object is compiled by the build script and embedded, so the binary carries everything it
-//! needs. The programs attach to the raw `sys_enter`/`sys_exit` tracepoints, which need only
+//! needs. The program attaches to the raw `sys_exit` tracepoint, which needs only
 //! CAP_BPF + CAP_PERFMON: no kprobes, no tracefs, no hostPath volume.
 
 use std::{io, os::unix::fs::MetadataExt, path::Path};
 
 use aya::{
-    Ebpf, EbpfLoader,
+    Btf, Ebpf, EbpfLoader,
     maps::{HashMap, MapData, PerCpuArray, RingBuf},
-    programs::RawTracePoint,
+    programs::{BtfTracePoint, RawTracePoint},
 };
 use sidecar_bpf::{
-    PID_SELECTED, ROLE_CLIENT, ROLE_SERVER, ROLE_UNKNOWN, STAT_DROPPED, STAT_EVENTS,
-    STAT_IN_FLIGHT_FULL, SocketKey, names,
+    PID_SELECTED, ROLE_CLIENT, ROLE_SERVER, ROLE_UNKNOWN, STAT_DROPPED, STAT_EVENTS, SocketKey,
+    names,
 };
 
 use crate::{Error, Result, events::Role};
@@ -59,6 +59,34 @@ pub struct ProbeConfig {
     pub pid_namespace: PidNamespace,
     /// Ring buffer size in bytes: a power-of-two multiple of the page size.
     pub ring_buffer_bytes: u32,
+    /// Which forms of the `sys_exit` program may be attached.
+    pub hooks: HookChoice,
+}
+
+/// Forms of the `sys_exit` program the loader may use.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum HookChoice {
+    /// The BTF tracepoint when the kernel accepts it, else the raw tracepoint.
+    #[default]
+    Best,
+    /// Only the raw tracepoint, as on kernels without BTF.
+    RawOnly,
+}
+
+/// The form of the `sys_exit` program that was attached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hook {
+    BtfTracepoint,
+    RawTracepoint,
+}
+
+impl std::fmt::Display for Hook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Hook::BtfTracepoint => "BTF tracepoint sys_exit",
+            Hook::RawTracepoint => "raw tracepoint sys_exit",
+        })
+    }
 }
 
 /// Counters kept by the eBPF programs, summed over CPUs.
@@ -68,8 +96,6 @@ pub struct KernelStats {
     pub events: u64,
     /// Records lost because the ring buffer was full.
     pub dropped: u64,
-    /// Syscalls not followed because the in-flight map was full.
-    pub in_flight_full: u64,
 }
 
 /// The loaded and attached programs and the maps userspace drives.
@@ -79,6 +105,7 @@ pub struct Probes {
     pids: HashMap<MapData, u32, u32>,
     sockets: HashMap<MapData, SocketKey, u32>,
     stats: PerCpuArray<MapData, u64>,
+    hook: Hook,
     events: Option<RingBuf<MapData>>,
 }
 
@@ -92,8 +119,37 @@ fn map_error(what: &'static str) -> impl FnOnce(aya::maps::MapError) -> Error {
     move |source| Error::Map { what, source }
 }
 
+/// The `sys_exit` program in its BTF form: register reads are plain loads, checked by the
+/// verifier against the kernel's types.
+fn attach_btf(ebpf: &mut Ebpf, btf: &Btf) -> Result<()> {
+    let program = names::SYS_EXIT_BTF;
+    let error = |source| Error::Program { program, source };
+    let prog: &mut BtfTracePoint = ebpf
+        .program_mut(program)
+        .ok_or(Error::MissingObjectItem(program))?
+        .try_into()
+        .map_err(error)?;
+    prog.load("sys_exit", btf).map_err(error)?;
+    prog.attach().map_err(error)?;
+    Ok(())
+}
+
+/// The `sys_exit` program as a plain raw tracepoint, for kernels without BTF.
+fn attach_raw(ebpf: &mut Ebpf) -> Result<()> {
+    let program = names::SYS_EXIT;
+    let error = |source| Error::Program { program, source };
+    let prog: &mut RawTracePoint = ebpf
+        .program_mut(program)
+        .ok_or(Error::MissingObjectItem(program))?
+        .try_into()
+        .map_err(error)?;
+    prog.load().map_err(error)?;
+    prog.attach("sys_exit").map_err(error)?;
+    Ok(())
+}
+
 impl Probes {
-    /// Loads the embedded object, sets the namespace filter and attaches both tracepoints.
+    /// Loads the embedded object, sets the namespace filter and attaches the tracepoint.
     pub fn load(config: ProbeConfig) -> Result<Self> {
         let ring = config.ring_buffer_bytes;
         if !ring.is_power_of_two() || ring < 4096 {
@@ -105,20 +161,24 @@ impl Probes {
             .map_max_entries(names::EVENTS, ring)
             .load(OBJECT)
             .map_err(|source| Error::Load { source })?;
-        for (program, tracepoint) in [
-            (names::SYS_ENTER, "sys_enter"),
-            (names::SYS_EXIT, "sys_exit"),
-        ] {
-            let prog: &mut RawTracePoint = ebpf
-                .program_mut(program)
-                .ok_or(Error::MissingObjectItem(program))?
-                .try_into()
-                .map_err(|source| Error::Program { program, source })?;
-            prog.load()
-                .map_err(|source| Error::Program { program, source })?;
-            prog.attach(tracepoint)
-                .map_err(|source| Error::Program { program, source })?;
-        }
+        let btf = match config.hooks {
+            HookChoice::Best => Btf::from_sys_fs()
+                .inspect_err(|e| tracing::info!("no kernel BTF ({e}); using the raw tracepoint"))
+                .ok(),
+            HookChoice::RawOnly => None,
+        };
+        let hook = match btf.map(|btf| attach_btf(&mut ebpf, &btf)) {
+            Some(Ok(())) => Hook::BtfTracepoint,
+            Some(Err(e)) => {
+                tracing::info!("BTF tracepoint refused ({e}); using the raw tracepoint");
+                attach_raw(&mut ebpf)?;
+                Hook::RawTracepoint
+            }
+            None => {
+                attach_raw(&mut ebpf)?;
+                Hook::RawTracepoint
+            }
+        };
         let mut take =
             |name: &'static str| ebpf.take_map(name).ok_or(Error::MissingObjectItem(name));
         let pids = HashMap::try_from(take(names::PIDS)?).map_err(map_error("PIDS"))?;
@@ -131,7 +191,13 @@ impl Probes {
             sockets,
             stats,
             events: Some(events),
+            hook,
         })
+    }
+
+    /// The form of the `sys_exit` program in use.
+    pub fn hook(&self) -> Hook {
+        self.hook
     }
 
     /// Starts capturing the traffic of a process (namespace pid).
@@ -195,7 +261,6 @@ impl Probes {
         Ok(KernelStats {
             events: sum(STAT_EVENTS)?,
             dropped: sum(STAT_DROPPED)?,
-            in_flight_full: sum(STAT_IN_FLIGHT_FULL)?,
         })
     }
 }

@@ -14,7 +14,7 @@ use crate::{
     discovery::{Discovery, Selected, Selection},
     events::{Event, Role},
     export::{ProcessInfo, Telemetry},
-    probes::{PidNamespace, ProbeConfig, Probes},
+    probes::{HookChoice, PidNamespace, ProbeConfig, Probes},
     tracker::{Tracker, TrackerLimits},
     transaction::HttpTransaction,
 };
@@ -27,6 +27,7 @@ pub async fn run(config: Config) -> Result<()> {
     let mut probes = Probes::load(ProbeConfig {
         pid_namespace: PidNamespace::current()?,
         ring_buffer_bytes: config.ring_buffer_bytes,
+        hooks: HookChoice::Best,
     })?;
     let ring = probes
         .take_events()
@@ -43,7 +44,8 @@ pub async fn run(config: Config) -> Result<()> {
     };
     sidecar.rescan();
     tracing::info!(
-        "capturing; instrumented processes: {}",
+        "capturing with the {}; instrumented processes: {}",
+        sidecar.probes.hook(),
         sidecar.processes.len()
     );
 

@@ -166,14 +166,12 @@ impl Conn {
         }
     }
 
-    /// Data moved by one syscall. `first_ns` is when its first byte moved (exit of a read, entry
-    /// of a write), `last_ns` when its last byte did (exit).
+    /// Data moved by one syscall, stamped when the syscall returned.
     fn on_data(
         &mut self,
         meta: &Meta,
         direction: Direction,
         total_len: u32,
-        first_ns: u64,
         payload: &[u8],
         sink: &mut Sink<'_>,
     ) -> Verdict {
@@ -198,7 +196,7 @@ impl Conn {
         let carries_requests = (self.role == Role::Server) == (direction == Direction::Ingress);
         let mut seg = Segment::new(payload, u64::from(total_len));
         if carries_requests {
-            self.read_requests(&mut seg, meta, first_ns, sink)
+            self.read_requests(&mut seg, meta, sink)
         } else {
             let verdict = self.read_responses(&mut seg, meta.timestamp_ns, sink);
             self.last_response_ns = meta.timestamp_ns;
@@ -210,11 +208,10 @@ impl Conn {
         &mut self,
         seg: &mut Segment<'_>,
         meta: &Meta,
-        first_ns: u64,
         sink: &mut Sink<'_>,
     ) -> Verdict {
         loop {
-            let step = match self.requests.next(seg, first_ns, MAX_HEAD_BYTES) {
+            let step = match self.requests.next(seg, meta.timestamp_ns, MAX_HEAD_BYTES) {
                 Ok(step) => step,
                 Err(_) if !self.http_seen => return Verdict::Abandon,
                 Err(_) => {
@@ -624,7 +621,6 @@ impl Tracker {
                 meta,
                 direction,
                 total_len,
-                start_ns,
                 payload,
             } => {
                 let key = (meta.pid, meta.fd);
@@ -638,18 +634,13 @@ impl Tracker {
                 if conn.abandoned {
                     return;
                 }
-                let first_ns = match direction {
-                    Direction::Ingress => meta.timestamp_ns,
-                    Direction::Egress => start_ns,
-                };
                 let before = conn.heap_bytes();
                 let mut sink = Sink {
                     serving: &mut self.serving,
                     stats: &mut self.stats,
                     out,
                 };
-                let verdict =
-                    conn.on_data(&meta, direction, total_len, first_ns, payload, &mut sink);
+                let verdict = conn.on_data(&meta, direction, total_len, payload, &mut sink);
                 if verdict == Verdict::Abandon {
                     conn.abandon(&mut self.serving);
                     self.stats.abandoned_connections += 1;
@@ -825,8 +816,6 @@ mod tests {
                 meta,
                 direction,
                 total_len: bytes.len() as u32,
-                // Syscalls take 400 ns between entry and exit.
-                start_ns: meta.timestamp_ns - 400,
                 payload: &bytes[..bytes.len().min(CAPTURE)],
             };
             self.tracker.on_event(&event, &mut self.out);
@@ -1027,7 +1016,8 @@ mod tests {
     fn client_timestamps_run_from_the_first_write_to_the_last_read() {
         let mut sim = Sim::new();
         sim.connect(FD, Role::Client);
-        let first = sim.write(FD, b"POST /up HTTP/1.1\r\nContent-Length: 4\r\n\r\n") - 400;
+        // Syscalls are stamped at exit: the request starts when its first write returns.
+        let first = sim.write(FD, b"POST /up HTTP/1.1\r\nContent-Length: 4\r\n\r\n");
         sim.write(FD, b"body");
         sim.read(FD, b"HTTP/1.1 202 Accepted\r\nContent-Length: 2\r\n\r\n");
         let last = sim.read(FD, b"ok");
@@ -1509,7 +1499,6 @@ mod tests {
             meta,
             direction: Direction::Egress,
             total_len: 4000,
-            start_ns: meta.timestamp_ns - 400,
             payload: &[],
         };
         sim.tracker.on_event(&sendfile, &mut sim.out);

@@ -1,8 +1,8 @@
-//! End-to-end proof of the capture chain on a real kernel: the embedded object loads, both
-//! programs attach to the raw syscall tracepoints, and a connect + write of a process in the
-//! sidecar's PID namespace reaches userspace through the ring buffer (a three-piece sendmsg
-//! gathered whole), while the same traffic of a process in another PID namespace never does, even
-//! when its pids are on the selection list.
+//! End-to-end proof of the capture chain on a real kernel, for both forms of the `sys_exit`
+//! program (BTF tracepoint and the raw-tracepoint fallback): the embedded object loads and
+//! attaches, and a connect + write of a process in the sidecar's PID namespace reaches userspace
+//! through the ring buffer (a three-piece sendmsg gathered whole), while the same traffic of a
+//! process in another PID namespace never does, even when its pids are on the selection list.
 //!
 //! Needs root (CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN for unshare); CI runs as root.
 
@@ -15,7 +15,7 @@ use std::{
 
 use obi_sidecar::{
     events::{Direction, Event, Role},
-    probes::{PidNamespace, ProbeConfig, Probes},
+    probes::{Hook, HookChoice, PidNamespace, ProbeConfig, Probes},
 };
 
 const CLIENT: &str = "import socket, sys\n\
@@ -61,13 +61,35 @@ fn children(parent: u32) -> Vec<u32> {
 }
 
 #[test]
-fn events_of_own_pid_namespace_only() {
+fn btf_tracepoint_sees_own_pid_namespace_only() {
+    // This machine (and CI's) has kernel BTF, so the preferred form must be the one in use.
+    assert!(
+        std::path::Path::new("/sys/kernel/btf/vmlinux").exists(),
+        "this test expects kernel BTF"
+    );
+    events_of_own_pid_namespace_only(HookChoice::Best, Hook::BtfTracepoint);
+}
+
+#[test]
+fn raw_tracepoint_fallback_sees_own_pid_namespace_only() {
+    events_of_own_pid_namespace_only(HookChoice::RawOnly, Hook::RawTracepoint);
+}
+
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "the body of the tests above: failing loudly is its job"
+)]
+fn events_of_own_pid_namespace_only(hooks: HookChoice, expected: Hook) {
     require_root();
     let mut probes = Probes::load(ProbeConfig {
         pid_namespace: PidNamespace::current().expect("own pid namespace"),
         ring_buffer_bytes: 1 << 20,
+        hooks,
     })
     .expect("load and attach the embedded eBPF object");
+    assert_eq!(probes.hook(), expected);
     let mut ring = probes.take_events().expect("ring buffer");
 
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();

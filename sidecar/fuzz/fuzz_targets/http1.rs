@@ -156,7 +156,6 @@ fn tracker(ops: &[Op]) {
                         Direction::Ingress
                     },
                     total_len: payload.len() as u32 + u32::from(*uncaptured),
-                    start_ns: now - 5,
                     payload: &payload,
                 };
                 tracker.on_event(&event, &mut out);
