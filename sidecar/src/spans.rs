@@ -169,14 +169,39 @@ fn split_host(authority: &str) -> (String, Option<u16>) {
     }
 }
 
+/// An address as text. IPv4 (nearly every request's client address) is written digit by digit:
+/// `Display` goes through the formatting machinery, which showed up in profiles at one or two
+/// addresses per request.
+fn ip_text(ip: IpAddr) -> String {
+    let IpAddr::V4(v4) = ip else {
+        return ip.to_string();
+    };
+    let mut text = String::with_capacity(15);
+    for (i, octet) in v4.octets().into_iter().enumerate() {
+        if i > 0 {
+            text.push('.');
+        }
+        if octet >= 100 {
+            text.push(char::from(b'0' + octet / 100));
+        }
+        if octet >= 10 {
+            text.push(char::from(b'0' + octet / 10 % 10));
+        }
+        text.push(char::from(b'0' + octet % 10));
+    }
+    text
+}
+
 fn format_authority(ip: IpAddr, port: u16) -> String {
     SocketAddr::new(ip, port).to_string()
 }
 
 impl HttpFacts {
     pub fn new(tx: &HttpTransaction, routes: &RouteMatcher, include_query: bool) -> Self {
-        let method_upper = tx.method.to_ascii_uppercase();
-        let (method, method_original) = match KNOWN_METHODS.iter().find(|m| **m == method_upper) {
+        let known = KNOWN_METHODS
+            .iter()
+            .find(|m| m.eq_ignore_ascii_case(&tx.method));
+        let (method, method_original) = match known {
             Some(known) if **known == tx.method => (Cow::Borrowed(*known), None),
             Some(known) => (Cow::Borrowed(*known), Some(tx.method.clone())),
             None => (Cow::Borrowed("_OTHER"), Some(tx.method.clone())),
@@ -210,9 +235,9 @@ impl HttpFacts {
         let query = target.query.filter(|_| include_query).map(str::to_owned);
         let (server_address, server_port, client_address, client_port, url_full) = match tx.kind {
             SpanKind::Server => (
-                host_name.or_else(|| tx.local.map(|a| a.ip().to_string())),
+                host_name.or_else(|| tx.local.map(|a| ip_text(a.ip()))),
                 tx.local.map(|a| a.port()).or(host_port).or(Some(80)),
-                tx.peer.map(|a| a.ip().to_string()),
+                tx.peer.map(|a| ip_text(a.ip())),
                 tx.peer.map(|a| a.port()),
                 None,
             ),
@@ -230,7 +255,7 @@ impl HttpFacts {
                     url
                 });
                 (
-                    host_name.or_else(|| tx.peer.map(|a| a.ip().to_string())),
+                    host_name.or_else(|| tx.peer.map(|a| ip_text(a.ip()))),
                     tx.peer.map(|a| a.port()).or(host_port).or(Some(80)),
                     None,
                     None,
@@ -482,6 +507,24 @@ pub(crate) mod tests {
     fn routes() -> RouteMatcher {
         let patterns = RouteMatcher::parse_patterns("V", "/users/{id}").unwrap_or_default();
         RouteMatcher::new(patterns, Unmatched::Heuristic)
+    }
+
+    #[test]
+    fn ip_text_matches_display() {
+        let addresses = [
+            "0.0.0.0",
+            "127.0.0.1",
+            "10.244.1.9",
+            "100.64.0.255",
+            "255.255.255.255",
+            "::1",
+            "fd00::a:1",
+            "::ffff:10.0.0.1",
+        ];
+        for text in addresses {
+            let ip: IpAddr = text.parse().unwrap();
+            assert_eq!(ip_text(ip), ip.to_string(), "{text}");
+        }
     }
 
     #[test]

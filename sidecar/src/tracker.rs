@@ -6,12 +6,15 @@
 //! messages by a [`MessageReader`]; requests wait in a FIFO queue (pipelining) and each final
 //! response completes the oldest one.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::cell::RefCell;
+use std::collections::VecDeque;
 
 /// Connection lookups happen for every captured syscall: a fast non-cryptographic hasher (the
 /// keys are pids and fds the kernel hands us, not attacker-chosen strings).
 type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 use std::net::SocketAddr;
+
+use rand::{RngCore, SeedableRng, rngs::SmallRng};
 
 use crate::events::{Direction, Event, Meta, Role};
 use crate::protocol::http1::{self, Framing, Request, Response, TraceParent};
@@ -515,14 +518,21 @@ struct RequestStart {
     request_done: bool,
 }
 
+thread_local! {
+    /// Ids need uniqueness, not secrecy: a fast generator seeded from the OS instead of the
+    /// cryptographic default, which showed up in profiles at one trace and span id per request.
+    static IDS: RefCell<SmallRng> = RefCell::new(SmallRng::from_os_rng());
+}
+
 /// Random non-zero ids (all-zero trace and span ids are invalid).
 fn random_id<const N: usize>() -> [u8; N] {
-    loop {
-        let id: [u8; N] = rand::random();
-        if id != [0; N] {
-            return id;
+    IDS.with_borrow_mut(|rng| {
+        let mut id = [0; N];
+        while id == [0; N] {
+            rng.fill_bytes(&mut id);
         }
-    }
+        id
+    })
 }
 
 /// A server span continues an incoming valid `traceparent`, or starts a trace.
@@ -572,8 +582,11 @@ fn root_context() -> TraceContext {
 pub struct Tracker {
     limits: TrackerLimits,
     conns: HashMap<ConnKey, Conn>,
-    /// Connections by last activity, oldest first, for eviction.
-    lru: BTreeMap<u64, ConnKey>,
+    /// Connections by last activity, oldest first, for eviction. A touch appends a new entry
+    /// instead of moving the old one (O(1) per event; a B-tree showed up in profiles): entries
+    /// whose sequence number is no longer their connection's are stale, skipped on eviction and
+    /// compacted away once they outnumber the live ones.
+    lru: VecDeque<(u64, ConnKey)>,
     next_seq: u64,
     serving: ServingMap,
     /// Sum of the connections' `heap_bytes`.
@@ -586,7 +599,7 @@ impl Tracker {
         Self {
             limits,
             conns: HashMap::default(),
-            lru: BTreeMap::new(),
+            lru: VecDeque::new(),
             next_seq: 0,
             serving: HashMap::default(),
             buffered: 0,
@@ -627,10 +640,11 @@ impl Tracker {
                 if !self.conns.contains_key(&key) {
                     self.insert(key, Conn::new(meta.pid, Role::Unknown, None, 0));
                 }
-                self.touch(key);
+                let seq = self.bump();
                 let Some(conn) = self.conns.get_mut(&key) else {
                     return;
                 };
+                Self::touch(&mut self.lru, seq, key, conn);
                 if conn.abandoned {
                     return;
                 }
@@ -650,6 +664,7 @@ impl Tracker {
                 while self.buffered > self.limits.max_buffered_bytes && self.evict_oldest() {}
             }
         }
+        self.compact_lru();
     }
 
     /// The lead resolved a connection's addresses (from /proc) after the fact. Unknown
@@ -700,7 +715,7 @@ impl Tracker {
     fn insert(&mut self, key: ConnKey, mut conn: Conn) {
         while self.conns.len() >= self.limits.max_connections.max(1) && self.evict_oldest() {}
         conn.lru_seq = self.bump();
-        self.lru.insert(conn.lru_seq, key);
+        self.lru.push_back((conn.lru_seq, key));
         self.buffered += conn.heap_bytes();
         self.conns.insert(key, conn);
     }
@@ -710,18 +725,23 @@ impl Tracker {
         self.next_seq
     }
 
-    fn touch(&mut self, key: ConnKey) {
-        let seq = self.bump();
-        if let Some(conn) = self.conns.get_mut(&key) {
-            self.lru.remove(&conn.lru_seq);
-            conn.lru_seq = seq;
-            self.lru.insert(seq, key);
+    /// Marks `conn` (found under `key`) as the most recently active.
+    fn touch(lru: &mut VecDeque<(u64, ConnKey)>, seq: u64, key: ConnKey, conn: &mut Conn) {
+        conn.lru_seq = seq;
+        lru.push_back((seq, key));
+    }
+
+    /// Drops stale LRU entries once they outnumber the live ones (amortized O(1) per touch).
+    fn compact_lru(&mut self) {
+        if self.lru.len() > 2 * self.conns.len() + 64 {
+            let conns = &self.conns;
+            self.lru
+                .retain(|(seq, key)| conns.get(key).is_some_and(|c| c.lru_seq == *seq));
         }
     }
 
     fn remove(&mut self, key: ConnKey) -> Option<Conn> {
         let conn = self.conns.remove(&key)?;
-        self.lru.remove(&conn.lru_seq);
         self.buffered = self.buffered.saturating_sub(conn.heap_bytes());
         Some(conn)
     }
@@ -739,8 +759,13 @@ impl Tracker {
 
     /// Drops the least recently active connection; false when there is none.
     fn evict_oldest(&mut self) -> bool {
-        let Some((_, key)) = self.lru.pop_first() else {
-            return false;
+        let key = loop {
+            let Some((seq, key)) = self.lru.pop_front() else {
+                return false;
+            };
+            if self.conns.get(&key).is_some_and(|c| c.lru_seq == seq) {
+                break key;
+            }
         };
         if let Some(mut conn) = self.remove(key) {
             let dropped = conn.discard(&mut self.serving);
@@ -1552,6 +1577,41 @@ mod tests {
             summary(&sim.take()),
             expected(&[("GET", "/9", 200, Some(0), Some(0))])
         );
+    }
+
+    #[test]
+    fn recent_activity_protects_an_old_connection_and_stale_entries_are_compacted() {
+        let mut sim = Sim::with_limits(TrackerLimits {
+            max_connections: 4,
+            max_buffered_bytes: 1 << 20,
+        });
+        for fd in 0..4 {
+            sim.connect(fd, Role::Server);
+        }
+        // fd 0 is the oldest connection but the most recently active one.
+        for _ in 0..1000 {
+            sim.read(0, b"GET /busy HTTP/1.1\r\n\r\n");
+            sim.write(0, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+        }
+        assert_eq!(sim.take().len(), 1000);
+        assert!(
+            sim.tracker.lru.len() <= 2 * 4 + 64 + 1,
+            "{}",
+            sim.tracker.lru.len()
+        );
+        sim.connect(4, Role::Server);
+        sim.connect(5, Role::Server);
+        assert_eq!(sim.tracker.stats().evicted_connections, 2);
+        for (fd, kept) in [
+            (0, true),
+            (1, false),
+            (2, false),
+            (3, true),
+            (4, true),
+            (5, true),
+        ] {
+            assert_eq!(sim.tracker.conns.contains_key(&(PID, fd)), kept, "fd {fd}");
+        }
     }
 
     #[test]
