@@ -11,7 +11,7 @@ use sidecar_bpf::{
     ConnectEvent, DATA_EVENT_HEADER_LEN, DIRECTION_EGRESS, DIRECTION_INGRESS, DataEvent,
     EVENT_CLOSE, EVENT_CONNECT, EVENT_DATA, EventHeader, MAX_PAYLOAD, MAX_PIDS, MAX_SOCKETS,
     ROLE_CLIENT, ROLE_SERVER, SOCKET_REUSED, STAT_COUNT, STAT_DROPPED, STAT_EVENTS, SocketKey,
-    WAKEUP_BYTES, arch::*,
+    arch::*,
 };
 
 const AF_INET: u16 = 2;
@@ -23,6 +23,9 @@ const EINPROGRESS: i64 = 115;
 static PIDNS_DEV: u64 = 0;
 #[unsafe(no_mangle)]
 static PIDNS_INO: u64 = 0;
+/// Queued bytes at which the reader is woken, set by the loader (0: wake on every event).
+#[unsafe(no_mangle)]
+static WAKEUP_BYTES: u64 = 0;
 
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(sidecar_bpf::DEFAULT_RING_BYTES, 0);
@@ -203,7 +206,9 @@ fn header(kind: u32, pid: u32, tid: u32, fd: i32, timestamp_ns: u64) -> EventHea
 /// (`sidecar_bpf::DRAIN_INTERVAL_MS`), so under load one wakeup carries many events instead of
 /// costing two context switches each.
 fn wakeup_flags() -> u64 {
-    if EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= WAKEUP_BYTES {
+    // SAFETY: a read of a frozen global.
+    let threshold = unsafe { core::ptr::read_volatile(&WAKEUP_BYTES) };
+    if EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= threshold {
         BPF_RB_FORCE_WAKEUP as u64
     } else {
         BPF_RB_NO_WAKEUP as u64

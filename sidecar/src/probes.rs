@@ -158,6 +158,11 @@ impl Probes {
         let mut ebpf = EbpfLoader::new()
             .override_global(names::PIDNS_DEV, &config.pid_namespace.dev, true)
             .override_global(names::PIDNS_INO, &config.pid_namespace.ino, true)
+            .override_global(
+                names::WAKEUP_BYTES,
+                &u64::from(ring / sidecar_bpf::WAKEUP_FRACTION),
+                true,
+            )
             .map_max_entries(names::EVENTS, ring)
             .load(OBJECT)
             .map_err(|source| Error::Load { source })?;
