@@ -2,6 +2,8 @@
 # `make bench`, sidecar half: nginx on loopback under wrk, with and without the sidecar, in
 # interleaved rounds so drift of the machine hits both sides alike. Prints throughput and p99
 # ratios, sidecar CPU per request and peak RSS, then a paced 5k req/s run checking no span is lost.
+# Each round also runs the sidecar with nothing selected (OPEN_PORT matching no process): the
+# cost its syscall hook puts on every task of the machine, wrk included, before any capture.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
@@ -22,7 +24,7 @@ url="http://127.0.0.1:$port/status/200"
 
 # Starts the sidecar in the pod; sets $sidecar_pid (its pid here) and $sidecar_nsenter.
 start_sidecar() { # extra env...
-  env OTEL_EBPF_OPEN_PORT="$port" "$@" nsenter --target="$pod" --pid --mount -- "$sidecar" \
+  env OTEL_EBPF_OPEN_PORT="$port" OTEL_EBPF_PROMETHEUS_PORT= "$@" nsenter --target="$pod" --pid --mount -- "$sidecar" \
     >"$work/sidecar.out" 2>"$work/sidecar.err" &
   sidecar_nsenter=$!
   wait_capturing "$work/sidecar.err"
@@ -49,12 +51,17 @@ PY
 }
 
 printf '%-6s %-10s %12s %10s\n' round sidecar req/s p99_ms
-base_rps=(); with_rps=(); base_p99=(); with_p99=(); cpu_per_req=(); peak_rss=0
+base_rps=(); with_rps=(); idle_rps=(); base_p99=(); with_p99=(); cpu_per_req=(); peak_rss=0
 for round in $(seq "$ROUNDS"); do
   read -r rps p99 _ < <(run_wrk)
   base_rps+=("$rps"); base_p99+=("$p99")
   printf '%-6s %-10s %12s %10s\n' "$round" off "$rps" "$p99"
-  start_sidecar OTEL_EBPF_PROMETHEUS_PORT=
+  start_sidecar OTEL_EBPF_OPEN_PORT=1
+  read -r rps p99 _ < <(run_wrk)
+  stop_sidecar
+  idle_rps+=("$rps")
+  printf '%-6s %-10s %12s %10s\n' "$round" idle "$rps" "$p99"
+  start_sidecar
   before=$(cpu_ticks "$sidecar_pid")
   read -r rps p99 total < <(run_wrk)
   after=$(cpu_ticks "$sidecar_pid")
@@ -77,14 +84,15 @@ sleep 2
 stop_sidecar
 spans=$(grep -c '"kind"' "$work/sidecar.out" || true)
 
-python3 - "$peak_rss" "$paced_rps" "$paced_total" "$spans" \
-  "${base_rps[*]}" "${with_rps[*]}" "${base_p99[*]}" "${with_p99[*]}" "${cpu_per_req[*]}" <<'PY'
+python3 - "$peak_rss" "$paced_rps" "$paced_total" "$spans" "${base_rps[*]}" "${with_rps[*]}" \
+  "${base_p99[*]}" "${with_p99[*]}" "${cpu_per_req[*]}" "${idle_rps[*]}" <<'PY'
 import statistics as st, sys
 peak_kib, paced_rps, paced_total, spans = int(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-base, with_, bp99, wp99, cpu = ([float(x) for x in a.split()] for a in sys.argv[5:10])
+base, with_, bp99, wp99, cpu, idle = ([float(x) for x in a.split()] for a in sys.argv[5:11])
 tp = st.median(with_) / st.median(base)
 lat = st.median(wp99) / st.median(bp99)
 rows = [
+    ("throughput, hook only (nothing selected)", f"{st.median(idle) / st.median(base):.3f}", "-", True),
     ("throughput with/without (median)", f"{tp:.3f}", ">= 0.97", tp >= 0.97),
     ("p99 latency with/without (median)", f"{lat:.3f}", "<= 1.05", lat <= 1.05),
     ("sidecar CPU per request", f"{st.median(cpu):.2f} us", "-", True),
