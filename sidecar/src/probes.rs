@@ -9,7 +9,7 @@ use std::{io, os::unix::fs::MetadataExt, path::Path};
 use aya::{
     Btf, Ebpf, EbpfLoader,
     maps::{HashMap, MapData, PerCpuArray, RingBuf},
-    programs::{BtfTracePoint, RawTracePoint},
+    programs::{BtfTracePoint, Program, ProgramError, RawTracePoint},
 };
 use sidecar_bpf::{
     PID_SELECTED, ROLE_CLIENT, ROLE_SERVER, ROLE_UNKNOWN, STAT_DROPPED, STAT_EVENTS, SocketKey,
@@ -119,16 +119,28 @@ fn map_error(what: &'static str) -> impl FnOnce(aya::maps::MapError) -> Error {
     move |source| Error::Map { what, source }
 }
 
+/// A program of the object, as its concrete type.
+fn program<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T>
+where
+    &'a mut T: TryFrom<&'a mut Program, Error = ProgramError>,
+{
+    ebpf.program_mut(name)
+        .ok_or(Error::MissingObjectItem(name))?
+        .try_into()
+        .map_err(|source| Error::Program {
+            program: name,
+            source,
+        })
+}
+
 /// The `sys_exit` program in its BTF form: register reads are plain loads, checked by the
 /// verifier against the kernel's types.
 fn attach_btf(ebpf: &mut Ebpf, btf: &Btf) -> Result<()> {
-    let program = names::SYS_EXIT_BTF;
-    let error = |source| Error::Program { program, source };
-    let prog: &mut BtfTracePoint = ebpf
-        .program_mut(program)
-        .ok_or(Error::MissingObjectItem(program))?
-        .try_into()
-        .map_err(error)?;
+    let error = |source| Error::Program {
+        program: names::SYS_EXIT_BTF,
+        source,
+    };
+    let prog: &mut BtfTracePoint = program(ebpf, names::SYS_EXIT_BTF)?;
     prog.load("sys_exit", btf).map_err(error)?;
     prog.attach().map_err(error)?;
     Ok(())
@@ -136,13 +148,11 @@ fn attach_btf(ebpf: &mut Ebpf, btf: &Btf) -> Result<()> {
 
 /// The `sys_exit` program as a plain raw tracepoint, for kernels without BTF.
 fn attach_raw(ebpf: &mut Ebpf) -> Result<()> {
-    let program = names::SYS_EXIT;
-    let error = |source| Error::Program { program, source };
-    let prog: &mut RawTracePoint = ebpf
-        .program_mut(program)
-        .ok_or(Error::MissingObjectItem(program))?
-        .try_into()
-        .map_err(error)?;
+    let error = |source| Error::Program {
+        program: names::SYS_EXIT,
+        source,
+    };
+    let prog: &mut RawTracePoint = program(ebpf, names::SYS_EXIT)?;
     prog.load().map_err(error)?;
     prog.attach("sys_exit").map_err(error)?;
     Ok(())
