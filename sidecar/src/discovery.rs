@@ -8,7 +8,7 @@
 use std::{
     collections::{HashMap, HashSet},
     net::SocketAddr,
-    path::PathBuf,
+    path::{Path, PathBuf},
 };
 
 use globset::GlobMatcher;
@@ -133,6 +133,36 @@ pub struct Changes {
 struct Known {
     start_time: u64,
     selected: bool,
+    /// For a process that was not selected, what its verdict was based on.
+    settled: Option<Settled>,
+}
+
+/// Reading a process's TCP tables walks the kernel's whole connection hash table (milliseconds
+/// on a large machine, for every unselected process with sockets, four times a second). An
+/// unselected process that gained no socket and kept its executable cannot have started
+/// listening on a new socket, so its verdict stands without reading them. The one way around
+/// that, `listen` on a socket that already existed at the last read, is caught by re-reading
+/// every [`SETTLED_SCANS`] scans.
+#[derive(Debug)]
+struct Settled {
+    exe: PathBuf,
+    /// Socket inodes, sorted.
+    sockets: Vec<u64>,
+    /// The scan from which the tables are read again regardless.
+    until_scan: u64,
+}
+
+/// Scans an unchanged unselected process's verdict is trusted for (2 s at 250 ms).
+const SETTLED_SCANS: u64 = 8;
+
+impl Settled {
+    fn still_holds(&self, exe: &Path, sockets: &[u64], scan: u64) -> bool {
+        scan < self.until_scan
+            && self.exe == *exe
+            && sockets
+                .iter()
+                .all(|s| self.sockets.binary_search(s).is_ok())
+    }
 }
 
 /// Tracks the pod's processes across scans.
@@ -141,6 +171,8 @@ pub struct Discovery {
     selection: Selection,
     self_pid: u32,
     known: HashMap<u32, Known>,
+    /// Scans done so far.
+    scans: u64,
 }
 
 impl Discovery {
@@ -149,6 +181,7 @@ impl Discovery {
             selection,
             self_pid: std::process::id(),
             known: HashMap::new(),
+            scans: 0,
         }
     }
 
@@ -157,6 +190,7 @@ impl Discovery {
     pub fn scan(&mut self) -> Changes {
         let mut changes = Changes::default();
         let mut alive = HashSet::new();
+        self.scans += 1;
         let Ok(processes) = procfs::process::all_processes() else {
             tracing::warn!("cannot list /proc");
             return changes;
@@ -170,9 +204,18 @@ impl Discovery {
             }
             let Ok(stat) = process.stat() else { continue };
             alive.insert(pid);
+            let Some((exe, inodes)) = exe_and_sockets(&process) else {
+                continue;
+            };
+            let mut fingerprint: Vec<u64> = inodes.keys().copied().collect();
+            fingerprint.sort_unstable();
             if let Some(known) = self.known.get(&pid) {
                 if known.start_time == stat.starttime {
-                    if known.selected {
+                    let unchanged = known
+                        .settled
+                        .as_ref()
+                        .is_some_and(|s| s.still_holds(&exe, &fingerprint, self.scans));
+                    if known.selected || unchanged {
                         continue;
                     }
                 } else {
@@ -183,15 +226,19 @@ impl Discovery {
                     self.known.remove(&pid);
                 }
             }
-            let Some(snapshot) = snapshot(&process, pid) else {
-                continue;
-            };
+            let snapshot = snapshot(&process, pid, exe, &inodes);
             let selected = self.selection.matches(&snapshot);
+            let settled = (!selected).then(|| Settled {
+                exe: snapshot.exe.clone(),
+                sockets: fingerprint,
+                until_scan: self.scans + SETTLED_SCANS,
+            });
             self.known.insert(
                 pid,
                 Known {
                     start_time: stat.starttime,
                     selected,
+                    settled,
                 },
             );
             if selected {
@@ -213,10 +260,11 @@ impl Discovery {
     }
 }
 
-/// Reads one process's executable and TCP sockets; None if it is gone or not readable.
-fn snapshot(process: &Process, pid: u32) -> Option<ProcessSnapshot> {
+/// One process's executable and socket inodes (to their fds); None if it is gone or not
+/// readable.
+fn exe_and_sockets(process: &Process) -> Option<(PathBuf, HashMap<u64, i32>)> {
     let exe = process.exe().ok()?;
-    let inodes: HashMap<u64, i32> = process
+    let inodes = process
         .fd()
         .ok()?
         .flatten()
@@ -225,14 +273,24 @@ fn snapshot(process: &Process, pid: u32) -> Option<ProcessSnapshot> {
             _ => None,
         })
         .collect();
+    Some((exe, inodes))
+}
+
+/// A process's TCP sockets, from the tables of its network namespace.
+fn snapshot(
+    process: &Process,
+    pid: u32,
+    exe: PathBuf,
+    inodes: &HashMap<u64, i32>,
+) -> ProcessSnapshot {
     let sockets = if inodes.is_empty() {
         Vec::new()
     } else {
         let mut table = process.tcp().unwrap_or_default();
         table.extend(process.tcp6().unwrap_or_default());
-        tcp_sockets(&inodes, &table)
+        tcp_sockets(inodes, &table)
     };
-    Some(ProcessSnapshot { pid, exe, sockets })
+    ProcessSnapshot { pid, exe, sockets }
 }
 
 /// Joins a process's socket inodes with the TCP table of its network namespace.
@@ -357,6 +415,107 @@ mod tests {
         );
         let roles: Vec<(i32, Role)> = p.connections().map(|(s, r)| (s.fd, r)).collect();
         assert_eq!(roles, vec![(4, Role::Server), (5, Role::Client)]);
+    }
+
+    /// A python child that does one step per line on stdin and acknowledges it: `bind` (a new
+    /// socket bound to the port, not listening), `listen` (that socket starts listening).
+    struct Stepper {
+        child: std::process::Child,
+        stdout: std::io::BufReader<std::process::ChildStdout>,
+        port: u16,
+    }
+
+    impl Stepper {
+        fn start() -> Self {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let script = "import socket,sys\n\
+                print('ready', flush=True)\n\
+                for line in sys.stdin:\n\
+                \x20   if line.strip() == 'bind':\n\
+                \x20       s = socket.socket()\n\
+                \x20       s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+                \x20       s.bind(('127.0.0.1', int(sys.argv[1])))\n\
+                \x20   if line.strip() == 'listen': s.listen()\n\
+                \x20   print('done', flush=True)\n";
+            let mut child = std::process::Command::new("python3")
+                .args(["-c", script, &port.to_string()])
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+            let mut stepper = Self {
+                child,
+                stdout,
+                port,
+            };
+            assert_eq!(stepper.ack(), "ready");
+            stepper
+        }
+
+        fn ack(&mut self) -> String {
+            let mut line = String::new();
+            std::io::BufRead::read_line(&mut self.stdout, &mut line).unwrap();
+            line.trim().to_owned()
+        }
+
+        fn step(&mut self, command: &str) {
+            let stdin = self.child.stdin.as_mut().unwrap();
+            std::io::Write::write_all(stdin, format!("{command}\n").as_bytes()).unwrap();
+            assert_eq!(self.ack(), "done");
+        }
+
+        fn selected_by(&self, changes: &Changes) -> bool {
+            changes
+                .selected
+                .iter()
+                .any(|s| s.snapshot.pid == self.child.id())
+        }
+    }
+
+    impl Drop for Stepper {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    fn port_selection(port: u16) -> Discovery {
+        Discovery::new(Selection::new(
+            Some(PortSet::parse(&port.to_string()).unwrap()),
+            None,
+            vec![],
+        ))
+    }
+
+    #[test]
+    fn an_unselected_process_that_opens_a_listener_is_selected_by_the_next_scan() {
+        let mut stepper = Stepper::start();
+        let mut discovery = port_selection(stepper.port);
+        assert!(!stepper.selected_by(&discovery.scan()));
+        assert!(!stepper.selected_by(&discovery.scan()));
+        // A new socket is a new inode: the process is looked at again right away.
+        stepper.step("bind");
+        stepper.step("listen");
+        assert!(stepper.selected_by(&discovery.scan()));
+    }
+
+    #[test]
+    fn listen_on_a_socket_that_existed_at_the_last_read_is_seen_within_the_settled_scans() {
+        let mut stepper = Stepper::start();
+        let mut discovery = port_selection(stepper.port);
+        stepper.step("bind");
+        assert!(!stepper.selected_by(&discovery.scan()));
+        stepper.step("listen");
+        let scans = (1..=SETTLED_SCANS)
+            .find(|_| stepper.selected_by(&discovery.scan()))
+            .expect("selected within the settled scans");
+        // The tables were not re-read for an unchanged process until the verdict expired.
+        assert_eq!(scans, SETTLED_SCANS);
     }
 
     #[test]
