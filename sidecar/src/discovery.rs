@@ -204,27 +204,27 @@ impl Discovery {
             }
             let Ok(stat) = process.stat() else { continue };
             alive.insert(pid);
+            if let Some(known) = self.known.get(&pid)
+                && known.start_time != stat.starttime
+            {
+                // The pid was reused by a new process.
+                if known.selected {
+                    changes.exited.push(pid);
+                }
+                self.known.remove(&pid);
+            }
+            let known = self.known.get(&pid);
+            if known.is_some_and(|known| known.selected) {
+                continue;
+            }
             let Some((exe, inodes)) = exe_and_sockets(&process) else {
                 continue;
             };
             let mut fingerprint: Vec<u64> = inodes.keys().copied().collect();
             fingerprint.sort_unstable();
-            if let Some(known) = self.known.get(&pid) {
-                if known.start_time == stat.starttime {
-                    let unchanged = known
-                        .settled
-                        .as_ref()
-                        .is_some_and(|s| s.still_holds(&exe, &fingerprint, self.scans));
-                    if known.selected || unchanged {
-                        continue;
-                    }
-                } else {
-                    // The pid was reused by a new process.
-                    if known.selected {
-                        changes.exited.push(pid);
-                    }
-                    self.known.remove(&pid);
-                }
+            let settled = known.and_then(|known| known.settled.as_ref());
+            if settled.is_some_and(|s| s.still_holds(&exe, &fingerprint, self.scans)) {
+                continue;
             }
             let snapshot = snapshot(&process, pid, exe, &inodes);
             let selected = self.selection.matches(&snapshot);
