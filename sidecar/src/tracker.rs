@@ -577,6 +577,11 @@ fn root_context() -> TraceContext {
     }
 }
 
+/// An LRU entry still names its connection's latest activity (it is not stale).
+fn is_live(conns: &HashMap<ConnKey, Conn>, seq: u64, key: ConnKey) -> bool {
+    conns.get(&key).is_some_and(|c| c.lru_seq == seq)
+}
+
 /// Turns socket events into HTTP transactions. Single-threaded: owned by the event loop.
 #[derive(Debug)]
 pub struct Tracker {
@@ -714,8 +719,8 @@ impl Tracker {
 
     fn insert(&mut self, key: ConnKey, mut conn: Conn) {
         while self.conns.len() >= self.limits.max_connections.max(1) && self.evict_oldest() {}
-        conn.lru_seq = self.bump();
-        self.lru.push_back((conn.lru_seq, key));
+        let seq = self.bump();
+        Self::touch(&mut self.lru, seq, key, &mut conn);
         self.buffered += conn.heap_bytes();
         self.conns.insert(key, conn);
     }
@@ -735,8 +740,7 @@ impl Tracker {
     fn compact_lru(&mut self) {
         if self.lru.len() > 2 * self.conns.len() + 64 {
             let conns = &self.conns;
-            self.lru
-                .retain(|(seq, key)| conns.get(key).is_some_and(|c| c.lru_seq == *seq));
+            self.lru.retain(|&(seq, key)| is_live(conns, seq, key));
         }
     }
 
@@ -763,7 +767,7 @@ impl Tracker {
             let Some((seq, key)) = self.lru.pop_front() else {
                 return false;
             };
-            if self.conns.get(&key).is_some_and(|c| c.lru_seq == seq) {
+            if is_live(&self.conns, seq, key) {
                 break key;
             }
         };
