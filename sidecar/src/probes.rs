@@ -119,6 +119,10 @@ fn map_error(what: &'static str) -> impl FnOnce(aya::maps::MapError) -> Error {
     move |source| Error::Map { what, source }
 }
 
+fn program_error(program: &'static str) -> impl Fn(ProgramError) -> Error {
+    move |source| Error::Program { program, source }
+}
+
 /// A program of the object, as its concrete type.
 fn program<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T>
 where
@@ -127,33 +131,24 @@ where
     ebpf.program_mut(name)
         .ok_or(Error::MissingObjectItem(name))?
         .try_into()
-        .map_err(|source| Error::Program {
-            program: name,
-            source,
-        })
+        .map_err(program_error(name))
 }
 
 /// The `sys_exit` program in its BTF form: register reads are plain loads, checked by the
 /// verifier against the kernel's types.
 fn attach_btf(ebpf: &mut Ebpf, btf: &Btf) -> Result<()> {
-    let error = |source| Error::Program {
-        program: names::SYS_EXIT_BTF,
-        source,
-    };
+    let error = program_error(names::SYS_EXIT_BTF);
     let prog: &mut BtfTracePoint = program(ebpf, names::SYS_EXIT_BTF)?;
-    prog.load("sys_exit", btf).map_err(error)?;
+    prog.load("sys_exit", btf).map_err(&error)?;
     prog.attach().map_err(error)?;
     Ok(())
 }
 
 /// The `sys_exit` program as a plain raw tracepoint, for kernels without BTF.
 fn attach_raw(ebpf: &mut Ebpf) -> Result<()> {
-    let error = |source| Error::Program {
-        program: names::SYS_EXIT,
-        source,
-    };
+    let error = program_error(names::SYS_EXIT);
     let prog: &mut RawTracePoint = program(ebpf, names::SYS_EXIT)?;
-    prog.load().map_err(error)?;
+    prog.load().map_err(&error)?;
     prog.attach("sys_exit").map_err(error)?;
     Ok(())
 }
@@ -184,12 +179,10 @@ impl Probes {
         };
         let hook = match btf.map(|btf| attach_btf(&mut ebpf, &btf)) {
             Some(Ok(())) => Hook::BtfTracepoint,
-            Some(Err(e)) => {
-                tracing::info!("BTF tracepoint refused ({e}); using the raw tracepoint");
-                attach_raw(&mut ebpf)?;
-                Hook::RawTracepoint
-            }
-            None => {
+            refused_or_no_btf => {
+                if let Some(Err(e)) = refused_or_no_btf {
+                    tracing::info!("BTF tracepoint refused ({e}); using the raw tracepoint");
+                }
                 attach_raw(&mut ebpf)?;
                 Hook::RawTracepoint
             }
