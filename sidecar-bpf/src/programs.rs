@@ -141,6 +141,13 @@ struct Call {
     ret: i64,
 }
 
+impl Call {
+    /// The [`SOCKETS`] key of one of the calling process's descriptors.
+    fn socket(&self, fd: i32) -> SocketKey {
+        SocketKey { pid: self.pid, fd }
+    }
+}
+
 /// Only `sys_exit` is hooked: at exit the saved registers still hold the arguments and the
 /// buffers hold the bytes moved, so one program run per syscall does. A `sys_enter` program
 /// would double the per-syscall cost every task on the node pays while the sidecar runs.
@@ -233,10 +240,7 @@ fn on_close(call: &Call) {
     if call.ret != 0 {
         return;
     }
-    let key = SocketKey {
-        pid: call.pid,
-        fd: call.fd,
-    };
+    let key = call.socket(call.fd);
     let Some(value) = SOCKETS.get_ptr_mut(key) else {
         return;
     };
@@ -287,7 +291,7 @@ fn on_connected(call: &Call, fd: i32, role: u32) {
     } else if role == ROLE_CLIENT {
         return;
     }
-    let key = SocketKey { pid: call.pid, fd };
+    let key = call.socket(fd);
     // Still tracked: the close of the fd's previous socket is either lost or, on another thread,
     // not yet seen by `on_close`; the mark keeps that late close from untracking this socket.
     let value = if SOCKETS.get_ptr(key).is_some() {
@@ -301,11 +305,7 @@ fn on_connected(call: &Call, fd: i32, role: u32) {
 
 /// Bytes moved through a tracked socket: copy a bounded prefix into the ring buffer.
 fn on_data(call: &Call) {
-    let key = SocketKey {
-        pid: call.pid,
-        fd: call.fd,
-    };
-    if SOCKETS.get_ptr(key).is_none() {
+    if SOCKETS.get_ptr(call.socket(call.fd)).is_none() {
         return;
     }
     let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
