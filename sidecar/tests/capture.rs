@@ -79,6 +79,16 @@ fn curl(args: &[&str]) -> String {
     run(&argv)
 }
 
+/// A GET answered 200 on `port` arrives at the receiver as exactly one server span.
+async fn one_request_makes_one_server_span(receiver: &OtlpReceiver, port: u16) {
+    assert_eq!(
+        curl(&[&format!("http://127.0.0.1:{port}/status/200")]).trim(),
+        "200"
+    );
+    let spans = wait_spans(receiver, 1).await;
+    assert_eq!(server_spans_on_port(&spans, port).len(), 1);
+}
+
 fn server_spans_on_port(spans: &[Span], port: u16) -> Vec<&Span> {
     spans
         .iter()
@@ -364,12 +374,7 @@ async fn process_started_after_the_sidecar_is_instrumented_within_a_second() {
     );
     pod.start_app("late", port);
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(
-        curl(&[&format!("http://127.0.0.1:{port}/status/200")]).trim(),
-        "200"
-    );
-    let spans = wait_spans(&receiver, 1).await;
-    assert_eq!(server_spans_on_port(&spans, port).len(), 1);
+    one_request_makes_one_server_span(&receiver, port).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -412,12 +417,7 @@ async fn runs_with_its_declared_capabilities_and_fails_clearly_with_fewer() {
     let pid = pod::child_of(nsenter).expect("the sidecar process");
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     assert!(status.contains("CapEff:\t000000c000080004"), "{status}");
-    assert_eq!(
-        curl(&[&format!("http://127.0.0.1:{port}/status/200")]).trim(),
-        "200"
-    );
-    let spans = wait_spans(&receiver, 1).await;
-    assert_eq!(server_spans_on_port(&spans, port).len(), 1);
+    one_request_makes_one_server_span(&receiver, port).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
