@@ -35,6 +35,9 @@ pub mod names {
     pub const WAKEUP_BYTES: &str = "WAKEUP_BYTES";
     pub const SYS_EXIT: &str = "sys_exit";
     pub const SYS_EXIT_BTF: &str = "sys_exit_btf";
+    pub const SOCK_RECV: &str = "sock_recv";
+    pub const SOCK_SEND: &str = "sock_send";
+    pub const SOCK_STATE: &str = "sock_state";
 }
 
 /// `EventHeader::kind`.
@@ -46,13 +49,14 @@ pub const EVENT_CLOSE: u32 = 3;
 pub const DIRECTION_INGRESS: u32 = 0;
 pub const DIRECTION_EGRESS: u32 = 1;
 
-/// `ConnectEvent::role` and the value stored in [`names::SOCKETS`].
+/// `ConnectEvent::role` and `SocketState::role`. Unknown: the socket was first seen moving data
+/// (socket tracepoints), so userspace tells the role from which side sends a request.
 pub const ROLE_UNKNOWN: u32 = 0;
 /// The process accepted the connection: it is the server.
 pub const ROLE_SERVER: u32 = 1;
 /// The process connected: it is the client.
 pub const ROLE_CLIENT: u32 = 2;
-/// Flag on a [`names::SOCKETS`] value: the entry replaced one whose close had not been seen.
+/// Flag on `SocketState::role`: the entry replaced one whose close had not been seen.
 pub const SOCKET_REUSED: u32 = 1 << 31;
 
 /// Indexes of the per-CPU counters in [`names::STATS`].
@@ -94,19 +98,26 @@ pub struct DataEvent {
 /// Size of a data event without its payload; a record is this plus `captured_len` bytes.
 pub const DATA_EVENT_HEADER_LEN: usize = core::mem::offset_of!(DataEvent, payload);
 
-/// A socket accepted or connected by a selected process.
+/// A socket of a selected process that starts being tracked: accepted or connected (`sys_exit`
+/// programs), or first seen moving data (socket tracepoints).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ConnectEvent {
     pub header: EventHeader,
-    /// `ROLE_SERVER` after accept, `ROLE_CLIENT` after connect.
+    /// `ROLE_SERVER` after accept, `ROLE_CLIENT` after connect, `ROLE_UNKNOWN` when first seen
+    /// moving data.
     pub role: u32,
-    /// Address family of `peer_addr` (`AF_INET`, `AF_INET6`) or 0 when the caller passed none.
+    /// Address family of the addresses (`AF_INET`, `AF_INET6`) or 0 when the caller passed none.
     pub family: u16,
     /// Peer port, host byte order.
     pub peer_port: u16,
     /// Peer address: 4 bytes for IPv4, 16 for IPv6, network order.
     pub peer_addr: [u8; 16],
+    /// Local address, as `peer_addr`; only the socket tracepoints know it.
+    pub local_addr: [u8; 16],
+    /// Local port, host byte order; 0 when unknown.
+    pub local_port: u16,
+    pub _pad: [u8; 6],
 }
 
 /// A selected process closed a tracked socket.
@@ -120,6 +131,30 @@ pub struct SocketKey {
     pub fd: i32,
 }
 
+/// Value of [`names::SOCKETS`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SocketState {
+    /// `ROLE_*`, possibly with [`SOCKET_REUSED`].
+    pub role: u32,
+    pub _pad: u32,
+    /// The kernel socket's cookie (unique, never reused) once a socket tracepoint saw it; 0 for
+    /// entries of the `sys_exit` programs and for sockets handed over by userspace.
+    pub cookie: u64,
+}
+
+/// Offsets in the kernel's `struct sock_common` (the head of every `struct sock`). This head has
+/// kept its layout since Linux 3.x; the socket tracepoints this is read under arrived in 6.3.
+pub mod sock_common {
+    pub const DADDR: usize = 0;
+    pub const RCV_SADDR: usize = 4;
+    pub const DPORT: usize = 12;
+    pub const NUM: usize = 14;
+    pub const FAMILY: usize = 16;
+    pub const V6_DADDR: usize = 56;
+    pub const V6_RCV_SADDR: usize = 72;
+}
+
 /// Value of [`names::PIDS`]: why a process is selected (for userspace bookkeeping only).
 pub const PID_SELECTED: u32 = 1;
 
@@ -127,8 +162,9 @@ const _: () = {
     assert!(core::mem::size_of::<EventHeader>() == 24);
     assert!(core::mem::size_of::<DataEvent>() == 40 + MAX_PAYLOAD);
     assert!(DATA_EVENT_HEADER_LEN == 40);
-    assert!(core::mem::size_of::<ConnectEvent>() == 48);
+    assert!(core::mem::size_of::<ConnectEvent>() == 72);
     assert!(core::mem::size_of::<SocketKey>() == 8);
+    assert!(core::mem::size_of::<SocketState>() == 16);
     assert!(MAX_PAYLOAD.is_power_of_two());
 };
 
@@ -186,4 +222,6 @@ mod user {
     // SAFETY: plain `#[repr(C)]` integers and byte arrays with explicit padding; any bit pattern
     // is valid.
     unsafe impl aya::Pod for super::SocketKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::SocketState {}
 }

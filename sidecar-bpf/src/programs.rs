@@ -10,13 +10,14 @@ use aya_ebpf::{
 use sidecar_bpf::{
     ConnectEvent, DATA_EVENT_HEADER_LEN, DIRECTION_EGRESS, DIRECTION_INGRESS, DataEvent,
     EVENT_CLOSE, EVENT_CONNECT, EVENT_DATA, EventHeader, MAX_PAYLOAD, MAX_PIDS, MAX_SOCKETS,
-    ROLE_CLIENT, ROLE_SERVER, SOCKET_REUSED, STAT_COUNT, STAT_DROPPED, STAT_EVENTS, SocketKey,
-    arch::*,
+    ROLE_CLIENT, ROLE_SERVER, ROLE_UNKNOWN, SOCKET_REUSED, STAT_COUNT, STAT_DROPPED, STAT_EVENTS,
+    SocketKey, SocketState, arch::*, sock_common,
 };
 
 const AF_INET: u16 = 2;
 const AF_INET6: u16 = 10;
 const EINPROGRESS: i64 = 115;
+const MSG_PEEK: i32 = 2;
 
 /// The sidecar's PID namespace (device and inode of `/proc/self/ns/pid`), set by the loader.
 #[unsafe(no_mangle)]
@@ -34,10 +35,10 @@ static EVENTS: RingBuf = RingBuf::with_byte_size(sidecar_bpf::DEFAULT_RING_BYTES
 #[map]
 static PIDS: LruHashMap<u32, u32> = LruHashMap::with_max_entries(MAX_PIDS, 0);
 
-/// TCP sockets of selected processes, with their role. Filled here on accept/connect and by
-/// userspace for sockets that existed before the process was selected.
+/// TCP sockets of selected processes, with their role. Filled here (on accept/connect, or on a
+/// socket's first data) and by userspace for sockets that existed before the process was selected.
 #[map]
-static SOCKETS: LruHashMap<SocketKey, u32> = LruHashMap::with_max_entries(MAX_SOCKETS, 0);
+static SOCKETS: LruHashMap<SocketKey, SocketState> = LruHashMap::with_max_entries(MAX_SOCKETS, 0);
 
 #[map]
 static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(STAT_COUNT, 0);
@@ -82,8 +83,8 @@ fn ns_ids() -> Option<(u32, u32)> {
     (ret == 0).then_some((info.tgid, info.pid))
 }
 
-/// The `struct pt_regs` the `sys_exit` tracepoint hands over, read at the offsets of
-/// `sidecar_bpf::arch`.
+/// The `struct pt_regs` of a syscall (handed over by `sys_exit`, or the current task's), read at
+/// the offsets of `sidecar_bpf::arch`.
 trait Regs {
     fn read<T: Copy + Default>(&self, offset: usize) -> T;
 }
@@ -101,6 +102,18 @@ impl Regs for ProbedRegs {
 /// Under a BTF tracepoint the verifier knows the pointer's type and checks each load against
 /// the kernel's `struct pt_regs`, so fields are plain loads: no helper call per syscall.
 struct BtfRegs(*const u8);
+
+impl BtfRegs {
+    /// The registers the current task entered its syscall with.
+    fn current() -> Self {
+        // SAFETY: helpers without memory arguments; the result is a `struct pt_regs` pointer the
+        // verifier types through BTF.
+        Self(
+            unsafe { generated::bpf_task_pt_regs(generated::bpf_get_current_task_btf()) }
+                as *const u8,
+        )
+    }
+}
 
 impl Regs for BtfRegs {
     fn read<T: Copy + Default>(&self, offset: usize) -> T {
@@ -142,6 +155,18 @@ struct Call {
 }
 
 impl Call {
+    fn read<R: Regs>(regs: &R, nr: u32, pid: u32, tid: u32, ret: i64) -> Self {
+        Self {
+            nr,
+            pid,
+            tid,
+            fd: regs.read::<u64>(REG_ARG0) as i32,
+            ptr: regs.read::<u64>(REG_ARG1),
+            aux: regs.read::<u64>(REG_ARG2),
+            ret,
+        }
+    }
+
     /// The [`SOCKETS`] key of one of the calling process's descriptors.
     fn socket(&self, fd: i32) -> SocketKey {
         SocketKey { pid: self.pid, fd }
@@ -174,29 +199,163 @@ fn on_exit<R: Regs>(regs: &R, ret: i64) -> i32 {
     if ret < 0 && !(nr == SYS_CONNECT && ret == -EINPROGRESS) {
         return 0;
     }
-    let Some((pid, tid)) = ns_ids() else {
+    let Some((pid, tid)) = selected() else {
         return 0;
     };
-    if PIDS.get_ptr(pid).is_none() {
-        return 0;
-    }
-    let call = Call {
-        nr,
-        pid,
-        tid,
-        fd: regs.read::<u64>(REG_ARG0) as i32,
-        ptr: regs.read::<u64>(REG_ARG1),
-        aux: regs.read::<u64>(REG_ARG2),
-        ret,
-    };
+    let call = Call::read(regs, nr, pid, tid, ret);
     match nr {
         SYS_CLOSE => on_close(&call),
         SYS_ACCEPT | SYS_ACCEPT4 => on_connected(&call, ret as i32, ROLE_SERVER),
         SYS_CONNECT => on_connected(&call, call.fd, ROLE_CLIENT),
-        _ if ret > 0 => on_data(&call),
+        _ if ret > 0 && SOCKETS.get_ptr(call.socket(call.fd)).is_some() => capture(&call),
         _ => {}
     }
     0
+}
+
+/// The current task's (tgid, pid) in the sidecar's namespace, if it is of a selected process.
+fn selected() -> Option<(u32, u32)> {
+    let (pid, tid) = ns_ids()?;
+    PIDS.get_ptr(pid)?;
+    Some((pid, tid))
+}
+
+/// Socket tracepoints (Linux 6.3+, with BTF): preferred over `sys_exit` because they run only
+/// for socket I/O. A `sys_exit` hook puts every task of the node on the kernel's slow syscall
+/// path and runs a program for each of its syscalls; these leave all other syscalls alone.
+/// They fire inside the read-like or write-like syscall once the bytes are moved, and the
+/// task's saved registers name the descriptor and buffers as at `sys_exit`.
+///
+/// Arguments of both: (struct sock *sk, int ret, int flags).
+#[btf_tracepoint(function = "sock_recv_length")]
+pub fn sock_recv(ctx: BtfTracePointContext) -> i32 {
+    // A peek leaves the bytes queued: they are captured when really read.
+    if ctx.arg::<i32>(2) & MSG_PEEK != 0 {
+        return 0;
+    }
+    on_sock_io(ctx.arg::<*const u8>(0), ctx.arg::<i32>(1))
+}
+
+#[btf_tracepoint(function = "sock_send_length")]
+pub fn sock_send(ctx: BtfTracePointContext) -> i32 {
+    on_sock_io(ctx.arg::<*const u8>(0), ctx.arg::<i32>(1))
+}
+
+fn on_sock_io(sk: *const u8, ret: i32) -> i32 {
+    if ret <= 0 {
+        return 0;
+    }
+    // Most socket I/O on the node is other pods': one helper call turns it away.
+    let Some((pid, tid)) = selected() else {
+        return 0;
+    };
+    let regs = BtfRegs::current();
+    let nr = regs.read::<u32>(REG_SYSCALL_NR);
+    // Socket I/O outside these syscalls (io_uring, sendmmsg, the kernel's own) has no buffer
+    // in the registers to copy from.
+    if !is_data(nr) {
+        return 0;
+    }
+    let call = Call::read(&regs, nr, pid, tid, i64::from(ret));
+    if adopt(&call, sk) {
+        capture(&call);
+    }
+    0
+}
+
+/// TCP state changes (Linux 4.16+, BTF form): a close(2) of a tracked socket shows as one in
+/// the closing task. Arguments: (struct sock *sk, int oldstate, int newstate).
+#[btf_tracepoint(function = "inet_sock_set_state")]
+pub fn sock_state(ctx: BtfTracePointContext) -> i32 {
+    let Some((pid, tid)) = selected() else {
+        return 0;
+    };
+    let regs = BtfRegs::current();
+    let nr = regs.read::<u32>(REG_SYSCALL_NR);
+    if nr != SYS_CLOSE {
+        return 0;
+    }
+    let call = Call::read(&regs, nr, pid, tid, 0);
+    let key = call.socket(call.fd);
+    // Softirq work done in this task's context changes other sockets' states too (on loopback,
+    // the peer's): only the socket the descriptor named counts.
+    let cookie = socket_cookie(ctx.arg::<*const u8>(0));
+    // SAFETY: a read of the entry found just now.
+    if SOCKETS
+        .get_ptr(key)
+        .is_some_and(|state| unsafe { (*state).cookie } == cookie)
+    {
+        let _ = SOCKETS.remove(key);
+        emit(&header(EVENT_CLOSE, call.pid, call.tid, call.fd, now()));
+    }
+    0
+}
+
+fn socket_cookie(sk: *const u8) -> u64 {
+    // SAFETY: a BTF-typed socket pointer from the tracepoint; the helper takes no other memory.
+    unsafe { generated::bpf_get_socket_cookie(sk as *mut c_void) }
+}
+
+/// Makes sure the call's descriptor is tracked as the socket `sk`; false for sockets that are
+/// not followed (not TCP/IP, or not connected).
+fn adopt(call: &Call, sk: *const u8) -> bool {
+    let key = call.socket(call.fd);
+    let cookie = socket_cookie(sk);
+    if let Some(state) = SOCKETS.get_ptr_mut(key) {
+        // SAFETY: the entry was found just now; a concurrent update of it is benign.
+        let state = unsafe { &mut *state };
+        if state.cookie == cookie {
+            return true;
+        }
+        if state.cookie == 0 {
+            // Handed over by userspace, which knew its role but not its cookie.
+            state.cookie = cookie;
+            return true;
+        }
+        // Otherwise the descriptor now names another socket: the old one's close was missed.
+    }
+    let read_sk = |offset: usize| -> [u8; 16] {
+        // SAFETY: a read inside `struct sock_common` through the checked helper.
+        unsafe { bpf_probe_read_kernel(sk.add(offset).cast::<[u8; 16]>()) }.unwrap_or_default()
+    };
+    // family (offset 16) and the address/port words before it, in two reads.
+    let head = read_sk(sock_common::DADDR);
+    let tail = read_sk(sock_common::FAMILY);
+    let family = u16::from_ne_bytes([tail[0], tail[1]]);
+    let dport = u16::from_be_bytes([head[sock_common::DPORT], head[sock_common::DPORT + 1]]);
+    let local_port = u16::from_ne_bytes([head[sock_common::NUM], head[sock_common::NUM + 1]]);
+    // An unconnected socket (a UDP sendto) has no peer to follow.
+    if dport == 0 {
+        return false;
+    }
+    let mut event = ConnectEvent {
+        header: header(EVENT_CONNECT, call.pid, call.tid, call.fd, now()),
+        role: ROLE_UNKNOWN,
+        family,
+        peer_port: dport,
+        local_port,
+        ..ConnectEvent::default()
+    };
+    match family {
+        AF_INET => {
+            event.peer_addr[..4].copy_from_slice(&head[sock_common::DADDR..sock_common::DADDR + 4]);
+            event.local_addr[..4]
+                .copy_from_slice(&head[sock_common::RCV_SADDR..sock_common::RCV_SADDR + 4]);
+        }
+        AF_INET6 => {
+            event.peer_addr = read_sk(sock_common::V6_DADDR);
+            event.local_addr = read_sk(sock_common::V6_RCV_SADDR);
+        }
+        _ => return false,
+    }
+    let state = SocketState {
+        role: ROLE_UNKNOWN,
+        _pad: 0,
+        cookie,
+    };
+    let _ = SOCKETS.insert(key, state, 0);
+    emit(&event);
+    true
 }
 
 fn header(kind: u32, pid: u32, tid: u32, fd: i32, timestamp_ns: u64) -> EventHeader {
@@ -241,15 +400,15 @@ fn on_close(call: &Call) {
         return;
     }
     let key = call.socket(call.fd);
-    let Some(value) = SOCKETS.get_ptr_mut(key) else {
+    let Some(state) = SOCKETS.get_ptr_mut(key) else {
         return;
     };
     // SAFETY: the entry was found just now; a concurrent update of one u32 is benign.
-    let role = unsafe { *value };
-    if role & SOCKET_REUSED != 0 {
+    let state = unsafe { &mut *state };
+    if state.role & SOCKET_REUSED != 0 {
         // Another thread got this fd from accept/connect after the close released it but before
         // this program ran: the entry belongs to the new socket. Keep it, consume the mark.
-        unsafe { *value = role & !SOCKET_REUSED };
+        state.role &= !SOCKET_REUSED;
         return;
     }
     let _ = SOCKETS.remove(key);
@@ -294,20 +453,21 @@ fn on_connected(call: &Call, fd: i32, role: u32) {
     let key = call.socket(fd);
     // Still tracked: the close of the fd's previous socket is either lost or, on another thread,
     // not yet seen by `on_close`; the mark keeps that late close from untracking this socket.
-    let value = if SOCKETS.get_ptr(key).is_some() {
-        role | SOCKET_REUSED
-    } else {
-        role
+    let state = SocketState {
+        role: if SOCKETS.get_ptr(key).is_some() {
+            role | SOCKET_REUSED
+        } else {
+            role
+        },
+        _pad: 0,
+        cookie: 0,
     };
-    let _ = SOCKETS.insert(key, value, 0);
+    let _ = SOCKETS.insert(key, state, 0);
     emit(&event);
 }
 
 /// Bytes moved through a tracked socket: copy a bounded prefix into the ring buffer.
-fn on_data(call: &Call) {
-    if SOCKETS.get_ptr(call.socket(call.fd)).is_none() {
-        return;
-    }
+fn capture(call: &Call) {
     let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
         return;
     };

@@ -17,7 +17,8 @@ pub enum Role {
     Server,
     /// It connected.
     Client,
-    /// The connection existed before the process was selected: decided from the first bytes.
+    /// Not seen being set up (the connection predates the selection, or the socket tracepoints
+    /// first saw it moving data): decided from the first bytes.
     Unknown,
 }
 
@@ -55,11 +56,13 @@ pub enum Event<'a> {
         /// The leading bytes (at most `MAX_PAYLOAD`).
         payload: &'a [u8],
     },
-    /// A socket was accepted or connected.
+    /// A socket starts being tracked: accepted, connected, or first seen moving data.
     Connect {
         meta: Meta,
         role: Role,
         peer: Option<SocketAddr>,
+        /// Known when the kernel read it from the socket (socket tracepoints).
+        local: Option<SocketAddr>,
     },
     /// A tracked socket was closed.
     Close { meta: Meta },
@@ -122,7 +125,11 @@ impl<'a> Event<'a> {
                 Ok(Event::Connect {
                     meta,
                     role,
-                    peer: peer_addr(&event),
+                    peer: socket_addr(event.family, event.peer_addr, event.peer_port),
+                    local: match event.local_port {
+                        0 => None,
+                        port => socket_addr(event.family, event.local_addr, port),
+                    },
                 })
             }
             EVENT_CLOSE => Ok(Event::Close { meta }),
@@ -131,22 +138,23 @@ impl<'a> Event<'a> {
     }
 }
 
-fn peer_addr(event: &ConnectEvent) -> Option<SocketAddr> {
+/// An address of a [`ConnectEvent`]: `addr` holds 4 (IPv4) or 16 (IPv6) bytes.
+fn socket_addr(family: u16, addr: [u8; 16], port: u16) -> Option<SocketAddr> {
     const AF_INET: u16 = libc::AF_INET as u16;
     const AF_INET6: u16 = libc::AF_INET6 as u16;
-    let ip = match event.family {
+    let ip = match family {
         AF_INET => {
-            let [a, b, c, d, ..] = event.peer_addr;
+            let [a, b, c, d, ..] = addr;
             IpAddr::V4(Ipv4Addr::new(a, b, c, d))
         }
         AF_INET6 => {
-            let v6 = Ipv6Addr::from(event.peer_addr);
+            let v6 = Ipv6Addr::from(addr);
             // Dual-stack listeners report IPv4 peers as v4-mapped addresses.
             v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4)
         }
         _ => return None,
     };
-    Some(SocketAddr::new(ip, event.peer_port))
+    Some(SocketAddr::new(ip, port))
 }
 
 #[cfg(test)]
@@ -228,6 +236,7 @@ mod tests {
             family: libc::AF_INET6 as u16,
             peer_port: 5555,
             peer_addr: addr,
+            ..ConnectEvent::default()
         };
         assert_eq!(
             Event::decode(as_bytes(&event)).unwrap(),
@@ -240,7 +249,35 @@ mod tests {
                 },
                 role: Role::Server,
                 peer: Some("10.1.2.3:5555".parse().unwrap()),
+                local: None,
             }
         );
+    }
+
+    #[test]
+    fn decodes_connect_with_local_address_from_the_socket() {
+        let mut peer = [0u8; 16];
+        peer[..4].copy_from_slice(&[127, 0, 0, 1]);
+        let mut local = [0u8; 16];
+        local[..4].copy_from_slice(&[10, 0, 0, 7]);
+        let event = ConnectEvent {
+            header: header(EVENT_CONNECT),
+            role: sidecar_bpf::ROLE_UNKNOWN,
+            family: libc::AF_INET as u16,
+            peer_port: 40000,
+            peer_addr: peer,
+            local_addr: local,
+            local_port: 8080,
+            _pad: [0; 6],
+        };
+        let Event::Connect {
+            role, peer, local, ..
+        } = Event::decode(as_bytes(&event)).unwrap()
+        else {
+            panic!("not a connect event");
+        };
+        assert_eq!(role, Role::Unknown);
+        assert_eq!(peer, Some("127.0.0.1:40000".parse().unwrap()));
+        assert_eq!(local, Some("10.0.0.7:8080".parse().unwrap()));
     }
 }

@@ -1,8 +1,9 @@
 //! Loading, attaching and talking to the eBPF programs of `sidecar-bpf`.
 //!
 //! The object is compiled by the build script and embedded, so the binary carries everything it
-//! needs. The program attaches to the raw `sys_exit` tracepoint, which needs only
-//! CAP_BPF + CAP_PERFMON: no kprobes, no tracefs, no hostPath volume.
+//! needs. The programs attach to BTF or raw tracepoints, which need only CAP_BPF + CAP_PERFMON:
+//! no kprobes, no tracefs, no hostPath volume. Preferred are the socket tracepoints (Linux 6.3+),
+//! which run only for socket I/O; older kernels get a `sys_exit` program instead.
 
 use std::{io, os::unix::fs::MetadataExt, path::Path};
 
@@ -13,7 +14,7 @@ use aya::{
 };
 use sidecar_bpf::{
     PID_SELECTED, ROLE_CLIENT, ROLE_SERVER, ROLE_UNKNOWN, STAT_DROPPED, STAT_EVENTS, SocketKey,
-    names,
+    SocketState, names,
 };
 
 use crate::{Error, Result, events::Role};
@@ -59,23 +60,26 @@ pub struct ProbeConfig {
     pub pid_namespace: PidNamespace,
     /// Ring buffer size in bytes: a power-of-two multiple of the page size.
     pub ring_buffer_bytes: u32,
-    /// Which forms of the `sys_exit` program may be attached.
+    /// Which hooks may be attached.
     pub hooks: HookChoice,
 }
 
-/// Forms of the `sys_exit` program the loader may use.
+/// Hooks the loader may use, best first; each falls back to the next when the kernel lacks it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum HookChoice {
-    /// The BTF tracepoint when the kernel accepts it, else the raw tracepoint.
+    /// Socket tracepoints, else `sys_exit` as a BTF tracepoint, else as a raw tracepoint.
     #[default]
     Best,
-    /// Only the raw tracepoint, as on kernels without BTF.
+    /// Only `sys_exit` (BTF form when possible), as on kernels before 6.3.
+    SyscallOnly,
+    /// Only the raw `sys_exit` tracepoint, as on kernels without BTF.
     RawOnly,
 }
 
-/// The form of the `sys_exit` program that was attached.
+/// The hooks that were attached.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Hook {
+    SocketTracepoints,
     BtfTracepoint,
     RawTracepoint,
 }
@@ -83,11 +87,22 @@ pub enum Hook {
 impl std::fmt::Display for Hook {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
+            Hook::SocketTracepoints => {
+                "BTF tracepoints sock_recv_length, sock_send_length, inet_sock_set_state"
+            }
             Hook::BtfTracepoint => "BTF tracepoint sys_exit",
             Hook::RawTracepoint => "raw tracepoint sys_exit",
         })
     }
 }
+
+/// (program, tracepoint) of each hook set attached as BTF tracepoints.
+const SOCKET_PROGRAMS: [(&str, &str); 3] = [
+    (names::SOCK_RECV, "sock_recv_length"),
+    (names::SOCK_SEND, "sock_send_length"),
+    (names::SOCK_STATE, "inet_sock_set_state"),
+];
+const SYS_EXIT_PROGRAMS: [(&str, &str); 1] = [(names::SYS_EXIT_BTF, "sys_exit")];
 
 /// Counters kept by the eBPF programs, summed over CPUs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -103,7 +118,7 @@ pub struct Probes {
     // Keeps the programs and their links alive.
     _ebpf: Ebpf,
     pids: HashMap<MapData, u32, u32>,
-    sockets: HashMap<MapData, SocketKey, u32>,
+    sockets: HashMap<MapData, SocketKey, SocketState>,
     stats: PerCpuArray<MapData, u64>,
     hook: Hook,
     events: Option<RingBuf<MapData>>,
@@ -134,14 +149,41 @@ where
         .map_err(program_error(name))
 }
 
-/// The `sys_exit` program in its BTF form: register reads are plain loads, checked by the
-/// verifier against the kernel's types.
-fn attach_btf(ebpf: &mut Ebpf, btf: &Btf) -> Result<()> {
-    let error = program_error(names::SYS_EXIT_BTF);
-    let prog: &mut BtfTracePoint = program(ebpf, names::SYS_EXIT_BTF)?;
-    prog.load("sys_exit", btf).map_err(&error)?;
-    prog.attach().map_err(error)?;
-    Ok(())
+/// Attaches a set of BTF tracepoint programs (their loads are checked by the verifier against
+/// the kernel's types), all or none.
+fn attach_btf(ebpf: &mut Ebpf, btf: &Btf, programs: &[(&'static str, &'static str)]) -> Result<()> {
+    let result = programs.iter().try_for_each(|&(name, tracepoint)| {
+        let prog: &mut BtfTracePoint = program(ebpf, name)?;
+        prog.load(tracepoint, btf).map_err(program_error(name))?;
+        prog.attach().map_err(program_error(name)).map(drop)
+    });
+    if result.is_err() {
+        // A half-attached set next to the fallback would capture some traffic twice.
+        for &(name, _) in programs {
+            if let Ok(prog) = program::<BtfTracePoint>(ebpf, name) {
+                let _ = prog.unload();
+            }
+        }
+    }
+    result
+}
+
+/// The best hooks `choice` allows that the kernel accepts.
+fn attach_best(ebpf: &mut Ebpf, btf: Option<&Btf>, choice: HookChoice) -> Result<Hook> {
+    if let Some(btf) = btf {
+        if choice == HookChoice::Best {
+            match attach_btf(ebpf, btf, &SOCKET_PROGRAMS) {
+                Ok(()) => return Ok(Hook::SocketTracepoints),
+                Err(e) => tracing::info!("socket tracepoints refused ({e}); hooking sys_exit"),
+            }
+        }
+        match attach_btf(ebpf, btf, &SYS_EXIT_PROGRAMS) {
+            Ok(()) => return Ok(Hook::BtfTracepoint),
+            Err(e) => tracing::info!("BTF tracepoint refused ({e}); using the raw tracepoint"),
+        }
+    }
+    attach_raw(ebpf)?;
+    Ok(Hook::RawTracepoint)
 }
 
 /// The `sys_exit` program as a plain raw tracepoint, for kernels without BTF.
@@ -161,6 +203,9 @@ impl Probes {
             return Err(Error::InvalidRingBufferSize(ring));
         }
         let mut ebpf = EbpfLoader::new()
+            // The programs read kernel structs at fixed offsets: no CO-RE relocations to apply,
+            // so the loader's own parse of the kernel BTF is dropped before the object loads.
+            .btf(None)
             .override_global(names::PIDNS_DEV, &config.pid_namespace.dev, true)
             .override_global(names::PIDNS_INO, &config.pid_namespace.ino, true)
             .override_global(
@@ -172,21 +217,12 @@ impl Probes {
             .load(OBJECT)
             .map_err(|source| Error::Load { source })?;
         let btf = match config.hooks {
-            HookChoice::Best => Btf::from_sys_fs()
+            HookChoice::Best | HookChoice::SyscallOnly => Btf::from_sys_fs()
                 .inspect_err(|e| tracing::info!("no kernel BTF ({e}); using the raw tracepoint"))
                 .ok(),
             HookChoice::RawOnly => None,
         };
-        let hook = match btf.map(|btf| attach_btf(&mut ebpf, &btf)) {
-            Some(Ok(())) => Hook::BtfTracepoint,
-            refused_or_no_btf => {
-                if let Some(Err(e)) = refused_or_no_btf {
-                    tracing::info!("BTF tracepoint refused ({e}); using the raw tracepoint");
-                }
-                attach_raw(&mut ebpf)?;
-                Hook::RawTracepoint
-            }
-        };
+        let hook = attach_best(&mut ebpf, btf.as_ref(), config.hooks)?;
         let mut take =
             |name: &'static str| ebpf.take_map(name).ok_or(Error::MissingObjectItem(name));
         let pids = HashMap::try_from(take(names::PIDS)?).map_err(map_error("PIDS"))?;
@@ -203,7 +239,7 @@ impl Probes {
         })
     }
 
-    /// The form of the `sys_exit` program in use.
+    /// The hooks in use.
     pub fn hook(&self) -> Hook {
         self.hook
     }
@@ -227,8 +263,13 @@ impl Probes {
             Role::Client => ROLE_CLIENT,
             Role::Unknown => ROLE_UNKNOWN,
         };
+        let state = SocketState {
+            role,
+            _pad: 0,
+            cookie: 0,
+        };
         self.sockets
-            .insert(SocketKey { pid, fd }, role, 0)
+            .insert(SocketKey { pid, fd }, state, 0)
             .map_err(map_error("SOCKETS insert"))
     }
 

@@ -129,10 +129,12 @@ impl Sidecar {
             meta,
             role: Role::Server,
             peer,
+            local: None,
         } = event
         {
-            // A server socket's local address is the one listening address of its process in
-            // the usual case; with several, the tracker keeps what the peer and headers say.
+            // An accepted socket's local address (which `sys_exit` cannot see) is the one
+            // listening address of its process in the usual case; with several, the tracker
+            // keeps what the peer and headers say.
             if let Some(process) = self.processes.get(&meta.pid)
                 && let [local] = process.listening.as_slice()
             {

@@ -615,7 +615,12 @@ impl Tracker {
     /// Feeds one decoded kernel event; completed transactions are appended to `out`.
     pub fn on_event(&mut self, event: &Event<'_>, out: &mut Vec<HttpTransaction>) {
         match *event {
-            Event::Connect { meta, role, peer } => {
+            Event::Connect {
+                meta,
+                role,
+                peer,
+                local,
+            } => {
                 let key = (meta.pid, meta.fd);
                 // Addresses the lead resolved for this socket before its connect event.
                 let resolved = self
@@ -626,8 +631,9 @@ impl Tracker {
                 // A known (pid, fd) being connected again means its close was missed.
                 self.end_connection(key, meta.timestamp_ns, out);
                 let mut conn = Conn::new(meta.pid, role, peer, 0);
-                if let Some((local, resolved_peer)) = resolved {
-                    conn.local = local;
+                conn.local = local;
+                if let Some((resolved_local, resolved_peer)) = resolved {
+                    conn.local = local.or(resolved_local);
                     conn.peer = peer.or(resolved_peer);
                 }
                 self.insert(key, conn);
@@ -829,8 +835,15 @@ mod tests {
         fn connect(&mut self, fd: i32, role: Role) {
             let meta = self.meta(PID, TID, fd);
             let peer = Some("10.0.0.9:40000".parse().unwrap());
-            self.tracker
-                .on_event(&Event::Connect { meta, role, peer }, &mut self.out);
+            self.tracker.on_event(
+                &Event::Connect {
+                    meta,
+                    role,
+                    peer,
+                    local: None,
+                },
+                &mut self.out,
+            );
         }
 
         fn close(&mut self, fd: i32) {

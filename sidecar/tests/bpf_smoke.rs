@@ -1,8 +1,9 @@
-//! End-to-end proof of the capture chain on a real kernel, for both forms of the `sys_exit`
-//! program (BTF tracepoint and the raw-tracepoint fallback): the embedded object loads and
-//! attaches, and a connect + write of a process in the sidecar's PID namespace reaches userspace
-//! through the ring buffer (a three-piece sendmsg gathered whole), while the same traffic of a
-//! process in another PID namespace never does, even when its pids are on the selection list.
+//! End-to-end proof of the capture chain on a real kernel, for each set of hooks (socket
+//! tracepoints, and the `sys_exit` fallbacks as BTF and raw tracepoint): the embedded object loads
+//! and attaches, and a connect + write + close of a process in the sidecar's PID namespace reaches
+//! userspace through the ring buffer (a three-piece sendmsg gathered whole), while the same
+//! traffic of a process in another PID namespace never does, even when its pids are on the
+//! selection list.
 //!
 //! Needs root (CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN for unshare); CI runs as root.
 
@@ -61,13 +62,19 @@ fn children(parent: u32) -> Vec<u32> {
 }
 
 #[test]
-fn btf_tracepoint_sees_own_pid_namespace_only() {
-    // This machine (and CI's) has kernel BTF, so the preferred form must be the one in use.
+fn socket_tracepoints_see_own_pid_namespace_only() {
+    // This machine (and CI's) has kernel BTF and Linux 6.3+, so the preferred hooks must be the
+    // ones in use.
     assert!(
         std::path::Path::new("/sys/kernel/btf/vmlinux").exists(),
         "this test expects kernel BTF"
     );
-    events_of_own_pid_namespace_only(HookChoice::Best, Hook::BtfTracepoint);
+    events_of_own_pid_namespace_only(HookChoice::Best, Hook::SocketTracepoints);
+}
+
+#[test]
+fn btf_sys_exit_fallback_sees_own_pid_namespace_only() {
+    events_of_own_pid_namespace_only(HookChoice::SyscallOnly, Hook::BtfTracepoint);
 }
 
 #[test]
@@ -141,22 +148,37 @@ fn events_of_own_pid_namespace_only(hooks: HookChoice, expected: Hook) {
 
     let mut connected = false;
     let mut wrote_marker = false;
+    let mut closed = false;
     let deadline = Instant::now() + Duration::from_secs(5);
-    while !(connected && wrote_marker) && Instant::now() < deadline {
+    while !(connected && wrote_marker && closed) && Instant::now() < deadline {
         let Some(item) = ring.next() else {
             std::thread::sleep(Duration::from_millis(5));
             continue;
         };
         let event = Event::decode(&item).expect("well-formed event");
         match event {
-            Event::Connect { meta, role, peer } => {
+            Event::Connect {
+                meta,
+                role,
+                peer,
+                local,
+            } => {
                 assert!(
                     !decoy_pids.contains(&meta.pid) && meta.pid != 1,
                     "event from the other namespace leaked: {event:?}"
                 );
                 if meta.pid == own_pid {
-                    assert_eq!(role, Role::Client);
                     assert_eq!(peer, Some(format!("127.0.0.1:{port}").parse().unwrap()));
+                    if expected == Hook::SocketTracepoints {
+                        // Seen first when it sends; the socket itself names the local end.
+                        assert_eq!(role, Role::Unknown);
+                        let local = local.expect("local address read from the socket");
+                        assert_eq!(local.ip().to_string(), "127.0.0.1");
+                        assert_ne!(local.port(), 0);
+                    } else {
+                        assert_eq!(role, Role::Client);
+                        assert_eq!(local, None);
+                    }
                     connected = true;
                 }
             }
@@ -179,12 +201,19 @@ fn events_of_own_pid_namespace_only(hooks: HookChoice, expected: Hook) {
                     wrote_marker = true;
                 }
             }
-            Event::Close { .. } => {}
+            Event::Close { meta } => {
+                assert!(
+                    !decoy_pids.contains(&meta.pid) && meta.pid != 1,
+                    "event from the other namespace leaked: {event:?}"
+                );
+                closed |= meta.pid == own_pid;
+            }
         }
     }
     assert!(connected, "no connect event from the selected process");
     assert!(wrote_marker, "no data event from the selected process");
+    assert!(closed, "no close event from the selected process");
     let stats = probes.stats().unwrap();
-    assert!(stats.events >= 2, "kernel counted {stats:?}");
+    assert!(stats.events >= 3, "kernel counted {stats:?}");
     assert_eq!(stats.dropped, 0);
 }

@@ -411,8 +411,12 @@ async fn runs_with_its_declared_capabilities_and_fails_clearly_with_fewer() {
         ],
         &env_ref,
     );
-    // The preferred BTF form of the hook needs nothing beyond these either.
-    pod.wait_for_log("sidecar.err", "capturing with the BTF tracepoint", WAIT);
+    // The preferred hooks (socket tracepoints, BTF) need nothing beyond these either.
+    pod.wait_for_log(
+        "sidecar.err",
+        "capturing with the BTF tracepoints sock_recv_length",
+        WAIT,
+    );
     // DAC_READ_SEARCH (2), SYS_PTRACE (19), PERFMON (38), BPF (39) and nothing else.
     let pid = pod::child_of(nsenter).expect("the sidecar process");
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();

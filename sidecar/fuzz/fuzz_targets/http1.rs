@@ -128,6 +128,7 @@ fn tracker(ops: &[Op]) {
                     meta: meta(*fd, 0, now),
                     role,
                     peer: None,
+                    local: None,
                 };
                 tracker.on_event(&event, &mut out);
             }
