@@ -3,7 +3,9 @@
 # interleaved rounds so drift of the machine hits both sides alike. Prints throughput and p99
 # ratios, sidecar CPU per request and peak RSS, then a paced 5k req/s run checking no span is lost.
 # Each round also runs the sidecar with nothing selected (OPEN_PORT matching no process): the
-# cost its syscall hook puts on every task of the machine, wrk included, before any capture.
+# cost its hooks put on every task of the machine, wrk included, before any capture; and the
+# sidecar exporting spans and metrics over OTLP to an address where nothing listens: every span
+# is built, batched and encoded as for a collector, with no collector's CPU on these two cores.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
@@ -21,6 +23,7 @@ port=$(free_port)
 new_namespace; pod=$ns_init
 start_nginx "$pod" nginx "$port"
 url="http://127.0.0.1:$port/status/200"
+no_collector="http://127.0.0.1:$(free_port)"
 
 # Starts the sidecar in the pod; sets $sidecar_pid (its pid here) and $sidecar_nsenter.
 start_sidecar() { # extra env...
@@ -52,6 +55,23 @@ PY
 
 printf '%-6s %-10s %12s %10s\n' round sidecar req/s p99_ms
 base_rps=(); with_rps=(); idle_rps=(); base_p99=(); with_p99=(); cpu_per_req=(); peak_rss=0; load_rss=0
+export_rps=(); export_cpu=()
+# Runs wrk with the sidecar started with the given env, then stops it; sets $rps $p99 and $cpu
+# (us/request) and raises $peak_rss and $load_rss.
+measure_sidecar() {
+  start_sidecar "$@"
+  local before after total rss
+  before=$(cpu_ticks "$sidecar_pid")
+  read -r rps p99 total < <(run_wrk)
+  after=$(cpu_ticks "$sidecar_pid")
+  cpu=$(python3 -c "print(($after-$before)*1e6/$(getconf CLK_TCK)/$total)")
+  rss=$(awk '/VmHWM/ {print $2}' "/proc/$sidecar_pid/status")
+  [ "$rss" -gt "$peak_rss" ] && peak_rss=$rss
+  # The peak is set at startup (parsing kernel BTF); this is what the sidecar holds under load.
+  rss=$(awk '/VmRSS/ {print $2}' "/proc/$sidecar_pid/status")
+  [ "$rss" -gt "$load_rss" ] && load_rss=$rss
+  stop_sidecar
+}
 for round in $(seq "$ROUNDS"); do
   read -r rps p99 _ < <(run_wrk)
   base_rps+=("$rps"); base_p99+=("$p99")
@@ -61,19 +81,12 @@ for round in $(seq "$ROUNDS"); do
   stop_sidecar
   idle_rps+=("$rps")
   printf '%-6s %-10s %12s %10s\n' "$round" idle "$rps" "$p99"
-  start_sidecar
-  before=$(cpu_ticks "$sidecar_pid")
-  read -r rps p99 total < <(run_wrk)
-  after=$(cpu_ticks "$sidecar_pid")
-  rss=$(awk '/VmHWM/ {print $2}' "/proc/$sidecar_pid/status")
-  [ "$rss" -gt "$peak_rss" ] && peak_rss=$rss
-  # The peak is set at startup (parsing kernel BTF); this is what the sidecar holds under load.
-  rss=$(awk '/VmRSS/ {print $2}' "/proc/$sidecar_pid/status")
-  [ "$rss" -gt "$load_rss" ] && load_rss=$rss
-  stop_sidecar
-  with_rps+=("$rps"); with_p99+=("$p99")
-  cpu_per_req+=("$(python3 -c "print(($after-$before)*1e6/$(getconf CLK_TCK)/$total)")")
+  measure_sidecar
+  with_rps+=("$rps"); with_p99+=("$p99"); cpu_per_req+=("$cpu")
   printf '%-6s %-10s %12s %10s\n' "$round" on "$rps" "$p99"
+  measure_sidecar OTEL_EXPORTER_OTLP_ENDPOINT="$no_collector"
+  export_rps+=("$rps"); export_cpu+=("$cpu")
+  printf '%-6s %-10s %12s %10s\n' "$round" exporting "$rps" "$p99"
 done
 
 # Paced run: 50 connections, each waiting 10 ms between requests (about 5k req/s); every
@@ -88,11 +101,13 @@ stop_sidecar
 spans=$(grep -c '"kind"' "$work/sidecar.out" || true)
 
 python3 - "$peak_rss" "$paced_rps" "$paced_total" "$spans" "${base_rps[*]}" "${with_rps[*]}" \
-  "${base_p99[*]}" "${with_p99[*]}" "${cpu_per_req[*]}" "${idle_rps[*]}" "$load_rss" <<'PY'
+  "${base_p99[*]}" "${with_p99[*]}" "${cpu_per_req[*]}" "${idle_rps[*]}" "$load_rss" \
+  "${export_rps[*]}" "${export_cpu[*]}" <<'PY'
 import statistics as st, sys
 peak_kib, paced_rps, paced_total, spans = int(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 base, with_, bp99, wp99, cpu, idle = ([float(x) for x in a.split()] for a in sys.argv[5:11])
 load_kib = int(sys.argv[11])
+export_rps, export_cpu = ([float(x) for x in a.split()] for a in sys.argv[12:14])
 tp = st.median(with_) / st.median(base)
 lat = st.median(wp99) / st.median(bp99)
 rows = [
@@ -100,6 +115,8 @@ rows = [
     ("throughput with/without (median)", f"{tp:.3f}", ">= 0.97", tp >= 0.97),
     ("p99 latency with/without (median)", f"{lat:.3f}", "<= 1.05", lat <= 1.05),
     ("sidecar CPU per request", f"{st.median(cpu):.2f} us", "-", True),
+    ("throughput exporting OTLP / without", f"{st.median(export_rps) / st.median(base):.3f}", "-", True),
+    ("sidecar CPU per request, exporting OTLP", f"{st.median(export_cpu):.2f} us", "-", True),
     ("sidecar peak RSS (VmHWM)", f"{peak_kib / 1024:.1f} MiB", "< 25 MiB", peak_kib < 25 * 1024),
     ("sidecar RSS after a run (VmRSS, max)", f"{load_kib / 1024:.1f} MiB", "-", True),
     (f"paced run ({paced_rps:.0f} req/s): spans / requests", f"{spans} / {paced_total}", "no loss", spans >= paced_total),
