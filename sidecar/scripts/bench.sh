@@ -12,7 +12,7 @@ root=$(cd "$here/../.." && pwd)
 sidecar="${OBI_SIDECAR_BIN:-$root/target/release/obi-sidecar}"
 [ -x "$sidecar" ] || { echo "bench: build first (make build)" >&2; exit 1; }
 [ "$(id -u)" -eq 0 ] || { echo "bench: run as root (eBPF needs it)" >&2; exit 1; }
-ROUNDS=${ROUNDS:-3}
+ROUNDS=${ROUNDS:-5}
 DURATION=${DURATION:-5s}
 CONNECTIONS=${CONNECTIONS:-50}
 

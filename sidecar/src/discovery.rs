@@ -1,13 +1,18 @@
 //! Which processes of the pod to instrument, found by scanning `/proc`.
 //!
 //! The sidecar shares the pod's PID namespace, so `/proc` lists exactly the pod's processes. A
-//! scan reads each process's executable and TCP sockets; [`Selection`] decides, as a pure
-//! function of that snapshot, whether it is instrumented (OBI's `OTEL_EBPF_OPEN_PORT` and
-//! `OTEL_EBPF_AUTO_TARGET_EXE`) and which container it belongs to.
+//! scan reads each process's executable and listening TCP sockets; [`Selection`] decides, as a
+//! pure function of that snapshot, whether it is instrumented (OBI's `OTEL_EBPF_OPEN_PORT` and
+//! `OTEL_EBPF_AUTO_TARGET_EXE`) and which container it belongs to. A selected process's
+//! connections are read too, to hand them over to the capture.
+//!
+//! Sockets come from `sock_diag` for processes in the sidecar's network namespace (the pod's),
+//! and from the process's own `/proc/<pid>/net/tcp{,6}` otherwise or when netlink is refused.
 
 use std::{
     collections::{HashMap, HashSet},
     net::SocketAddr,
+    os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
 };
 
@@ -20,6 +25,7 @@ use procfs::{
 use crate::{
     config::{Config, PortSet, container_for_port},
     events::Role,
+    sock_diag::{SockDiag, States, TcpSocket},
 };
 
 /// One TCP socket a process holds.
@@ -137,8 +143,9 @@ struct Known {
     settled: Option<Settled>,
 }
 
-/// Reading a process's TCP tables walks the kernel's whole connection hash table (milliseconds
-/// on a large machine, for every unselected process with sockets, four times a second). An
+/// Reading a process's TCP tables costs syscalls (and, from `/proc`, a walk of the kernel's whole
+/// connection hash table: milliseconds on a large machine), for every unselected process with
+/// sockets, four times a second. An
 /// unselected process that gained no socket and kept its executable cannot have started
 /// listening on a new socket, so its verdict stands without reading them. The one way around
 /// that, `listen` on a socket that already existed at the last read, is caught by re-reading
@@ -173,15 +180,23 @@ pub struct Discovery {
     known: HashMap<u32, Known>,
     /// Scans done so far.
     scans: u64,
+    sock_diag: Option<SockDiag>,
+    /// Inode of the sidecar's network namespace: processes in it are served by `sock_diag`.
+    netns: Option<u64>,
 }
 
 impl Discovery {
     pub fn new(selection: Selection) -> Self {
+        let sock_diag = SockDiag::open()
+            .inspect_err(|e| tracing::info!("no sock_diag ({e}); reading /proc/<pid>/net/tcp"))
+            .ok();
         Self {
             selection,
             self_pid: std::process::id(),
             known: HashMap::new(),
             scans: 0,
+            sock_diag,
+            netns: netns_inode("self"),
         }
     }
 
@@ -194,6 +209,12 @@ impl Discovery {
         let Ok(processes) = procfs::process::all_processes() else {
             tracing::warn!("cannot list /proc");
             return changes;
+        };
+        let mut tables = Tables {
+            diag: self.sock_diag.as_mut(),
+            netns: self.netns,
+            listening: None,
+            all: None,
         };
         for process in processes.flatten() {
             let Ok(pid) = u32::try_from(process.pid) else {
@@ -226,7 +247,11 @@ impl Discovery {
             if settled.is_some_and(|s| s.still_holds(&exe, &fingerprint, self.scans)) {
                 continue;
             }
-            let snapshot = snapshot(&process, pid, exe, &inodes);
+            let mut snapshot = ProcessSnapshot {
+                pid,
+                exe,
+                sockets: tables.sockets(&process, &inodes, States::Listening),
+            };
             let selected = self.selection.matches(&snapshot);
             let settled = (!selected).then(|| Settled {
                 exe: snapshot.exe.clone(),
@@ -242,6 +267,8 @@ impl Discovery {
                 },
             );
             if selected {
+                snapshot.sockets =
+                    tables.sockets(&process, &inodes, States::ListeningAndEstablished);
                 let container = self.selection.container(&snapshot);
                 changes.selected.push(Selected {
                     snapshot,
@@ -276,36 +303,89 @@ fn exe_and_sockets(process: &Process) -> Option<(PathBuf, HashMap<u64, i32>)> {
     Some((exe, inodes))
 }
 
-/// A process's TCP sockets, from the tables of its network namespace.
-fn snapshot(
-    process: &Process,
-    pid: u32,
-    exe: PathBuf,
-    inodes: &HashMap<u64, i32>,
-) -> ProcessSnapshot {
-    let sockets = if inodes.is_empty() {
-        Vec::new()
-    } else {
-        let mut table = process.tcp().unwrap_or_default();
-        table.extend(process.tcp6().unwrap_or_default());
-        tcp_sockets(inodes, &table)
-    };
-    ProcessSnapshot { pid, exe, sockets }
+fn netns_inode(pid: &str) -> Option<u64> {
+    std::fs::metadata(format!("/proc/{pid}/ns/net"))
+        .ok()
+        .map(|meta| meta.ino())
 }
 
-/// Joins a process's socket inodes with the TCP table of its network namespace.
-fn tcp_sockets(inodes: &HashMap<u64, i32>, table: &[TcpNetEntry]) -> Vec<SocketInfo> {
+/// The TCP tables one scan reads: each `sock_diag` dump at most once, and only if needed.
+struct Tables<'a> {
+    diag: Option<&'a mut SockDiag>,
+    netns: Option<u64>,
+    listening: Option<Vec<TcpSocket>>,
+    all: Option<Vec<TcpSocket>>,
+}
+
+impl Tables<'_> {
+    /// The TCP sockets in `states` among a process's socket inodes.
+    fn sockets(
+        &mut self,
+        process: &Process,
+        inodes: &HashMap<u64, i32>,
+        states: States,
+    ) -> Vec<SocketInfo> {
+        if inodes.is_empty() {
+            return Vec::new();
+        }
+        let same_netns =
+            self.netns.is_some() && netns_inode(&process.pid.to_string()) == self.netns;
+        if same_netns && let Some(table) = self.dump(states) {
+            return join(inodes, table);
+        }
+        // Another network namespace (or no netlink): the tables as the process sees them.
+        let table: Vec<TcpSocket> = process
+            .tcp()
+            .unwrap_or_default()
+            .into_iter()
+            .chain(process.tcp6().unwrap_or_default())
+            .filter_map(|entry| proc_entry(entry, states))
+            .collect();
+        join(inodes, &table)
+    }
+
+    fn dump(&mut self, states: States) -> Option<&[TcpSocket]> {
+        let slot = match states {
+            States::Listening => &mut self.listening,
+            States::ListeningAndEstablished => &mut self.all,
+        };
+        if slot.is_none() {
+            match self.diag.as_deref_mut()?.tcp(states) {
+                Ok(table) => *slot = Some(table),
+                Err(error) => {
+                    tracing::warn!(%error, "sock_diag dump failed; reading /proc for this scan");
+                    self.diag = None;
+                    return None;
+                }
+            }
+        }
+        slot.as_deref()
+    }
+}
+
+/// A `/proc/<pid>/net/tcp` row as a socket, if it is listening or established.
+fn proc_entry(entry: TcpNetEntry, states: States) -> Option<TcpSocket> {
+    let listening = entry.state == TcpState::Listen;
+    let wanted = listening
+        || (states == States::ListeningAndEstablished && entry.state == TcpState::Established);
+    wanted.then_some(TcpSocket {
+        inode: entry.inode,
+        local: entry.local_address,
+        peer: entry.remote_address,
+        listening,
+    })
+}
+
+/// Joins a process's socket inodes with a TCP table of its network namespace.
+fn join(inodes: &HashMap<u64, i32>, table: &[TcpSocket]) -> Vec<SocketInfo> {
     let mut sockets: Vec<SocketInfo> = table
         .iter()
         .filter_map(|entry| {
-            let fd = *inodes.get(&entry.inode)?;
-            let listening = entry.state == TcpState::Listen;
-            let live = listening || entry.state == TcpState::Established;
-            live.then_some(SocketInfo {
-                fd,
-                local: entry.local_address,
-                peer: entry.remote_address,
-                listening,
+            Some(SocketInfo {
+                fd: *inodes.get(&entry.inode)?,
+                local: entry.local,
+                peer: entry.peer,
+                listening: entry.listening,
             })
         })
         .collect();
@@ -427,6 +507,11 @@ mod tests {
 
     impl Stepper {
         fn start() -> Self {
+            Self::start_with(&[], "127.0.0.1")
+        }
+
+        /// Runs the child under `wrapper` (a command prefix), binding to `host` when told.
+        fn start_with(wrapper: &[&str], host: &str) -> Self {
             let port = std::net::TcpListener::bind("127.0.0.1:0")
                 .unwrap()
                 .local_addr()
@@ -438,11 +523,20 @@ mod tests {
                 \x20   if line.strip() == 'bind':\n\
                 \x20       s = socket.socket()\n\
                 \x20       s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
-                \x20       s.bind(('127.0.0.1', int(sys.argv[1])))\n\
+                \x20       s.bind((sys.argv[2], int(sys.argv[1])))\n\
                 \x20   if line.strip() == 'listen': s.listen()\n\
+                \x20   if line.strip() == 'accept': c, _ = s.accept()\n\
                 \x20   print('done', flush=True)\n";
-            let mut child = std::process::Command::new("python3")
-                .args(["-c", script, &port.to_string()])
+            let mut command = match wrapper.split_first() {
+                Some((program, args)) => {
+                    let mut command = std::process::Command::new(program);
+                    command.args(args).arg("python3");
+                    command
+                }
+                None => std::process::Command::new("python3"),
+            };
+            let mut child = command
+                .args(["-c", script, &port.to_string(), host])
                 .stdin(std::process::Stdio::piped())
                 .stdout(std::process::Stdio::piped())
                 .spawn()
@@ -470,10 +564,14 @@ mod tests {
         }
 
         fn selected_by(&self, changes: &Changes) -> bool {
+            self.selection(changes).is_some()
+        }
+
+        fn selection<'a>(&self, changes: &'a Changes) -> Option<&'a Selected> {
             changes
                 .selected
                 .iter()
-                .any(|s| s.snapshot.pid == self.child.id())
+                .find(|s| s.snapshot.pid == self.child.id())
         }
     }
 
@@ -516,6 +614,38 @@ mod tests {
             .expect("selected within the settled scans");
         // The tables were not re-read for an unchanged process until the verdict expired.
         assert_eq!(scans, SETTLED_SCANS);
+    }
+
+    #[test]
+    fn a_selected_process_s_connections_are_handed_over_with_their_role() {
+        let mut stepper = Stepper::start();
+        stepper.step("bind");
+        stepper.step("listen");
+        let client = std::net::TcpStream::connect(("127.0.0.1", stepper.port)).unwrap();
+        stepper.step("accept");
+        let changes = port_selection(stepper.port).scan();
+        let selected = stepper.selection(&changes).expect("selected");
+        let connections: Vec<_> = selected.snapshot.connections().collect();
+        assert_eq!(connections.len(), 1, "{connections:?}");
+        let (socket, role) = connections[0];
+        assert_eq!(role, Role::Server);
+        assert_eq!(socket.peer, client.local_addr().unwrap());
+        assert_eq!(socket.local.port(), stepper.port);
+    }
+
+    #[test]
+    fn a_process_in_another_network_namespace_is_read_from_its_own_tables() {
+        // Its listener is invisible to the sidecar's sock_diag; /proc/<pid>/net/tcp shows it.
+        let mut stepper = Stepper::start_with(&["unshare", "--net"], "0.0.0.0");
+        let mut discovery = port_selection(stepper.port);
+        stepper.step("bind");
+        stepper.step("listen");
+        let changes = discovery.scan();
+        let selected = stepper.selection(&changes).expect("selected");
+        assert_eq!(
+            selected.snapshot.listening_ports().collect::<Vec<_>>(),
+            vec![stepper.port]
+        );
     }
 
     #[test]

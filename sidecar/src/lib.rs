@@ -12,6 +12,7 @@ pub mod probes;
 pub mod protocol;
 pub mod route;
 pub mod run;
+pub mod sock_diag;
 pub mod spans;
 pub mod tracker;
 pub mod transaction;
