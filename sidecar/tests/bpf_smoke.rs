@@ -217,3 +217,89 @@ fn events_of_own_pid_namespace_only(hooks: HookChoice, expected: Hook) {
     assert!(stats.events >= 3, "kernel counted {stats:?}");
     assert_eq!(stats.dropped, 0);
 }
+
+/// The selected process: a request, a peek then a read of the reply, then its descriptor is
+/// pointed at a second connection with dup2 (the first socket goes without a close(2)) and used.
+const REUSER: &str = "import os, socket, sys\n\
+sys.stdin.readline()\n\
+port = int(sys.argv[1])\n\
+s = socket.create_connection(('127.0.0.1', port))\n\
+s.sendall(b'FIRST')\n\
+s.recv(2, socket.MSG_PEEK)\n\
+s.recv(16)\n\
+t = socket.create_connection(('127.0.0.1', port))\n\
+os.dup2(t.fileno(), s.fileno())\n\
+os.write(s.fileno(), b'SECOND')\n\
+print(s.fileno(), flush=True)\n";
+
+#[test]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test: failing loudly is its job"
+)]
+fn socket_tracepoints_skip_peeks_and_notice_a_reused_descriptor() {
+    require_root();
+    let mut probes = Probes::load(ProbeConfig {
+        pid_namespace: PidNamespace::current().expect("own pid namespace"),
+        ring_buffer_bytes: 1 << 20,
+        hooks: HookChoice::Best,
+    })
+    .expect("load and attach the embedded eBPF object");
+    assert_eq!(probes.hook(), Hook::SocketTracepoints);
+    let mut ring = probes.take_events().expect("ring buffer");
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    serve(listener);
+
+    let mut child = Command::new("python3")
+        .args(["-c", REUSER, &port.to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    probes.select_process(pid).unwrap();
+    writeln!(child.stdin.take().unwrap()).unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success(), "client failed");
+    let fd: i32 = String::from_utf8_lossy(&output.stdout)
+        .trim()
+        .parse()
+        .unwrap();
+
+    // (kind, local port) of each connect, and the payloads, of the process's descriptor `fd`.
+    let mut connects = Vec::new();
+    let mut payloads: Vec<(Direction, Vec<u8>)> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !payloads.iter().any(|(_, p)| p == b"SECOND") && Instant::now() < deadline {
+        let Some(item) = ring.next() else {
+            std::thread::sleep(Duration::from_millis(5));
+            continue;
+        };
+        match Event::decode(&item).expect("well-formed event") {
+            Event::Connect { meta, local, .. } if meta.pid == pid && meta.fd == fd => {
+                connects.push(local.expect("local address").port());
+            }
+            Event::Data {
+                meta,
+                direction,
+                payload,
+                ..
+            } if meta.pid == pid && meta.fd == fd => payloads.push((direction, payload.to_vec())),
+            _ => {}
+        }
+    }
+    assert_eq!(
+        payloads,
+        vec![
+            (Direction::Egress, b"FIRST".to_vec()),
+            // The peek moved nothing off the socket: one ingress event, not two.
+            (Direction::Ingress, b"ok".to_vec()),
+            (Direction::Egress, b"SECOND".to_vec()),
+        ]
+    );
+    // The descriptor was seen as two sockets (two local ports), the second without a close.
+    assert_eq!(connects.len(), 2, "{connects:?}");
+    assert_ne!(connects[0], connects[1]);
+}
