@@ -14,6 +14,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use aya::maps::{MapData, RingBuf};
 use obi_sidecar::{
     events::{Direction, Event, Role},
     probes::{Hook, HookChoice, PidNamespace, ProbeConfig, Probes},
@@ -39,8 +40,12 @@ fn nix_is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
-/// Accepts connections, reads whatever arrives and answers "ok", until the test ends.
-fn serve(listener: TcpListener) {
+/// Listens on `addr` (port 0: any) and, until the test ends, accepts connections, reads whatever
+/// arrives and answers "ok"; returns the port.
+#[allow(clippy::unwrap_used, reason = "test set-up: failing loudly is its job")]
+fn serving(addr: &str) -> u16 {
+    let listener = TcpListener::bind(addr).unwrap();
+    let port = listener.local_addr().unwrap().port();
     std::thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(mut stream) = stream else { continue };
@@ -49,6 +54,7 @@ fn serve(listener: TcpListener) {
             let _ = stream.write_all(b"ok");
         }
     });
+    port
 }
 
 /// Pids in the test's namespace of `parent`'s children (the process `unshare --fork` started).
@@ -99,9 +105,7 @@ fn events_of_own_pid_namespace_only(hooks: HookChoice, expected: Hook) {
     assert_eq!(probes.hook(), expected);
     let mut ring = probes.take_events().expect("ring buffer");
 
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    serve(listener);
+    let port = serving("127.0.0.1:0");
     let nonce = std::process::id();
     let decoy_marker = format!("DECOY-{nonce}");
     let own_marker = format!("HELLO-{nonce}");
@@ -218,6 +222,42 @@ fn events_of_own_pid_namespace_only(hooks: HookChoice, expected: Hook) {
     assert_eq!(stats.dropped, 0);
 }
 
+/// The preferred hooks, which this machine (and CI's) must have, and their ring buffer.
+#[allow(clippy::expect_used, reason = "test set-up: failing loudly is its job")]
+fn load_socket_tracepoints() -> (Probes, RingBuf<MapData>) {
+    require_root();
+    let mut probes = Probes::load(ProbeConfig {
+        pid_namespace: PidNamespace::current().expect("own pid namespace"),
+        ring_buffer_bytes: 1 << 20,
+        hooks: HookChoice::Best,
+    })
+    .expect("load and attach the embedded eBPF object");
+    assert_eq!(probes.hook(), Hook::SocketTracepoints);
+    let ring = probes.take_events().expect("ring buffer");
+    (probes, ring)
+}
+
+/// Runs a python `script` (argument: `port`) as a selected process once it is selected; returns
+/// its pid and what it printed.
+#[allow(clippy::unwrap_used, reason = "test set-up: failing loudly is its job")]
+fn run_selected(probes: &mut Probes, script: &str, port: u16) -> (u32, String) {
+    let mut child = Command::new("python3")
+        .args(["-c", script, &port.to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    probes.select_process(pid).unwrap();
+    writeln!(child.stdin.take().unwrap()).unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success(), "client failed");
+    (
+        pid,
+        String::from_utf8_lossy(&output.stdout).trim().to_owned(),
+    )
+}
+
 /// The selected process: a request, a peek then a read of the reply, then its descriptor is
 /// pointed at a second connection with dup2 (the first socket goes without a close(2)) and used.
 const REUSER: &str = "import os, socket, sys\n\
@@ -239,36 +279,12 @@ print(s.fileno(), flush=True)\n";
     reason = "a test: failing loudly is its job"
 )]
 fn socket_tracepoints_skip_peeks_and_notice_a_reused_descriptor() {
-    require_root();
-    let mut probes = Probes::load(ProbeConfig {
-        pid_namespace: PidNamespace::current().expect("own pid namespace"),
-        ring_buffer_bytes: 1 << 20,
-        hooks: HookChoice::Best,
-    })
-    .expect("load and attach the embedded eBPF object");
-    assert_eq!(probes.hook(), Hook::SocketTracepoints);
-    let mut ring = probes.take_events().expect("ring buffer");
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    serve(listener);
+    let (mut probes, mut ring) = load_socket_tracepoints();
+    let port = serving("127.0.0.1:0");
+    let (pid, printed) = run_selected(&mut probes, REUSER, port);
+    let fd: i32 = printed.parse().unwrap();
 
-    let mut child = Command::new("python3")
-        .args(["-c", REUSER, &port.to_string()])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let pid = child.id();
-    probes.select_process(pid).unwrap();
-    writeln!(child.stdin.take().unwrap()).unwrap();
-    let output = child.wait_with_output().unwrap();
-    assert!(output.status.success(), "client failed");
-    let fd: i32 = String::from_utf8_lossy(&output.stdout)
-        .trim()
-        .parse()
-        .unwrap();
-
-    // (kind, local port) of each connect, and the payloads, of the process's descriptor `fd`.
+    // The local port of each connect, and the payloads, of the process's descriptor `fd`.
     let mut connects = Vec::new();
     let mut payloads: Vec<(Direction, Vec<u8>)> = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -302,4 +318,47 @@ fn socket_tracepoints_skip_peeks_and_notice_a_reused_descriptor() {
     // The descriptor was seen as two sockets (two local ports), the second without a close.
     assert_eq!(connects.len(), 2, "{connects:?}");
     assert_ne!(connects[0], connects[1]);
+}
+
+#[test]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test: failing loudly is its job"
+)]
+fn socket_tracepoints_read_ipv6_addresses_from_the_socket() {
+    let (mut probes, mut ring) = load_socket_tracepoints();
+    let port = serving("[::1]:0");
+    let script = "import socket, sys\n\
+        sys.stdin.readline()\n\
+        s = socket.create_connection(('::1', int(sys.argv[1])))\n\
+        s.sendall(b'V6')\n\
+        print(s.getsockname()[1], flush=True)\n\
+        s.recv(16)\n";
+    let (pid, printed) = run_selected(&mut probes, script, port);
+    let local_port: u16 = printed.parse().unwrap();
+
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let connect = loop {
+        assert!(
+            Instant::now() < deadline,
+            "no connect event from the client"
+        );
+        let Some(item) = ring.next() else {
+            std::thread::sleep(Duration::from_millis(5));
+            continue;
+        };
+        if let Event::Connect {
+            meta, peer, local, ..
+        } = Event::decode(&item).expect("well-formed event")
+            && meta.pid == pid
+        {
+            break (peer, local);
+        }
+    };
+    assert_eq!(connect.0, Some(format!("[::1]:{port}").parse().unwrap()));
+    assert_eq!(
+        connect.1,
+        Some(format!("[::1]:{local_port}").parse().unwrap())
+    );
 }
