@@ -278,13 +278,14 @@ pub fn sock_state(ctx: BtfTracePointContext) -> i32 {
     let call = Call::read(&regs, nr, pid, tid, 0);
     let key = call.socket(call.fd);
     // Softirq work done in this task's context changes other sockets' states too (on loopback,
-    // the peer's): only the socket the descriptor named counts.
+    // the peer's), and another thread may already have the descriptor for a new socket: only
+    // the socket the entry names counts (or any, for an entry not yet seen moving data).
     let cookie = socket_cookie(ctx.arg::<*const u8>(0));
     // SAFETY: a read of the entry found just now.
-    if SOCKETS
-        .get_ptr(key)
-        .is_some_and(|state| unsafe { (*state).cookie } == cookie)
-    {
+    if SOCKETS.get_ptr(key).is_some_and(|state| {
+        let tracked = unsafe { (*state).cookie };
+        tracked == cookie || tracked == 0
+    }) {
         let _ = SOCKETS.remove(key);
         emit(&header(EVENT_CLOSE, call.pid, call.tid, call.fd, now()));
     }

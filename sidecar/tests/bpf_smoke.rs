@@ -6,6 +6,12 @@
 //! selection list.
 //!
 //! Needs root (CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN for unshare); CI runs as root.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests and their set-up: failing loudly is their job"
+)]
 
 use std::{
     io::{Read, Write},
@@ -42,7 +48,6 @@ fn nix_is_root() -> bool {
 
 /// Listens on `addr` (port 0: any) and, until the test ends, accepts connections, reads whatever
 /// arrives and answers "ok"; returns the port.
-#[allow(clippy::unwrap_used, reason = "test set-up: failing loudly is its job")]
 fn serving(addr: &str) -> u16 {
     let listener = TcpListener::bind(addr).unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -88,12 +93,6 @@ fn raw_tracepoint_fallback_sees_own_pid_namespace_only() {
     events_of_own_pid_namespace_only(HookChoice::RawOnly, Hook::RawTracepoint);
 }
 
-#[allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    reason = "the body of the tests above: failing loudly is its job"
-)]
 fn events_of_own_pid_namespace_only(hooks: HookChoice, expected: Hook) {
     require_root();
     let mut probes = Probes::load(ProbeConfig {
@@ -223,7 +222,6 @@ fn events_of_own_pid_namespace_only(hooks: HookChoice, expected: Hook) {
 }
 
 /// The preferred hooks, which this machine (and CI's) must have, and their ring buffer.
-#[allow(clippy::expect_used, reason = "test set-up: failing loudly is its job")]
 fn load_socket_tracepoints() -> (Probes, RingBuf<MapData>) {
     require_root();
     let mut probes = Probes::load(ProbeConfig {
@@ -237,16 +235,20 @@ fn load_socket_tracepoints() -> (Probes, RingBuf<MapData>) {
     (probes, ring)
 }
 
-/// Runs a python `script` (argument: `port`) as a selected process once it is selected; returns
-/// its pid and what it printed.
-#[allow(clippy::unwrap_used, reason = "test set-up: failing loudly is its job")]
-fn run_selected(probes: &mut Probes, script: &str, port: u16) -> (u32, String) {
-    let mut child = Command::new("python3")
+/// Starts a python `script` (argument: `port`) with piped stdin and stdout.
+fn python(script: &str, port: u16) -> std::process::Child {
+    Command::new("python3")
         .args(["-c", script, &port.to_string()])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
-        .unwrap();
+        .unwrap()
+}
+
+/// Runs a python `script` (argument: `port`) as a selected process once it is selected; returns
+/// its pid and what it printed.
+fn run_selected(probes: &mut Probes, script: &str, port: u16) -> (u32, String) {
+    let mut child = python(script, port);
     let pid = child.id();
     probes.select_process(pid).unwrap();
     writeln!(child.stdin.take().unwrap()).unwrap();
@@ -256,6 +258,31 @@ fn run_selected(probes: &mut Probes, script: &str, port: u16) -> (u32, String) {
         pid,
         String::from_utf8_lossy(&output.stdout).trim().to_owned(),
     )
+}
+
+/// Waits (up to 5 s) for the first event of process `pid` that `pick` makes something of.
+fn first_event<T>(
+    ring: &mut RingBuf<MapData>,
+    pid: u32,
+    what: &str,
+    mut pick: impl FnMut(&Event<'_>) -> Option<T>,
+) -> T {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        assert!(Instant::now() < deadline, "no {what} event from pid {pid}");
+        let Some(item) = ring.next() else {
+            std::thread::sleep(Duration::from_millis(5));
+            continue;
+        };
+        let event = Event::decode(&item).expect("well-formed event");
+        let (Event::Data { meta, .. } | Event::Connect { meta, .. } | Event::Close { meta }) =
+            event;
+        if meta.pid == pid
+            && let Some(found) = pick(&event)
+        {
+            return found;
+        }
+    }
 }
 
 /// The selected process: a request, a peek then a read of the reply, then its descriptor is
@@ -273,11 +300,6 @@ os.write(s.fileno(), b'SECOND')\n\
 print(s.fileno(), flush=True)\n";
 
 #[test]
-#[allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    reason = "a test: failing loudly is its job"
-)]
 fn socket_tracepoints_skip_peeks_and_notice_a_reused_descriptor() {
     let (mut probes, mut ring) = load_socket_tracepoints();
     let port = serving("127.0.0.1:0");
@@ -321,11 +343,6 @@ fn socket_tracepoints_skip_peeks_and_notice_a_reused_descriptor() {
 }
 
 #[test]
-#[allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    reason = "a test: failing loudly is its job"
-)]
 fn socket_tracepoints_read_ipv6_addresses_from_the_socket() {
     let (mut probes, mut ring) = load_socket_tracepoints();
     let port = serving("[::1]:0");
@@ -337,28 +354,43 @@ fn socket_tracepoints_read_ipv6_addresses_from_the_socket() {
         s.recv(16)\n";
     let (pid, printed) = run_selected(&mut probes, script, port);
     let local_port: u16 = printed.parse().unwrap();
-
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let connect = loop {
-        assert!(
-            Instant::now() < deadline,
-            "no connect event from the client"
-        );
-        let Some(item) = ring.next() else {
-            std::thread::sleep(Duration::from_millis(5));
-            continue;
-        };
-        if let Event::Connect {
-            meta, peer, local, ..
-        } = Event::decode(&item).expect("well-formed event")
-            && meta.pid == pid
-        {
-            break (peer, local);
-        }
-    };
+    let connect = first_event(&mut ring, pid, "connect", |event| match event {
+        Event::Connect { peer, local, .. } => Some((*peer, *local)),
+        _ => None,
+    });
     assert_eq!(connect.0, Some(format!("[::1]:{port}").parse().unwrap()));
     assert_eq!(
         connect.1,
         Some(format!("[::1]:{local_port}").parse().unwrap())
     );
+}
+
+#[test]
+fn socket_tracepoints_close_a_handed_over_socket_never_seen_moving_data() {
+    let (mut probes, mut ring) = load_socket_tracepoints();
+    let port = serving("127.0.0.1:0");
+    // Connected before its process is selected, closed without a byte sent after.
+    let script = "import socket, sys\n\
+        s = socket.create_connection(('127.0.0.1', int(sys.argv[1])))\n\
+        print(s.fileno(), flush=True)\n\
+        sys.stdin.readline()\n\
+        s.close()\n";
+    let mut child = python(script, port);
+    let pid = child.id();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let fd: i32 = line.trim().parse().unwrap();
+    probes.select_process(pid).unwrap();
+    probes.track_socket(pid, fd, Role::Client).unwrap();
+    writeln!(child.stdin.take().unwrap()).unwrap();
+    assert!(child.wait().unwrap().success(), "client failed");
+    let closed = first_event(&mut ring, pid, "close", |event| match event {
+        Event::Close { meta } => Some(meta.fd),
+        _ => None,
+    });
+    assert_eq!(closed, fd);
 }
