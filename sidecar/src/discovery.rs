@@ -145,9 +145,8 @@ struct Known {
 
 /// Reading a process's TCP tables costs syscalls (and, from `/proc`, a walk of the kernel's whole
 /// connection hash table: milliseconds on a large machine), for every unselected process with
-/// sockets, four times a second. An
-/// unselected process that gained no socket and kept its executable cannot have started
-/// listening on a new socket, so its verdict stands without reading them. The one way around
+/// sockets, four times a second. An unselected process that gained no socket and kept its
+/// executable cannot have started listening on a new socket, so its verdict stands without reading them. The one way around
 /// that, `listen` on a socket that already existed at the last read, is caught by re-reading
 /// every [`SETTLED_SCANS`] scans.
 #[derive(Debug)]
@@ -247,10 +246,12 @@ impl Discovery {
             if settled.is_some_and(|s| s.still_holds(&exe, &fingerprint, self.scans)) {
                 continue;
             }
+            // One look at its network namespace serves both reads of its tables below.
+            let same_netns = !inodes.is_empty() && tables.shares_netns(&process);
             let mut snapshot = ProcessSnapshot {
                 pid,
                 exe,
-                sockets: tables.sockets(&process, &inodes, States::Listening),
+                sockets: tables.sockets(&process, &inodes, States::Listening, same_netns),
             };
             let selected = self.selection.matches(&snapshot);
             let settled = (!selected).then(|| Settled {
@@ -267,8 +268,12 @@ impl Discovery {
                 },
             );
             if selected {
-                snapshot.sockets =
-                    tables.sockets(&process, &inodes, States::ListeningAndEstablished);
+                snapshot.sockets = tables.sockets(
+                    &process,
+                    &inodes,
+                    States::ListeningAndEstablished,
+                    same_netns,
+                );
                 let container = self.selection.container(&snapshot);
                 changes.selected.push(Selected {
                     snapshot,
@@ -318,18 +323,24 @@ struct Tables<'a> {
 }
 
 impl Tables<'_> {
-    /// The TCP sockets in `states` among a process's socket inodes.
+    /// Whether the process is in the sidecar's network namespace, whose `sock_diag` dumps hold
+    /// its sockets.
+    fn shares_netns(&self, process: &Process) -> bool {
+        self.netns.is_some() && netns_inode(&process.pid.to_string()) == self.netns
+    }
+
+    /// The TCP sockets in `states` among a process's socket inodes; `same_netns` from
+    /// [`Tables::shares_netns`].
     fn sockets(
         &mut self,
         process: &Process,
         inodes: &HashMap<u64, i32>,
         states: States,
+        same_netns: bool,
     ) -> Vec<SocketInfo> {
         if inodes.is_empty() {
             return Vec::new();
         }
-        let same_netns =
-            self.netns.is_some() && netns_inode(&process.pid.to_string()) == self.netns;
         if same_netns && let Some(table) = self.dump(states) {
             return join(inodes, table);
         }
@@ -498,7 +509,8 @@ mod tests {
     }
 
     /// A python child that does one step per line on stdin and acknowledges it: `bind` (a new
-    /// socket bound to the port, not listening), `listen` (that socket starts listening).
+    /// socket bound to the port, not listening), `listen` (that socket starts listening),
+    /// `accept` (one connection is accepted and kept open).
     struct Stepper {
         child: std::process::Child,
         stdout: std::io::BufReader<std::process::ChildStdout>,

@@ -630,12 +630,9 @@ impl Tracker {
                     .map(|c| (c.local, c.peer));
                 // A known (pid, fd) being connected again means its close was missed.
                 self.end_connection(key, meta.timestamp_ns, out);
-                let mut conn = Conn::new(meta.pid, role, peer, 0);
-                conn.local = local;
-                if let Some((resolved_local, resolved_peer)) = resolved {
-                    conn.local = local.or(resolved_local);
-                    conn.peer = peer.or(resolved_peer);
-                }
+                let (resolved_local, resolved_peer) = resolved.unwrap_or_default();
+                let mut conn = Conn::new(meta.pid, role, peer.or(resolved_peer), 0);
+                conn.local = local.or(resolved_local);
                 self.insert(key, conn);
             }
             Event::Close { meta } => {
