@@ -7,9 +7,11 @@
 //!   its own meter provider. At most [`MAX_PIPELINES`] are kept; the least recently used one is
 //!   retired (its last metrics exported) when another process needs a slot.
 //! - Spans go through one bounded queue to one export task that batches them, groups them by
-//!   resource and sends them with a single OTLP exporter. A full queue or a failed export drops
-//!   spans and counts them, so memory stays bounded while the collector is down, and export
-//!   simply resumes when it is back. `record` never waits.
+//!   resource and sends them with a single OTLP exporter. The exporter retries a failed export
+//!   a few times with backoff (opentelemetry-otlp's recommended policy, bounded by the export
+//!   timeout); a full queue or an export that still fails drops spans and counts them, so memory
+//!   stays bounded while the collector is down, and export simply resumes when it is back.
+//!   `record` never waits.
 //! - Metrics are collected from every provider's manual reader and exported by one task, every
 //!   `OTEL_METRIC_EXPORT_INTERVAL`, through one OTLP exporter.
 
@@ -23,8 +25,8 @@ use opentelemetry::metrics::MeterProvider as _;
 use opentelemetry::{InstrumentationScope, KeyValue};
 use opentelemetry_otlp::tonic_types::metadata::MetadataMap;
 use opentelemetry_otlp::{
-    HasExportConfig, MetricExporter, SpanExporter as OtlpSpanExporter, WithExportConfig,
-    WithHttpConfig, WithTonicConfig,
+    MetricExporter, SpanExporter as OtlpSpanExporter, WithExportConfig, WithHttpConfig,
+    WithTonicConfig,
 };
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::OTelSdkResult;
@@ -194,7 +196,7 @@ fn grpc_metadata(signal: &'static str, config: &OtlpSignal) -> Result<MetadataMa
     Ok(MetadataMap::from_headers(headers))
 }
 
-fn configure_grpc<B: HasExportConfig + WithTonicConfig>(
+fn configure_grpc<B: WithExportConfig + WithTonicConfig>(
     builder: B,
     signal: &'static str,
     config: &OtlpSignal,
@@ -205,10 +207,7 @@ fn configure_grpc<B: HasExportConfig + WithTonicConfig>(
         .with_metadata(grpc_metadata(signal, config)?))
 }
 
-fn configure_http<B: HasExportConfig + opentelemetry_otlp::HasHttpConfig>(
-    builder: B,
-    config: &OtlpSignal,
-) -> B {
+fn configure_http<B: WithExportConfig + WithHttpConfig>(builder: B, config: &OtlpSignal) -> B {
     builder
         .with_endpoint(config.endpoint.clone())
         .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)

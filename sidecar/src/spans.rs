@@ -13,13 +13,12 @@ use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use opentelemetry::trace::SamplingDecision;
 use opentelemetry::trace::{
     SpanContext, SpanId, SpanKind as OtelSpanKind, Status, TraceContextExt, TraceFlags, TraceId,
     TraceState,
 };
 use opentelemetry::{Context, InstrumentationScope, KeyValue};
-use opentelemetry_sdk::trace::{Sampler, ShouldSample, SpanData};
+use opentelemetry_sdk::trace::{Sampler, SamplingDecision, ShouldSample, SpanData};
 use opentelemetry_semantic_conventions::attribute as semconv;
 
 use crate::config::TraceSampler;
@@ -447,6 +446,9 @@ pub fn span_data(
             .trace
             .parent_span_id
             .map_or(SpanId::INVALID, SpanId::from_bytes),
+        // A server span's parent is the caller's span, in another process; a client span's
+        // is the server span it was sent for, or a span of the app itself.
+        parent_span_is_remote: tx.kind == SpanKind::Server && tx.trace.parent_span_id.is_some(),
         span_kind: otel_kind(tx.kind),
         name: facts.span_name().into(),
         start_time: clock.to_system_time(tx.start_ns),
@@ -694,6 +696,29 @@ pub(crate) mod tests {
             Some(Duration::from_millis(250))
         );
         assert!((facts.duration_seconds - 0.25).abs() < 1e-12);
+    }
+
+    #[test]
+    fn only_a_server_span_has_a_remote_parent() {
+        let clock = WallClock::with_offset(0);
+        let table = [
+            (SpanKind::Server, true, true),
+            (SpanKind::Server, false, false),
+            (SpanKind::Client, true, false),
+            (SpanKind::Client, false, false),
+        ];
+        for (kind, parent, remote) in table {
+            let mut tx = transaction(kind, "GET", "/", 200);
+            if !parent {
+                tx.trace.parent_span_id = None;
+            }
+            let facts = HttpFacts::new(&tx, &routes(), false);
+            let span = span_data(&tx, &facts, &clock, &instrumentation_scope());
+            assert_eq!(
+                span.parent_span_is_remote, remote,
+                "{kind:?} parent {parent}"
+            );
+        }
     }
 
     #[test]
