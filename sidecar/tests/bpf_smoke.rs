@@ -394,3 +394,93 @@ fn socket_tracepoints_close_a_handed_over_socket_never_seen_moving_data() {
     });
     assert_eq!(closed, fd);
 }
+
+/// Whether a poller already waiting on `fd` when data comes is woken before `timeout` (at the
+/// timeout, poll looks once more and reports the data then: only the time tells a wakeup).
+fn woken_within(fd: std::os::fd::RawFd, timeout: Duration) -> std::thread::JoinHandle<bool> {
+    let handle = std::thread::spawn(move || {
+        let mut poll = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let millis = i32::try_from(timeout.as_millis()).unwrap();
+        let start = Instant::now();
+        // SAFETY: one pollfd, owned by this frame, for the duration of the call.
+        let ready = unsafe { libc::poll(&mut poll, 1, millis) };
+        ready > 0 && start.elapsed() < timeout
+    });
+    // Let the poller block before the caller makes events.
+    std::thread::sleep(Duration::from_millis(300));
+    handle
+}
+
+/// Reads from every accepted connection until its end; returns the port.
+fn draining() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            std::thread::spawn(move || std::io::copy(&mut stream, &mut std::io::sink()));
+        }
+    });
+    port
+}
+
+#[test]
+fn ring_wakes_its_reader_once_a_threshold_is_queued_not_per_record() {
+    let (mut probes, mut ring) = load_socket_tracepoints();
+    let threshold = (1u32 << 20) / sidecar_bpf::WAKEUP_FRACTION;
+    let big_sends = threshold / 1000 + 8;
+    let port = draining();
+    // A small request, then (on a second line) enough 1000-byte sends to queue the threshold.
+    let script = format!(
+        "import socket, sys\n\
+         sys.stdin.readline()\n\
+         s = socket.create_connection(('127.0.0.1', int(sys.argv[1])))\n\
+         s.sendall(b'SMALL')\n\
+         print('sent', flush=True)\n\
+         sys.stdin.readline()\n\
+         for _ in range({big_sends}): s.sendall(b'y' * 1000)\n\
+         s.close()\n"
+    );
+    let mut child = python(&script, port);
+    let pid = child.id();
+    probes.select_process(pid).unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&ring);
+
+    // A few records far below the threshold: queued without waking a waiting reader.
+    let poller = woken_within(fd, Duration::from_secs(1));
+    writeln!(stdin).unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
+    assert!(!poller.join().unwrap(), "woken for a few small records");
+    let small = first_event(&mut ring, pid, "small data", |event| match event {
+        Event::Data { payload, .. } => Some(payload.to_vec()),
+        _ => None,
+    });
+    assert_eq!(small, b"SMALL");
+
+    // Crossing the threshold wakes it, long before the client is done.
+    let poller = woken_within(fd, Duration::from_secs(5));
+    writeln!(stdin).unwrap();
+    assert!(
+        poller.join().unwrap(),
+        "not woken once the threshold was queued"
+    );
+    assert!(child.wait().unwrap().success(), "client failed");
+    let mut queued = 0u32;
+    while let Some(item) = ring.next() {
+        if let Ok(Event::Data {
+            meta, total_len, ..
+        }) = Event::decode(&item)
+            && meta.pid == pid
+        {
+            queued += total_len;
+        }
+    }
+    assert_eq!(queued, big_sends * 1000);
+}
