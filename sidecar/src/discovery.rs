@@ -146,9 +146,9 @@ struct Known {
 /// Reading a process's TCP tables costs syscalls (and, from `/proc`, a walk of the kernel's whole
 /// connection hash table: milliseconds on a large machine), for every unselected process with
 /// sockets, four times a second. An unselected process that gained no socket and kept its
-/// executable cannot have started listening on a new socket, so its verdict stands without reading them. The one way around
-/// that, `listen` on a socket that already existed at the last read, is caught by re-reading
-/// every [`SETTLED_SCANS`] scans.
+/// executable cannot have started listening on a new socket, so its verdict stands without
+/// reading them. The one way around that, `listen` on a socket that already existed at the last
+/// read, is caught by re-reading every [`SETTLED_SCANS`] scans.
 #[derive(Debug)]
 struct Settled {
     exe: PathBuf,

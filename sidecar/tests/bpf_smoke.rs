@@ -15,7 +15,7 @@
 
 use std::{
     io::{Read, Write},
-    net::TcpListener,
+    net::{TcpListener, TcpStream},
     process::{Command, Stdio},
     time::{Duration, Instant},
 };
@@ -46,20 +46,27 @@ fn nix_is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
-/// Listens on `addr` (port 0: any) and, until the test ends, accepts connections, reads whatever
-/// arrives and answers "ok"; returns the port.
-fn serving(addr: &str) -> u16 {
+/// Listens on `addr` (port 0: any) and, until the test ends, hands each accepted connection to
+/// `handle` on a thread of its own; returns the port.
+fn serve(addr: &str, handle: fn(TcpStream)) -> u16 {
     let listener = TcpListener::bind(addr).unwrap();
     let port = listener.local_addr().unwrap().port();
     std::thread::spawn(move || {
         for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let mut buf = [0u8; 256];
-            let _ = stream.read(&mut buf);
-            let _ = stream.write_all(b"ok");
+            let Ok(stream) = stream else { continue };
+            std::thread::spawn(move || handle(stream));
         }
     });
     port
+}
+
+/// Reads whatever arrives first on each connection and answers "ok"; returns the port.
+fn serving(addr: &str) -> u16 {
+    serve(addr, |mut stream| {
+        let mut buf = [0u8; 256];
+        let _ = stream.read(&mut buf);
+        let _ = stream.write_all(b"ok");
+    })
 }
 
 /// Pids in the test's namespace of `parent`'s children (the process `unshare --fork` started).
@@ -415,17 +422,11 @@ fn woken_within(fd: std::os::fd::RawFd, timeout: Duration) -> std::thread::JoinH
     handle
 }
 
-/// Reads from every accepted connection until its end; returns the port.
+/// Reads from every connection until its end; returns the port.
 fn draining() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            std::thread::spawn(move || std::io::copy(&mut stream, &mut std::io::sink()));
-        }
-    });
-    port
+    serve("127.0.0.1:0", |mut stream| {
+        let _ = std::io::copy(&mut stream, &mut std::io::sink());
+    })
 }
 
 #[test]
