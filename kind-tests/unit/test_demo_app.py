@@ -14,14 +14,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from support import free_ports
 
 APP = Path(__file__).resolve().parents[2] / "manifests" / "demo" / "app"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_listening(port: int, timeout: float = 10) -> None:
@@ -52,7 +47,7 @@ def get(url: str) -> tuple[int, dict[str, object]]:
 
 @pytest.fixture
 def services() -> Iterator[tuple[subprocess.Popen[str], int, int]]:
-    backend_port, frontend_port = free_port(), free_port()
+    backend_port, frontend_port = free_ports(2)
     backend = start("backend.py", PORT=str(backend_port))
     frontend = start("frontend.py", PORT=str(frontend_port),
                      BACKEND_URL=f"http://127.0.0.1:{backend_port}/inventory")

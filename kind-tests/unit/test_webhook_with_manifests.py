@@ -21,18 +21,12 @@ from typing import Any
 
 import jsonpatch
 import pytest
-from support import GEN, REPO, find
+from support import GEN, REPO, find, free_ports
 
 from obi_kind.deployments import OPEN_PORT_ENV, container, env_value, open_ports
 from obi_kind.manifests import validate_object
 
 SERVICE_DNS = "obi-webhook.obi-system.svc"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +76,7 @@ def webhook(
     spec = container(find(builds["demo"], "Deployment", "obi-webhook"), "webhook")
     assert spec is not None
     env = {e["name"]: e["value"] for e in spec["env"]}
-    https_port, health_port = free_port(), free_port()
+    https_port, health_port = free_ports(2)
     # Only where it listens and where the mounted Secret is differ from the cluster.
     env.update(
         OBI_WEBHOOK_LISTEN_ADDR=f"127.0.0.1:{https_port}",

@@ -21,12 +21,11 @@ CONNECTIONS=${CONNECTIONS:-50}
 # shellcheck source=lib.sh
 . "$here/lib.sh"
 
-port=$(free_port)
+read -r port collector_port < <(free_ports 2)
 new_namespace; pod=$ns_init
 start_nginx "$pod" nginx "$port"
 url="http://127.0.0.1:$port/status/200"
 new_namespace
-collector_port=$(free_port)
 start_nginx "$ns_init" collector "$collector_port"
 collector="http://127.0.0.1:$collector_port"
 

@@ -12,7 +12,7 @@ sidecar="${OBI_SIDECAR_BIN:-$root/target/release/obi-sidecar}"
 # shellcheck source=lib.sh
 . "$here/lib.sh"
 
-app_port=$(free_port); backend_port=$(free_port); decoy_port=$(free_port)
+read -r app_port backend_port decoy_port < <(free_ports 3)
 new_namespace; pod=$ns_init
 new_namespace; decoy=$ns_init
 

@@ -11,7 +11,7 @@ use std::{collections::HashSet, time::Duration};
 
 use opentelemetry_proto::tonic::trace::v1::{Span, span::SpanKind, status::StatusCode};
 use otlp::{OtlpReceiver, int_attribute, string_attribute};
-use pod::{Pod, free_port, run};
+use pod::{Pod, free_port, free_ports, run};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -207,9 +207,8 @@ async fn python_server_methods_statuses_and_keep_alive() {
 async fn nginx_ten_thousand_requests_over_fifty_connections_lose_nothing() {
     let receiver = OtlpReceiver::start().await.expect("OTLP receiver");
     let mut pod = Pod::new();
-    let port = free_port();
+    let [port, metrics_port] = free_ports();
     pod.start_nginx("nginx", port);
-    let metrics_port = free_port();
     start_sidecar(
         &mut pod,
         &sidecar_env(
@@ -273,7 +272,7 @@ async fn decoy_in_another_pid_namespace_yields_no_spans() {
     let receiver = OtlpReceiver::start().await.expect("OTLP receiver");
     let mut pod = Pod::new();
     let mut decoy = Pod::new();
-    let (port, decoy_port) = (free_port(), free_port());
+    let [port, decoy_port] = free_ports();
     pod.start_app("app", port);
     decoy.start_nginx("decoy", decoy_port);
     // No selection criteria: every process of the pod is instrumented, and still nothing of the
@@ -311,7 +310,7 @@ async fn decoy_in_another_pid_namespace_yields_no_spans() {
 async fn traceparent_and_calls_made_while_serving_share_the_trace() {
     let receiver = OtlpReceiver::start().await.expect("OTLP receiver");
     let mut pod = Pod::new();
-    let (app, backend) = (free_port(), free_port());
+    let [app, backend] = free_ports();
     pod.start_app("app", app);
     pod.start_nginx("backend", backend);
     start_sidecar(

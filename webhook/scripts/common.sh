@@ -28,8 +28,10 @@ make_certs() {
   echo "generated with openssl (certs/gen.sh not found)"
 }
 
-free_port() {
-  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+# free_ports [N]: N distinct free loopback ports on one line, all bound at once while choosing
+# (one at a time, a released port can come straight back).
+free_ports() {
+  python3 -c 'import socket, sys; s = [socket.socket() for _ in range(int(sys.argv[1]))]; [x.bind(("127.0.0.1", 0)) for x in s]; print(*(x.getsockname()[1] for x in s))' "${1:-1}"
 }
 
 # start_webhook BINARY CERT_DIR LOG [NAME=VALUE...]: starts the webhook on free loopback ports
@@ -39,8 +41,7 @@ start_webhook() {
   local binary=$1 certs=$2 log=$3 attempt _
   shift 3
   for attempt in 1 2 3; do
-    tls_port=$(free_port)
-    health_port=$(free_port)
+    read -r tls_port health_port < <(free_ports 2)
     env OBI_WEBHOOK_LISTEN_ADDR="127.0.0.1:$tls_port" OBI_WEBHOOK_HEALTH_ADDR="127.0.0.1:$health_port" \
       OBI_WEBHOOK_TLS_CERT_FILE="$certs/tls.crt" OBI_WEBHOOK_TLS_KEY_FILE="$certs/tls.key" "$@" \
       "$binary" 2>"$log" &

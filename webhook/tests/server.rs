@@ -592,12 +592,12 @@ async fn slow_clients_are_cut_off() {
 // ---------------------------------------------------------------------------------------------
 // The binary.
 
-fn free_port() -> u16 {
-    StdListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// `N` distinct free loopback ports, all held while choosing (a released port can be handed out
+/// again at once).
+fn free_ports<const N: usize>() -> [u16; N] {
+    let listeners: [StdListener; N] =
+        std::array::from_fn(|_| StdListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap());
+    listeners.map(|l| l.local_addr().unwrap().port())
 }
 
 fn binary(env: &[(String, String)]) -> Command {
@@ -708,7 +708,7 @@ fn signal(child: &Child, name: &str) {
 async fn binary_finishes_in_flight_requests_on_sigterm() {
     let pki = pki("main");
     let volume = SecretVolume::new(&pki);
-    let (tls_port, health_port) = (free_port(), free_port());
+    let [tls_port, health_port] = free_ports();
     let mut env = volume.env();
     env.push(var("LISTEN_ADDR", &format!("127.0.0.1:{tls_port}")));
     env.push(var("HEALTH_ADDR", &format!("127.0.0.1:{health_port}")));

@@ -37,12 +37,17 @@ pub fn sidecar_bin() -> String {
         .unwrap_or_else(|_| env!("CARGO_BIN_EXE_obi-sidecar").to_string())
 }
 
-/// A free TCP port on loopback (bound and released: good enough on a test machine).
+/// `N` distinct free TCP ports on loopback. All are held at once while choosing: ports picked
+/// one after another can come back equal, since a released port may be handed out again.
+pub fn free_ports<const N: usize>() -> [u16; N] {
+    let listeners: [TcpListener; N] =
+        std::array::from_fn(|_| TcpListener::bind("127.0.0.1:0").expect("a free loopback port"));
+    listeners.map(|l| l.local_addr().expect("a bound address").port())
+}
+
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
+    let [port] = free_ports();
+    port
 }
 
 pub fn wait_for_port(port: u16, timeout: Duration) {
