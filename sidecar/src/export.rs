@@ -461,7 +461,7 @@ impl Telemetry {
         if self.spans.is_none() && self.printer.is_none() {
             return;
         }
-        let span = spans::span_data(tx, &facts, &shared.clock, &shared.scope);
+        let span = spans::span_data(tx, facts, &shared.clock, &shared.scope);
         let sampled = spans::is_sampled(&shared.sampler, tx, &span.name);
         let span = match &self.printer {
             Some(printer) => {

@@ -101,6 +101,12 @@ pub struct HttpFacts {
     pub duration_seconds: f64,
 }
 
+/// Most metric attributes there can be (method, status code, route, server port).
+const METRIC_ATTRIBUTES: usize = 4;
+/// Most span attributes there can be: the metric ones, three always present, six optional
+/// strings, the client port and two body sizes.
+const SPAN_ATTRIBUTES: usize = METRIC_ATTRIBUTES + 3 + 6 + 1 + 2;
+
 const KNOWN_METHODS: [&str; 9] = [
     "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
 ];
@@ -299,7 +305,12 @@ impl HttpFacts {
 
     /// Metric attributes: bounded-cardinality ones only.
     pub fn metric_attributes(&self) -> Vec<KeyValue> {
-        let mut attributes = Vec::with_capacity(4);
+        let mut attributes = Vec::with_capacity(METRIC_ATTRIBUTES);
+        self.push_metric_attributes(&mut attributes);
+        attributes
+    }
+
+    fn push_metric_attributes(&self, attributes: &mut Vec<KeyValue>) {
         attributes.push(KeyValue::new(
             semconv::HTTP_REQUEST_METHOD,
             self.method.clone(),
@@ -316,29 +327,30 @@ impl HttpFacts {
         if let Some(port) = self.server_port {
             attributes.push(KeyValue::new(semconv::SERVER_PORT, i64::from(port)));
         }
-        attributes
     }
 
-    /// Span attributes.
-    pub fn span_attributes(&self) -> Vec<KeyValue> {
-        let mut attributes = self.metric_attributes();
-        attributes.push(KeyValue::new(semconv::URL_PATH, self.path.clone()));
+    /// Span attributes. Consumes the facts: their strings move into the attributes (spans are
+    /// built once the metrics are recorded), and the vector is allocated once at its final size.
+    pub fn into_span_attributes(self) -> Vec<KeyValue> {
+        let mut attributes = Vec::with_capacity(SPAN_ATTRIBUTES);
+        self.push_metric_attributes(&mut attributes);
+        attributes.push(KeyValue::new(semconv::URL_PATH, self.path));
         attributes.push(KeyValue::new(semconv::URL_SCHEME, "http"));
         attributes.push(KeyValue::new(
             semconv::NETWORK_PROTOCOL_VERSION,
             self.protocol_version,
         ));
         let optional_strings = [
-            (semconv::HTTP_REQUEST_METHOD_ORIGINAL, &self.method_original),
-            (semconv::URL_QUERY, &self.query),
-            (semconv::SERVER_ADDRESS, &self.server_address),
-            (semconv::CLIENT_ADDRESS, &self.client_address),
-            (semconv::URL_FULL, &self.url_full),
-            (semconv::ERROR_TYPE, &self.error_type),
+            (semconv::HTTP_REQUEST_METHOD_ORIGINAL, self.method_original),
+            (semconv::URL_QUERY, self.query),
+            (semconv::SERVER_ADDRESS, self.server_address),
+            (semconv::CLIENT_ADDRESS, self.client_address),
+            (semconv::URL_FULL, self.url_full),
+            (semconv::ERROR_TYPE, self.error_type),
         ];
         for (key, value) in optional_strings {
             if let Some(value) = value {
-                attributes.push(KeyValue::new(key, value.clone()));
+                attributes.push(KeyValue::new(key, value));
             }
         }
         if let Some(port) = self.client_port {
@@ -422,7 +434,7 @@ pub fn instrumentation_scope() -> InstrumentationScope {
 /// The span of a transaction, with ids and parent exactly as the tracker assigned them.
 pub fn span_data(
     tx: &HttpTransaction,
-    facts: &HttpFacts,
+    facts: HttpFacts,
     clock: &WallClock,
     scope: &InstrumentationScope,
 ) -> SpanData {
@@ -453,7 +465,7 @@ pub fn span_data(
         name: facts.span_name().into(),
         start_time: clock.to_system_time(tx.start_ns),
         end_time: clock.to_system_time(tx.end_ns.max(tx.start_ns)),
-        attributes: facts.span_attributes(),
+        attributes: facts.into_span_attributes(),
         dropped_attributes_count: 0,
         events: Default::default(),
         links: Default::default(),
@@ -575,7 +587,9 @@ pub(crate) mod tests {
         let facts = HttpFacts::new(&tx, &routes(), false);
         assert_eq!(facts.span_name(), "GET /users/{id}");
         assert!(!facts.is_error());
-        let attributes = facts.span_attributes();
+        let metric = facts.metric_attributes();
+        assert_eq!(metric.len(), 4);
+        let attributes = facts.into_span_attributes();
         let expect: [(&str, Value); 11] = [
             ("http.request.method", "GET".into()),
             ("http.response.status_code", 200.into()),
@@ -601,8 +615,6 @@ pub(crate) mod tests {
         ] {
             assert_eq!(attribute(&attributes, absent), None, "{absent}");
         }
-        let metric = facts.metric_attributes();
-        assert_eq!(metric.len(), 4);
         assert!(!format!("{attributes:?}").contains("secret"));
     }
 
@@ -636,6 +648,22 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn span_attributes_fit_the_space_reserved_for_them() {
+        for kind in [SpanKind::Server, SpanKind::Client] {
+            let mut tx = transaction(kind, "post", "/v1/items/9?q=1", 503);
+            tx.response_body_size = Some(7);
+            let attributes = HttpFacts::new(&tx, &routes(), true).into_span_attributes();
+            // Every optional attribute of this kind is present, and none needed a reallocation.
+            let expected = match kind {
+                SpanKind::Server => 15,
+                SpanKind::Client => 14,
+            };
+            assert_eq!(attributes.len(), expected, "{kind:?}: {attributes:?}");
+            assert_eq!(attributes.capacity(), SPAN_ATTRIBUTES, "{kind:?}");
+        }
+    }
+
+    #[test]
     fn error_status_table() {
         let table = [
             (SpanKind::Server, 200, None),
@@ -653,7 +681,7 @@ pub(crate) mod tests {
             let tx = transaction(kind, "GET", "/", status);
             let facts = HttpFacts::new(&tx, &routes(), false);
             assert_eq!(facts.error_type.as_deref(), error, "{kind:?} {status}");
-            let span = span_data(&tx, &facts, &clock, &scope);
+            let span = span_data(&tx, facts, &clock, &scope);
             let is_error = matches!(span.status, Status::Error { .. });
             assert_eq!(is_error, error.is_some(), "{kind:?} {status}");
             assert_eq!(
@@ -681,8 +709,9 @@ pub(crate) mod tests {
     fn span_ids_and_times_come_from_the_transaction() {
         let tx = transaction(SpanKind::Server, "GET", "/", 200);
         let facts = HttpFacts::new(&tx, &routes(), false);
+        assert!((facts.duration_seconds - 0.25).abs() < 1e-12);
         let clock = WallClock::with_offset(1_700_000_000_000_000_000);
-        let span = span_data(&tx, &facts, &clock, &instrumentation_scope());
+        let span = span_data(&tx, facts, &clock, &instrumentation_scope());
         assert_eq!(span.span_context.trace_id().to_bytes(), [0x11; 16]);
         assert_eq!(span.span_context.span_id().to_bytes(), [0x22; 8]);
         assert_eq!(span.parent_span_id.to_bytes(), [0x33; 8]);
@@ -695,7 +724,6 @@ pub(crate) mod tests {
             span.end_time.duration_since(span.start_time).ok(),
             Some(Duration::from_millis(250))
         );
-        assert!((facts.duration_seconds - 0.25).abs() < 1e-12);
     }
 
     #[test]
@@ -713,7 +741,7 @@ pub(crate) mod tests {
                 tx.trace.parent_span_id = None;
             }
             let facts = HttpFacts::new(&tx, &routes(), false);
-            let span = span_data(&tx, &facts, &clock, &instrumentation_scope());
+            let span = span_data(&tx, facts, &clock, &instrumentation_scope());
             assert_eq!(
                 span.parent_span_is_remote, remote,
                 "{kind:?} parent {parent}"
