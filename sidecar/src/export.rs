@@ -461,8 +461,14 @@ impl Telemetry {
         if self.spans.is_none() && self.printer.is_none() {
             return;
         }
-        let span = spans::span_data(tx, facts, &shared.clock, &shared.scope);
-        let sampled = spans::is_sampled(&shared.sampler, tx, &span.name);
+        let name = facts.span_name();
+        let sampled = spans::is_sampled(&shared.sampler, tx, &name);
+        // The printer shows every span, sampled or not; the exporter takes sampled ones only, so
+        // without a printer a span the sampler drops is never built.
+        if !sampled && self.printer.is_none() {
+            return;
+        }
+        let span = spans::span_data(tx, name, facts, &shared.clock, &shared.scope);
         let span = match &self.printer {
             Some(printer) => {
                 let job = PrintJob {

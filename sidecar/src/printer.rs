@@ -222,7 +222,13 @@ mod tests {
         let facts = HttpFacts::new(&tx, &RouteMatcher::default(), false);
         let clock = WallClock::with_offset(1_700_000_000_000_000_000);
         PrintJob {
-            span: span_data(&tx, facts, &clock, &instrumentation_scope()),
+            span: span_data(
+                &tx,
+                facts.span_name(),
+                facts,
+                &clock,
+                &instrumentation_scope(),
+            ),
             service_name: "shop".to_owned(),
             pid: 42,
             sampled: true,

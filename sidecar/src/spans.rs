@@ -431,9 +431,11 @@ pub fn instrumentation_scope() -> InstrumentationScope {
         .build()
 }
 
-/// The span of a transaction, with ids and parent exactly as the tracker assigned them.
+/// The span of a transaction, with ids and parent exactly as the tracker assigned them. `name`
+/// is the facts' [`HttpFacts::span_name`], which the caller has already made for the sampler.
 pub fn span_data(
     tx: &HttpTransaction,
+    name: String,
     facts: HttpFacts,
     clock: &WallClock,
     scope: &InstrumentationScope,
@@ -462,7 +464,7 @@ pub fn span_data(
         // is the server span it was sent for, or a span of the app itself.
         parent_span_is_remote: tx.kind == SpanKind::Server && tx.trace.parent_span_id.is_some(),
         span_kind: otel_kind(tx.kind),
-        name: facts.span_name().into(),
+        name: name.into(),
         start_time: clock.to_system_time(tx.start_ns),
         end_time: clock.to_system_time(tx.end_ns.max(tx.start_ns)),
         attributes: facts.into_span_attributes(),
@@ -681,7 +683,7 @@ pub(crate) mod tests {
             let tx = transaction(kind, "GET", "/", status);
             let facts = HttpFacts::new(&tx, &routes(), false);
             assert_eq!(facts.error_type.as_deref(), error, "{kind:?} {status}");
-            let span = span_data(&tx, facts, &clock, &scope);
+            let span = span_data(&tx, facts.span_name(), facts, &clock, &scope);
             let is_error = matches!(span.status, Status::Error { .. });
             assert_eq!(is_error, error.is_some(), "{kind:?} {status}");
             assert_eq!(
@@ -711,7 +713,13 @@ pub(crate) mod tests {
         let facts = HttpFacts::new(&tx, &routes(), false);
         assert!((facts.duration_seconds - 0.25).abs() < 1e-12);
         let clock = WallClock::with_offset(1_700_000_000_000_000_000);
-        let span = span_data(&tx, facts, &clock, &instrumentation_scope());
+        let span = span_data(
+            &tx,
+            facts.span_name(),
+            facts,
+            &clock,
+            &instrumentation_scope(),
+        );
         assert_eq!(span.span_context.trace_id().to_bytes(), [0x11; 16]);
         assert_eq!(span.span_context.span_id().to_bytes(), [0x22; 8]);
         assert_eq!(span.parent_span_id.to_bytes(), [0x33; 8]);
@@ -741,7 +749,13 @@ pub(crate) mod tests {
                 tx.trace.parent_span_id = None;
             }
             let facts = HttpFacts::new(&tx, &routes(), false);
-            let span = span_data(&tx, facts, &clock, &instrumentation_scope());
+            let span = span_data(
+                &tx,
+                facts.span_name(),
+                facts,
+                &clock,
+                &instrumentation_scope(),
+            );
             assert_eq!(
                 span.parent_span_is_remote, remote,
                 "{kind:?} parent {parent}"

@@ -552,13 +552,19 @@ async fn printer_child() -> TestResult {
     let Ok(format) = std::env::var(PRINTER_CHILD) else {
         return Ok(()); // Only meaningful as the child of the test below.
     };
-    let config = config(&[("OTEL_EBPF_TRACE_PRINTER", &format)])?;
+    let config = config(&[
+        ("OTEL_EBPF_TRACE_PRINTER", &format),
+        ("OTEL_TRACES_SAMPLER", "parentbased_always_on"),
+    ])?;
     let telemetry = Telemetry::start(&config).await?;
     for (id, status) in [(1, 200), (2, 404), (3, 500)] {
-        telemetry.record(
-            &transaction(SpanKind::Server, "GET", "/users/1", status, id),
-            &process(),
-        );
+        let mut tx = transaction(SpanKind::Server, "GET", "/users/1", status, id);
+        if id == 2 {
+            // A caller that did not sample: the sampler drops it, the printer still shows it.
+            tx.trace.parent_span_id = Some([9; 8]);
+            tx.trace.sampled = false;
+        }
+        telemetry.record(&tx, &process());
     }
     telemetry.shutdown().await;
     Ok(())
@@ -603,6 +609,8 @@ fn trace_printer_writes_every_span_to_stdout() -> TestResult {
         assert_eq!(line["duration_ns"], 5_000_000);
     }
     assert_eq!(lines[2]["status"], "error");
+    let sampled: Vec<_> = lines.iter().map(|l| l["sampled"].clone()).collect();
+    assert_eq!(sampled, vec![true, false, true]);
 
     let text: Vec<String> = printed_lines("text")?
         .into_iter()
