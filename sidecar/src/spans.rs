@@ -513,6 +513,17 @@ pub(crate) mod tests {
         }
     }
 
+    /// The span of `facts` (made from `tx`), as the exporter builds it.
+    fn span_of(tx: &HttpTransaction, facts: HttpFacts, clock: &WallClock) -> SpanData {
+        span_data(
+            tx,
+            facts.span_name(),
+            facts,
+            clock,
+            &instrumentation_scope(),
+        )
+    }
+
     fn attribute<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a Value> {
         attributes
             .iter()
@@ -678,12 +689,11 @@ pub(crate) mod tests {
             (SpanKind::Client, 0, Some("_OTHER")),
         ];
         let clock = WallClock::with_offset(0);
-        let scope = instrumentation_scope();
         for (kind, status, error) in table {
             let tx = transaction(kind, "GET", "/", status);
             let facts = HttpFacts::new(&tx, &routes(), false);
             assert_eq!(facts.error_type.as_deref(), error, "{kind:?} {status}");
-            let span = span_data(&tx, facts.span_name(), facts, &clock, &scope);
+            let span = span_of(&tx, facts, &clock);
             let is_error = matches!(span.status, Status::Error { .. });
             assert_eq!(is_error, error.is_some(), "{kind:?} {status}");
             assert_eq!(
@@ -713,13 +723,7 @@ pub(crate) mod tests {
         let facts = HttpFacts::new(&tx, &routes(), false);
         assert!((facts.duration_seconds - 0.25).abs() < 1e-12);
         let clock = WallClock::with_offset(1_700_000_000_000_000_000);
-        let span = span_data(
-            &tx,
-            facts.span_name(),
-            facts,
-            &clock,
-            &instrumentation_scope(),
-        );
+        let span = span_of(&tx, facts, &clock);
         assert_eq!(span.span_context.trace_id().to_bytes(), [0x11; 16]);
         assert_eq!(span.span_context.span_id().to_bytes(), [0x22; 8]);
         assert_eq!(span.parent_span_id.to_bytes(), [0x33; 8]);
@@ -749,13 +753,7 @@ pub(crate) mod tests {
                 tx.trace.parent_span_id = None;
             }
             let facts = HttpFacts::new(&tx, &routes(), false);
-            let span = span_data(
-                &tx,
-                facts.span_name(),
-                facts,
-                &clock,
-                &instrumentation_scope(),
-            );
+            let span = span_of(&tx, facts, &clock);
             assert_eq!(
                 span.parent_span_is_remote, remote,
                 "{kind:?} parent {parent}"
