@@ -483,7 +483,7 @@ impl Telemetry {
             }
             None => Some(span),
         };
-        if let (Some(sender), Some(span), true) = (&self.spans, span, sampled) {
+        if let (Some(sender), Some(span)) = (&self.spans, span) {
             let queued = QueuedSpan {
                 resource: pipeline.resource.clone(),
                 span,
