@@ -212,8 +212,8 @@ fn write_lines(format: TracePrinter, out: Box<dyn Write + Send>, receiver: Recei
 mod tests {
     use super::*;
     use crate::route::RouteMatcher;
-    use crate::spans::tests::transaction;
-    use crate::spans::{HttpFacts, WallClock, instrumentation_scope, span_data};
+    use crate::spans::tests::{span_of, transaction};
+    use crate::spans::{HttpFacts, WallClock};
     use crate::transaction::SpanKind as TxKind;
     use std::sync::{Arc, Mutex};
 
@@ -222,13 +222,7 @@ mod tests {
         let facts = HttpFacts::new(&tx, &RouteMatcher::default(), false);
         let clock = WallClock::with_offset(1_700_000_000_000_000_000);
         PrintJob {
-            span: span_data(
-                &tx,
-                facts.span_name(),
-                facts,
-                &clock,
-                &instrumentation_scope(),
-            ),
+            span: span_of(&tx, facts, &clock),
             service_name: "shop".to_owned(),
             pid: 42,
             sampled: true,

@@ -514,7 +514,7 @@ pub(crate) mod tests {
     }
 
     /// The span of `facts` (made from `tx`), as the exporter builds it.
-    fn span_of(tx: &HttpTransaction, facts: HttpFacts, clock: &WallClock) -> SpanData {
+    pub(crate) fn span_of(tx: &HttpTransaction, facts: HttpFacts, clock: &WallClock) -> SpanData {
         span_data(
             tx,
             facts.span_name(),
