@@ -23,8 +23,8 @@ use procfs::{
 };
 
 use crate::{
+    capture::events::Role,
     config::{Config, PortSet, container_for_port},
-    events::Role,
     sock_diag::{SockDiag, States, TcpSocket},
 };
 

@@ -1,14 +1,13 @@
 //! The OBI sidecar: loads pod-scoped eBPF capture, turns HTTP/1.x traffic into OpenTelemetry
 //! spans and metrics, and exports them.
 
+pub mod capture;
 pub mod config;
 pub mod discovery;
 pub mod error;
-pub mod events;
 pub mod export;
 pub mod metrics;
 pub mod printer;
-pub mod probes;
 pub mod protocol;
 pub mod route;
 pub mod run;

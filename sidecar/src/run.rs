@@ -10,11 +10,13 @@ use tokio::{
 
 use crate::{
     Error, Result,
+    capture::{
+        HookChoice, PidNamespace, ProbeConfig, Probes,
+        events::{Event, Role},
+    },
     config::Config,
     discovery::{Discovery, Selected, Selection},
-    events::{Event, Role},
     export::{ProcessInfo, Telemetry},
-    probes::{HookChoice, PidNamespace, ProbeConfig, Probes},
     tracker::{Tracker, TrackerLimits},
     transaction::HttpTransaction,
 };

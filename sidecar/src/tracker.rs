@@ -16,7 +16,7 @@ use std::net::SocketAddr;
 
 use rand::{RngCore, SeedableRng, rngs::SmallRng};
 
-use crate::events::{Direction, Event, Meta, Role};
+use crate::capture::events::{Direction, Event, Meta, Role};
 use crate::protocol::http1::{self, Framing, Request, Response, TraceParent};
 use crate::protocol::stream::{MessageReader, Segment, Step};
 use crate::transaction::{HttpTransaction, SpanKind, TraceContext};

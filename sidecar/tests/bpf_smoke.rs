@@ -21,9 +21,9 @@ use std::{
 };
 
 use aya::maps::{MapData, RingBuf};
-use obi_sidecar::{
+use obi_sidecar::capture::{
+    Hook, HookChoice, PidNamespace, ProbeConfig, Probes,
     events::{Direction, Event, Role},
-    probes::{Hook, HookChoice, PidNamespace, ProbeConfig, Probes},
 };
 
 const CLIENT: &str = "import socket, sys\n\

@@ -4,7 +4,7 @@
 
 use libfuzzer_sys::arbitrary::{self, Arbitrary};
 use libfuzzer_sys::fuzz_target;
-use obi_sidecar::events::{Direction, Event, Meta, Role};
+use obi_sidecar::capture::events::{Direction, Event, Meta, Role};
 use obi_sidecar::protocol::chunked::ChunkedDecoder;
 use obi_sidecar::protocol::http1::{self, Parsed};
 use obi_sidecar::tracker::{Tracker, TrackerLimits};

@@ -1,4 +1,5 @@
-//! Loading, attaching and talking to the eBPF programs of `sidecar-bpf`.
+//! Capture: loading the eBPF object of `sidecar-bpf`, attaching its programs in one of the
+//! capture modes (one submodule each), and the maps and ring buffer userspace drives.
 //!
 //! The object is compiled by the build script and embedded, so the binary carries everything it
 //! needs. The programs attach to BTF or raw tracepoints, which need only CAP_BPF + CAP_PERFMON:
@@ -10,14 +11,21 @@ use std::{io, os::unix::fs::MetadataExt, path::Path};
 use aya::{
     Btf, Ebpf, EbpfLoader,
     maps::{HashMap, MapData, PerCpuArray, RingBuf},
-    programs::{BtfTracePoint, Program, ProgramError, RawTracePoint},
+    programs::{Program, ProgramError},
 };
 use sidecar_bpf::{
     PID_SELECTED, ROLE_CLIENT, ROLE_SERVER, ROLE_UNKNOWN, STAT_DROPPED, STAT_EVENTS, SocketKey,
     SocketState, names,
 };
 
-use crate::{Error, Result, events::Role};
+use crate::{Error, Result};
+
+pub mod events;
+pub mod tracepoints;
+
+use events::Role;
+use tracepoints::attach_best;
+pub use tracepoints::{Hook, HookChoice};
 
 /// The eBPF object built for this architecture by `build.rs`.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sidecar-bpf"));
@@ -64,46 +72,6 @@ pub struct ProbeConfig {
     pub hooks: HookChoice,
 }
 
-/// Hooks the loader may use, best first; each falls back to the next when the kernel lacks it.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum HookChoice {
-    /// Socket tracepoints, else `sys_exit` as a BTF tracepoint, else as a raw tracepoint.
-    #[default]
-    Best,
-    /// Only `sys_exit` (BTF form when possible), as on kernels before 6.3.
-    SyscallOnly,
-    /// Only the raw `sys_exit` tracepoint, as on kernels without BTF.
-    RawOnly,
-}
-
-/// The hooks that were attached.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Hook {
-    SocketTracepoints,
-    BtfTracepoint,
-    RawTracepoint,
-}
-
-impl std::fmt::Display for Hook {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Hook::SocketTracepoints => {
-                "BTF tracepoints sock_recv_length, sock_send_length, inet_sock_set_state"
-            }
-            Hook::BtfTracepoint => "BTF tracepoint sys_exit",
-            Hook::RawTracepoint => "raw tracepoint sys_exit",
-        })
-    }
-}
-
-/// (program, tracepoint) of each hook set attached as BTF tracepoints.
-const SOCKET_PROGRAMS: [(&str, &str); 3] = [
-    (names::SOCK_RECV, "sock_recv_length"),
-    (names::SOCK_SEND, "sock_send_length"),
-    (names::SOCK_STATE, "inet_sock_set_state"),
-];
-const SYS_EXIT_PROGRAMS: [(&str, &str); 1] = [(names::SYS_EXIT_BTF, "sys_exit")];
-
 /// Counters kept by the eBPF programs, summed over CPUs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct KernelStats {
@@ -134,12 +102,12 @@ fn map_error(what: &'static str) -> impl FnOnce(aya::maps::MapError) -> Error {
     move |source| Error::Map { what, source }
 }
 
-fn program_error(program: &'static str) -> impl Fn(ProgramError) -> Error {
+pub(crate) fn program_error(program: &'static str) -> impl Fn(ProgramError) -> Error {
     move |source| Error::Program { program, source }
 }
 
 /// A program of the object, as its concrete type.
-fn program<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T>
+pub(crate) fn program<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T>
 where
     &'a mut T: TryFrom<&'a mut Program, Error = ProgramError>,
 {
@@ -147,52 +115,6 @@ where
         .ok_or(Error::MissingObjectItem(name))?
         .try_into()
         .map_err(program_error(name))
-}
-
-/// Attaches a set of BTF tracepoint programs (their loads are checked by the verifier against
-/// the kernel's types), all or none.
-fn attach_btf(ebpf: &mut Ebpf, btf: &Btf, programs: &[(&'static str, &'static str)]) -> Result<()> {
-    let result = programs.iter().try_for_each(|&(name, tracepoint)| {
-        let prog: &mut BtfTracePoint = program(ebpf, name)?;
-        prog.load(tracepoint, btf).map_err(program_error(name))?;
-        prog.attach().map_err(program_error(name)).map(drop)
-    });
-    if result.is_err() {
-        // A half-attached set next to the fallback would capture some traffic twice.
-        for &(name, _) in programs {
-            if let Ok(prog) = program::<BtfTracePoint>(ebpf, name) {
-                let _ = prog.unload();
-            }
-        }
-    }
-    result
-}
-
-/// The best hooks `choice` allows that the kernel accepts.
-fn attach_best(ebpf: &mut Ebpf, btf: Option<&Btf>, choice: HookChoice) -> Result<Hook> {
-    if let Some(btf) = btf {
-        if choice == HookChoice::Best {
-            match attach_btf(ebpf, btf, &SOCKET_PROGRAMS) {
-                Ok(()) => return Ok(Hook::SocketTracepoints),
-                Err(e) => tracing::info!("socket tracepoints refused ({e}); hooking sys_exit"),
-            }
-        }
-        match attach_btf(ebpf, btf, &SYS_EXIT_PROGRAMS) {
-            Ok(()) => return Ok(Hook::BtfTracepoint),
-            Err(e) => tracing::info!("BTF tracepoint refused ({e}); using the raw tracepoint"),
-        }
-    }
-    attach_raw(ebpf)?;
-    Ok(Hook::RawTracepoint)
-}
-
-/// The `sys_exit` program as a plain raw tracepoint, for kernels without BTF.
-fn attach_raw(ebpf: &mut Ebpf) -> Result<()> {
-    let error = program_error(names::SYS_EXIT);
-    let prog: &mut RawTracePoint = program(ebpf, names::SYS_EXIT)?;
-    prog.load().map_err(&error)?;
-    prog.attach("sys_exit").map_err(error)?;
-    Ok(())
 }
 
 impl Probes {

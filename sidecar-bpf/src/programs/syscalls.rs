@@ -1,88 +1,34 @@
-use core::{ffi::c_void, mem::size_of};
+//! Capture on the kernel's socket tracepoints (preferred) or on `sys_exit`: programs that run
+//! for the socket I/O of every task on the node and turn away all but the selected processes.
+
+use core::ffi::c_void;
 
 use aya_ebpf::{
-    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, bpf_pidns_info},
-    helpers::{bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_user, generated},
+    helpers::{bpf_probe_read_kernel, bpf_probe_read_user, generated},
     macros::{btf_tracepoint, map, raw_tracepoint},
-    maps::{LruHashMap, PerCpuArray, RingBuf},
+    maps::LruHashMap,
     programs::{BtfTracePointContext, RawTracePointContext},
 };
 use sidecar_bpf::{
     ConnectEvent, DATA_EVENT_HEADER_LEN, DIRECTION_EGRESS, DIRECTION_INGRESS, DataEvent,
-    EVENT_CLOSE, EVENT_CONNECT, EVENT_DATA, EventHeader, MAX_PAYLOAD, MAX_PIDS, MAX_SOCKETS,
-    ROLE_CLIENT, ROLE_SERVER, ROLE_UNKNOWN, SOCKET_REUSED, STAT_COUNT, STAT_DROPPED, STAT_EVENTS,
-    SocketKey, SocketState, arch::*, sock_common,
+    EVENT_CLOSE, EVENT_CONNECT, EVENT_DATA, MAX_PAYLOAD, MAX_SOCKETS, ROLE_CLIENT, ROLE_SERVER,
+    ROLE_UNKNOWN, SOCKET_REUSED, SocketKey, SocketState, arch::*, sock_common,
 };
+
+use super::{SCRATCH, copy_user, emit, header, now, selected};
 
 const AF_INET: u16 = 2;
 const AF_INET6: u16 = 10;
 const EINPROGRESS: i64 = 115;
 const MSG_PEEK: i32 = 2;
 
-/// The sidecar's PID namespace (device and inode of `/proc/self/ns/pid`), set by the loader.
-#[unsafe(no_mangle)]
-static PIDNS_DEV: u64 = 0;
-#[unsafe(no_mangle)]
-static PIDNS_INO: u64 = 0;
-/// Queued bytes at which the reader is woken, set by the loader (0: the kernel's default, a
-/// wakeup whenever the reader had caught up).
-#[unsafe(no_mangle)]
-static WAKEUP_BYTES: u64 = 0;
-
-#[map]
-static EVENTS: RingBuf = RingBuf::with_byte_size(sidecar_bpf::DEFAULT_RING_BYTES, 0);
-
-/// Selected processes (namespace tgid), maintained by userspace.
-#[map]
-static PIDS: LruHashMap<u32, u32> = LruHashMap::with_max_entries(MAX_PIDS, 0);
-
 /// TCP sockets of selected processes, with their role. Filled here (on accept/connect, or on a
 /// socket's first data) and by userspace for sockets that existed before the process was selected.
 #[map]
 static SOCKETS: LruHashMap<SocketKey, SocketState> = LruHashMap::with_max_entries(MAX_SOCKETS, 0);
 
-#[map]
-static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(STAT_COUNT, 0);
-
-/// Per-CPU space to assemble a data event before it is copied, trimmed, into the ring buffer.
-#[map]
-static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
-
-/// A data event with slack behind its payload: gathering iovecs copies at a variable offset, and
-/// the verifier proves bounds on the worst case (offset and length both up to MAX_PAYLOAD).
-#[repr(C)]
-struct Scratch {
-    event: DataEvent,
-    slack: [u8; MAX_PAYLOAD],
-}
-
 /// iovec entries gathered per syscall: enough for HTTP servers that write head and body apart.
 const MAX_IOVECS: u64 = 4;
-
-fn count(stat: u32) {
-    if let Some(slot) = STATS.get_ptr_mut(stat) {
-        // SAFETY: per-CPU slot, only this CPU writes it while the program runs.
-        unsafe { *slot += 1 };
-    }
-}
-
-/// The current task's (tgid, pid) in the sidecar's PID namespace, or None for tasks of any other
-/// namespace.
-fn ns_ids() -> Option<(u32, u32)> {
-    let mut info = bpf_pidns_info { pid: 0, tgid: 0 };
-    // SAFETY: reads of frozen globals and a helper writing into a local of the stated size.
-    let ret = unsafe {
-        let dev = core::ptr::read_volatile(&PIDNS_DEV);
-        let ino = core::ptr::read_volatile(&PIDNS_INO);
-        generated::bpf_get_ns_current_pid_tgid(
-            dev,
-            ino,
-            &mut info,
-            size_of::<bpf_pidns_info>() as u32,
-        )
-    };
-    (ret == 0).then_some((info.tgid, info.pid))
-}
 
 /// The `struct pt_regs` of a syscall (handed over by `sys_exit`, or the current task's), read at
 /// the offsets of `sidecar_bpf::arch`.
@@ -212,13 +158,6 @@ fn on_exit<R: Regs>(regs: &R, ret: i64) -> i32 {
         _ => {}
     }
     0
-}
-
-/// The current task's (tgid, pid) in the sidecar's namespace, if it is of a selected process.
-fn selected() -> Option<(u32, u32)> {
-    let (pid, tid) = ns_ids()?;
-    PIDS.get_ptr(pid)?;
-    Some((pid, tid))
 }
 
 /// Socket tracepoints (Linux 6.3+, with BTF): preferred over `sys_exit` because they run only
@@ -360,50 +299,6 @@ fn adopt(call: &Call, sk: *const u8) -> bool {
     true
 }
 
-fn header(kind: u32, pid: u32, tid: u32, fd: i32, timestamp_ns: u64) -> EventHeader {
-    EventHeader {
-        kind,
-        pid,
-        tid,
-        fd,
-        timestamp_ns,
-    }
-}
-
-/// The reader drains on a short timer (`sidecar_bpf::DRAIN_INTERVAL_MS`) and is woken only when
-/// a record takes the queue across a multiple of [`WAKEUP_BYTES`], so under load one wakeup
-/// carries hundreds of events. Forcing a wakeup for every record while the queue stayed above
-/// the threshold (until the reader caught up) queued the kernel's wakeup work over and over:
-/// measured under nginx + wrk, that cost the app 120-150 ns of BPF time per request.
-fn wakeup_flags(size: u64) -> u64 {
-    // SAFETY: a read of a frozen global.
-    let threshold = unsafe { core::ptr::read_volatile(&WAKEUP_BYTES) };
-    if threshold == 0 {
-        return 0;
-    }
-    let queued = EVENTS.query(BPF_RB_AVAIL_DATA as u64);
-    // Each record also takes an 8-byte header in the ring.
-    if (queued + size + 8) / threshold > queued / threshold {
-        BPF_RB_FORCE_WAKEUP as u64
-    } else {
-        BPF_RB_NO_WAKEUP as u64
-    }
-}
-
-fn emit<T: ?Sized>(event: &T) {
-    let size = core::mem::size_of_val(event) as u64;
-    if EVENTS.output::<T>(event, wakeup_flags(size)).is_ok() {
-        count(STAT_EVENTS);
-    } else {
-        count(STAT_DROPPED);
-    }
-}
-
-fn now() -> u64 {
-    // SAFETY: a helper without arguments.
-    unsafe { bpf_ktime_get_ns() }
-}
-
 /// A tracked socket closed: forget it and tell userspace.
 fn on_close(call: &Call) {
     if call.ret != 0 {
@@ -518,22 +413,6 @@ fn capture(call: &Call) {
     emit(bytes);
 }
 
-/// Copies up to `MAX_PAYLOAD` bytes (and at most `len`) from user memory; returns how many.
-fn copy_user(dst: *mut u8, src: u64, len: u64) -> u64 {
-    let mut n = len;
-    if n > MAX_PAYLOAD as u64 {
-        n = MAX_PAYLOAD as u64;
-    }
-    if src == 0 || n == 0 {
-        return 0;
-    }
-    // SAFETY: `dst` points into the scratch slot with at least MAX_PAYLOAD bytes behind it.
-    let rc = unsafe {
-        generated::bpf_probe_read_user(dst.cast::<c_void>(), n as u32, src as *const c_void)
-    };
-    if rc == 0 { n } else { 0 }
-}
-
 /// Gathers the leading bytes of an iovec array (the first `MAX_IOVECS`), so a head written as
 /// several pieces (status line, headers, body) is seen whole up to `MAX_PAYLOAD` bytes.
 fn copy_iovecs(payload: *mut u8, iov: u64, count: u64, ret: u64) -> u64 {
@@ -580,11 +459,4 @@ fn copy_iovecs(payload: *mut u8, iov: u64, count: u64, ret: u64) -> u64 {
         left -= copied;
     }
     offset
-}
-
-#[cfg(not(test))]
-#[panic_handler]
-fn panic(_info: &core::panic::PanicInfo) -> ! {
-    // SAFETY: the verifier rejects any program with a reachable panic path.
-    unsafe { core::hint::unreachable_unchecked() }
 }
