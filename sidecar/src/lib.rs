@@ -3,6 +3,7 @@
 
 pub mod capture;
 pub mod config;
+pub mod connection;
 pub mod discovery;
 pub mod error;
 pub mod export;

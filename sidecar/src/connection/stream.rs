@@ -1,0 +1,49 @@
+//! One direction of a connection as the protocol parsers see it: an ordered sequence of
+//! [`Chunk`]s, each some captured bytes followed by a counted run of bytes that were not captured.
+//!
+//! Every capture mode turns what it sees into chunks: a read or write syscall is one chunk (its
+//! captured prefix, then the rest it moved), a TCP segment put back in order is one, a gap in the
+//! sequence space (a segment never seen) is a chunk with nothing visible. Parsers never guess
+//! across `unseen` bytes: they skip them by count, and resynchronize where a chunk starts at a
+//! boundary.
+
+/// A piece of one direction's byte stream, starting where the previous chunk of that direction
+/// ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Chunk<'a> {
+    /// The captured bytes, in stream order.
+    pub visible: &'a [u8],
+    /// Bytes that follow `visible` in the stream but were not captured: the copy was bounded, or
+    /// the bytes were lost.
+    pub unseen: u64,
+    /// The chunk starts where the application handed bytes to the kernel or took them from it (a
+    /// syscall, a TLS record call), or at a segment the sender transmitted as one: a message often
+    /// starts here, so this is where a parser that lost its place looks for one.
+    pub at_boundary: bool,
+    /// `CLOCK_MONOTONIC` nanoseconds when the bytes moved.
+    pub timestamp_ns: u64,
+    /// The thread that moved the bytes, when the capture knows it.
+    pub tid: Option<u32>,
+}
+
+impl<'a> Chunk<'a> {
+    /// The chunk of one syscall: `total_len` bytes moved, of which `captured` are the first.
+    pub fn of_call(captured: &'a [u8], total_len: u64, timestamp_ns: u64, tid: u32) -> Self {
+        Self {
+            visible: captured,
+            unseen: total_len.saturating_sub(captured.len() as u64),
+            at_boundary: true,
+            timestamp_ns,
+            tid: Some(tid),
+        }
+    }
+
+    /// Bytes the chunk stands for, seen or not.
+    pub fn len(&self) -> u64 {
+        self.visible.len() as u64 + self.unseen
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
