@@ -29,53 +29,9 @@ new_namespace
 start_nginx "$ns_init" collector "$collector_port"
 collector="http://127.0.0.1:$collector_port"
 
-# Starts the sidecar in the pod; sets $sidecar_pid (its pid here) and $sidecar_nsenter.
-start_sidecar() { # extra env...
-  env OTEL_EBPF_OPEN_PORT="$port" OTEL_EBPF_PROMETHEUS_PORT= "$@" nsenter --target="$pod" --pid --mount -- "$sidecar" \
-    >"$work/sidecar.out" 2>"$work/sidecar.err" &
-  sidecar_nsenter=$!
-  wait_capturing "$work/sidecar.err"
-  sidecar_pid=$(awk '{print $1}' "/proc/$sidecar_nsenter/task/$sidecar_nsenter/children")
-}
-stop_sidecar() {
-  kill -TERM "$sidecar_pid"; wait "$sidecar_nsenter" 2>/dev/null || true
-}
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-
-# wrk prints "Requests/sec: N" and, with --latency, the 99% percentile: print "rps p99_ms requests".
-run_wrk() {
-  wrk -t2 -c"$CONNECTIONS" -d"$DURATION" --latency "$@" "$url" > "$work/wrk.out"
-  python3 - "$work/wrk.out" <<'PY'
-import re, sys
-text = open(sys.argv[1]).read()
-def ms(v, unit):
-    return float(v) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
-rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
-p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", text)
-total = int(re.search(r"(\d+) requests in", text).group(1))
-print(f"{rps:.0f} {ms(*p99.groups()):.3f} {total}")
-PY
-}
-
 printf '%-6s %-10s %12s %10s\n' round sidecar req/s p99_ms
-base_rps=(); with_rps=(); idle_rps=(); base_p99=(); with_p99=(); cpu_per_req=(); peak_rss=0; load_rss=0
+base_rps=(); with_rps=(); idle_rps=(); base_p99=(); with_p99=(); cpu_per_req=()
 export_rps=(); export_cpu=()
-# Runs wrk with the sidecar started with the given env, then stops it; sets $rps $p99 and $cpu
-# (us/request) and raises $peak_rss and $load_rss.
-measure_sidecar() {
-  start_sidecar "$@"
-  local before after total rss
-  before=$(cpu_ticks "$sidecar_pid")
-  read -r rps p99 total < <(run_wrk)
-  after=$(cpu_ticks "$sidecar_pid")
-  cpu=$(python3 -c "print(($after-$before)*1e6/$(getconf CLK_TCK)/$total)")
-  rss=$(awk '/VmHWM/ {print $2}' "/proc/$sidecar_pid/status")
-  [ "$rss" -gt "$peak_rss" ] && peak_rss=$rss
-  # The peak is set at startup (parsing kernel BTF); this is what the sidecar holds under load.
-  rss=$(awk '/VmRSS/ {print $2}' "/proc/$sidecar_pid/status")
-  [ "$rss" -gt "$load_rss" ] && load_rss=$rss
-  stop_sidecar
-}
 run_off() {
   read -r rps p99 _ < <(run_wrk)
   base_rps+=("$rps"); base_p99+=("$p99")

@@ -9,7 +9,7 @@ use std::time::Duration;
 use globset::{Glob, GlobMatcher};
 use serde::Deserialize;
 
-use crate::route::{RouteMatcher, Unmatched};
+use crate::telemetry::route::{RouteMatcher, Unmatched};
 use crate::{Error, Result};
 
 /// Default `OTEL_EXPORTER_OTLP_TIMEOUT`.

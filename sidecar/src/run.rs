@@ -1,4 +1,4 @@
-//! The sidecar's event loop: ring buffer → tracker → telemetry, with periodic discovery.
+//! The sidecar's event loop: ring buffer → connections → telemetry, with periodic discovery.
 
 use std::{collections::HashMap, time::Duration};
 
@@ -15,10 +15,10 @@ use crate::{
         events::{Event, Role},
     },
     config::Config,
+    connection::{Connections, Limits},
     discovery::{Discovery, Selected, Selection},
-    export::{ProcessInfo, Telemetry},
-    tracker::{Tracker, TrackerLimits},
-    transaction::HttpTransaction,
+    telemetry::{ProcessInfo, Telemetry},
+    transaction::Transaction,
 };
 
 /// How often `/proc` is scanned: processes that start or exit are noticed within this.
@@ -39,7 +39,7 @@ pub async fn run(config: Config) -> Result<()> {
     let mut sidecar = Sidecar {
         probes,
         discovery: Discovery::new(Selection::from_config(&config)),
-        tracker: Tracker::new(TrackerLimits::default()),
+        connections: Connections::new(Limits::default()),
         processes: HashMap::new(),
         completed: Vec::new(),
         telemetry,
@@ -98,9 +98,9 @@ fn register_readable(ring: RingBuf<MapData>) -> Result<AsyncFd<RingBuf<MapData>>
 struct Sidecar {
     probes: Probes,
     discovery: Discovery,
-    tracker: Tracker,
+    connections: Connections,
     processes: HashMap<u32, Instrumented>,
-    completed: Vec<HttpTransaction>,
+    completed: Vec<Transaction>,
     telemetry: Telemetry,
 }
 
@@ -126,7 +126,7 @@ impl Sidecar {
                 return;
             }
         };
-        self.tracker.on_event(&event, &mut self.completed);
+        self.connections.on_event(&event, &mut self.completed);
         if let Event::Connect {
             meta,
             role: Role::Server,
@@ -135,12 +135,12 @@ impl Sidecar {
         } = event
         {
             // An accepted socket's local address (which `sys_exit` cannot see) is the one
-            // listening address of its process in the usual case; with several, the tracker
+            // listening address of its process in the usual case; with several, the connection layer
             // keeps what the peer and headers say.
             if let Some(process) = self.processes.get(&meta.pid)
                 && let [local] = process.listening.as_slice()
             {
-                self.tracker
+                self.connections
                     .set_addresses(meta.pid, meta.fd, Some(*local), peer);
             }
         }
@@ -161,7 +161,7 @@ impl Sidecar {
             if self.processes.remove(&pid).is_some() {
                 tracing::info!(pid, "process exited");
             }
-            self.tracker.forget_process(pid, &mut self.completed);
+            self.connections.forget_process(pid, &mut self.completed);
             self.flush();
             if let Err(error) = self
                 .probes
@@ -203,7 +203,7 @@ impl Sidecar {
                 tracing::warn!(pid, fd = socket.fd, %error, "cannot track socket");
                 continue;
             }
-            self.tracker
+            self.connections
                 .set_addresses(pid, socket.fd, Some(socket.local), Some(socket.peer));
         }
         let exe = snapshot.exe.to_string_lossy().into_owned();

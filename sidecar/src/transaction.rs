@@ -1,7 +1,11 @@
-//! One HTTP request/response exchange observed on a socket: what the connection tracker produces
-//! and what spans and metrics are made from.
+//! A transaction: one request and its response (or its end without one) as a protocol parser
+//! saw it. A protocol-neutral envelope (who, when, which connection, which trace) around the
+//! facts of the protocol itself; telemetry maps each protocol's facts to spans and metrics.
 
 use std::net::SocketAddr;
+
+pub use crate::connection::context::TraceContext;
+use crate::protocol::http::HttpExchange;
 
 /// Whether the instrumented process served the request or sent it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -10,38 +14,14 @@ pub enum SpanKind {
     Client,
 }
 
-/// W3C trace context assigned to a transaction.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct TraceContext {
-    pub trace_id: [u8; 16],
-    pub span_id: [u8; 8],
-    /// The parent span: from an incoming or app-written `traceparent`, or the server request the
-    /// same thread was serving when it sent this one.
-    pub parent_span_id: Option<[u8; 8]>,
-    /// The sampled flag of an incoming `traceparent` (true when the trace starts here).
-    pub sampled: bool,
-}
-
-/// A complete HTTP/1.x exchange.
+/// A completed exchange on one connection.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct HttpTransaction {
+pub struct Transaction {
     pub kind: SpanKind,
-    /// Process and thread (sidecar PID namespace) that handled the request.
+    /// Process and thread (sidecar PID namespace) that handled the request; the thread is the
+    /// one that moved its first bytes, 0 when the capture did not know it.
     pub pid: u32,
     pub tid: u32,
-    /// Request method as sent (`GET`, `POST`, ...).
-    pub method: String,
-    /// Request target as sent: path and query (or absolute form for proxies).
-    pub target: String,
-    /// The `Host` header, if any.
-    pub host: Option<String>,
-    /// HTTP minor version of the request: `0` for HTTP/1.0, `1` for HTTP/1.1.
-    pub minor_version: u8,
-    /// Final (non-1xx) response status code; 0 when the connection ended without a response.
-    pub status: u16,
-    /// Request and response body sizes when known (Content-Length or counted chunked bytes).
-    pub request_body_size: Option<u64>,
-    pub response_body_size: Option<u64>,
     /// `CLOCK_MONOTONIC` ns of the first request byte and the last response byte.
     pub start_ns: u64,
     pub end_ns: u64,
@@ -49,4 +29,12 @@ pub struct HttpTransaction {
     pub local: Option<SocketAddr>,
     pub peer: Option<SocketAddr>,
     pub trace: TraceContext,
+    /// What the protocol says of the exchange.
+    pub facts: Facts,
+}
+
+/// The protocol-specific part of a [`Transaction`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Facts {
+    Http(HttpExchange),
 }

@@ -9,10 +9,11 @@ use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use obi_sidecar::config::Config;
-use obi_sidecar::export::{ProcessInfo, Telemetry};
-use obi_sidecar::metrics::{DURATION_BUCKETS, SIZE_BUCKETS};
-use obi_sidecar::spans::WallClock;
-use obi_sidecar::transaction::{HttpTransaction, SpanKind, TraceContext};
+use obi_sidecar::protocol::http::{HttpExchange, HttpVersion};
+use obi_sidecar::telemetry::metrics::{DURATION_BUCKETS, SIZE_BUCKETS};
+use obi_sidecar::telemetry::spans::WallClock;
+use obi_sidecar::telemetry::{ProcessInfo, Telemetry};
+use obi_sidecar::transaction::{Facts, SpanKind, TraceContext, Transaction};
 use opentelemetry_proto::tonic::metrics::v1::{Metric, metric, number_data_point};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{span, status};
@@ -35,19 +36,21 @@ fn process() -> ProcessInfo {
 }
 
 /// A transaction that ended just now and took 5 ms.
-fn transaction(kind: SpanKind, method: &str, target: &str, status: u16, id: u8) -> HttpTransaction {
+fn transaction(kind: SpanKind, method: &str, target: &str, status: u16, id: u8) -> Transaction {
     let end_ns = WallClock::monotonic_now_ns();
-    HttpTransaction {
+    Transaction {
         kind,
         pid: 4242,
         tid: 4243,
-        method: method.to_owned(),
-        target: target.to_owned(),
-        host: Some("shop.example".to_owned()),
-        minor_version: 1,
-        status,
-        request_body_size: Some(100),
-        response_body_size: Some(5000),
+        facts: Facts::Http(HttpExchange {
+            method: method.to_owned(),
+            target: target.to_owned(),
+            host: Some("shop.example".to_owned()),
+            version: HttpVersion::Http11,
+            status,
+            request_body_size: Some(100),
+            response_body_size: Some(5000),
+        }),
         start_ns: end_ns - 5_000_000,
         end_ns,
         local: Some(SocketAddr::from(([127, 0, 0, 1], 8080))),

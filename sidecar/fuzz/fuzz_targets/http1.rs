@@ -1,13 +1,14 @@
-//! Fuzzes the HTTP/1.x parsers, the chunked decoder and the connection tracker: no input may
-//! panic, and the tracker must stay within its limits.
+//! Fuzzes the HTTP/1.x parsers, the chunked decoder, and the connection layer fed HTTP-like
+//! traffic: no input may panic, and the connection layer must stay within its limits.
 #![no_main]
 
 use libfuzzer_sys::arbitrary::{self, Arbitrary};
 use libfuzzer_sys::fuzz_target;
 use obi_sidecar::capture::events::{Direction, Event, Meta, Role};
-use obi_sidecar::protocol::chunked::ChunkedDecoder;
-use obi_sidecar::protocol::http1::{self, Parsed};
-use obi_sidecar::tracker::{Tracker, TrackerLimits};
+use obi_sidecar::connection::context::parse_traceparent;
+use obi_sidecar::connection::{Connections, Limits};
+use obi_sidecar::protocol::http1::chunked::ChunkedDecoder;
+use obi_sidecar::protocol::http1::head::{self as http1, Parsed};
 
 /// Fragments that steer generated data towards HTTP so the fuzzer gets past the first byte.
 const FRAGMENTS: &[&[u8]] = &[
@@ -91,7 +92,7 @@ fn parsers(raw: &[u8]) {
     }
     let _ = http1::parse_request_line(raw);
     let _ = http1::parse_status_line(raw);
-    let _ = http1::parse_traceparent(raw);
+    let _ = parse_traceparent(raw);
 }
 
 fn chunked(raw: &[u8], split: usize, unseen: u64) {
@@ -107,7 +108,7 @@ fn chunked(raw: &[u8], split: usize, unseen: u64) {
 }
 
 fn tracker(ops: &[Op]) {
-    let mut tracker = Tracker::new(TrackerLimits {
+    let mut tracker = Connections::new(Limits {
         max_connections: MAX_CONNECTIONS,
         max_buffered_bytes: MAX_BUFFERED,
     });

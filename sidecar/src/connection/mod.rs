@@ -1,5 +1,458 @@
 //! The connection layer: what every protocol shares and none knows about. Connection identity
-//! and lifetime, which side the instrumented process is on, and each direction of a connection
-//! as an ordered byte stream with gaps, whatever the capture mode feeds it.
+//! and lifetime, which side the instrumented process is on, each direction of a connection as an
+//! ordered byte stream with gaps ([`stream::Chunk`]), protocol detection, memory and connection
+//! bounds with eviction, and trace-context bookkeeping ([`context`]).
+//!
+//! Capture events come in ([`Connections::on_event`]); each connection's chunks go to the parser
+//! of the protocol it was recognized as; completed [`Transaction`]s come out.
 
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+
+use crate::capture::events::{Direction, Event, Role};
+use crate::protocol::{self, Context, Parser, Side, Verdict};
+use crate::transaction::{SpanKind, Transaction};
+
+pub mod context;
 pub mod stream;
+
+use context::TraceBook;
+use stream::Chunk;
+
+/// Connection lookups happen for every captured syscall: a fast non-cryptographic hasher (the
+/// keys are pids and fds the kernel hands us, not attacker-chosen strings).
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+
+/// Chunks of a connection joined mid-stream that may pass before one is recognized.
+pub const MAX_UNRECOGNIZED_CHUNKS: u32 = 8;
+
+/// Bounds on the connection layer's memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Connections tracked at once; the least recently active one is evicted beyond this.
+    pub max_connections: usize,
+    /// Heap bytes parsers hold (split messages, queued requests), across all connections; the
+    /// least recently active connections are evicted beyond this.
+    pub max_buffered_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_connections: 8192,
+            max_buffered_bytes: 4 << 20,
+        }
+    }
+}
+
+/// Counters of what the connection layer gave up on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Connections dropped to stay within [`Limits`].
+    pub evicted_connections: u64,
+    /// Connections found not to carry a protocol the sidecar parses (TLS, unknown protocols,
+    /// protocol switches), or whose parser gave up on them.
+    pub abandoned_connections: u64,
+    /// Requests dropped without a transaction: evicted or abandoned with their connection, or
+    /// beyond a parser's bounds.
+    pub discarded_requests: u64,
+}
+
+/// A connection as the capture identifies it: a socket descriptor of a process.
+pub type ConnKey = (u32, i32);
+
+/// What is known of a connection's protocol.
+#[derive(Debug)]
+enum State {
+    /// Not recognized yet; `chunks` have passed unrecognized.
+    Detecting {
+        chunks: u32,
+    },
+    Parsing(Box<dyn Parser>),
+    /// Not a protocol we parse: its traffic is ignored until it is closed or replaced.
+    Abandoned,
+}
+
+#[derive(Debug)]
+struct Conn {
+    pid: u32,
+    role: Role,
+    /// Seen from its start (accepted or connected), so its first bytes start the protocol.
+    from_start: bool,
+    state: State,
+    last_event_ns: u64,
+    local: Option<SocketAddr>,
+    peer: Option<SocketAddr>,
+    lru_seq: u64,
+}
+
+/// What a parser needs besides its own state, borrowed from the [`Connections`].
+struct Shared<'a> {
+    traces: &'a mut TraceBook,
+    stats: &'a mut Stats,
+    out: &'a mut Vec<Transaction>,
+}
+
+impl Conn {
+    fn new(pid: u32, role: Role, peer: Option<SocketAddr>) -> Self {
+        Self {
+            pid,
+            role,
+            from_start: role != Role::Unknown,
+            state: State::Detecting { chunks: 0 },
+            last_event_ns: 0,
+            local: None,
+            peer,
+            lru_seq: 0,
+        }
+    }
+
+    fn heap_bytes(&self) -> usize {
+        match &self.state {
+            State::Parsing(parser) => parser.heap_bytes(),
+            _ => 0,
+        }
+    }
+
+    fn kind(&self) -> SpanKind {
+        if self.role == Role::Client {
+            SpanKind::Client
+        } else {
+            SpanKind::Server
+        }
+    }
+
+    /// Who sent bytes moving in `direction`, once the role is known.
+    fn sender(&self, direction: Direction) -> Option<Side> {
+        match (self.role, direction) {
+            (Role::Unknown, _) => None,
+            (Role::Server, Direction::Ingress) | (Role::Client, Direction::Egress) => {
+                Some(Side::Client)
+            }
+            _ => Some(Side::Server),
+        }
+    }
+
+    /// Runs `f` on the parser with a context for this connection, if it has one.
+    fn with_parser(
+        &mut self,
+        shared: &mut Shared<'_>,
+        f: impl FnOnce(&mut dyn Parser, &mut Context<'_>) -> Verdict,
+    ) {
+        let kind = self.kind();
+        let State::Parsing(parser) = &mut self.state else {
+            return;
+        };
+        let mut cx = Context {
+            kind,
+            pid: self.pid,
+            local: self.local,
+            peer: self.peer,
+            traces: shared.traces,
+            out: shared.out,
+            discarded: &mut shared.stats.discarded_requests,
+        };
+        if f(parser.as_mut(), &mut cx) == Verdict::Abandon {
+            parser.discard(&mut cx);
+            self.state = State::Abandoned;
+            shared.stats.abandoned_connections += 1;
+        }
+    }
+
+    /// One chunk moving in `direction`.
+    fn on_chunk(&mut self, direction: Direction, chunk: &Chunk<'_>, shared: &mut Shared<'_>) {
+        self.last_event_ns = chunk.timestamp_ns;
+        let sender = self.sender(direction);
+        if let State::Detecting { chunks } = &mut self.state {
+            let detected = if chunk.at_boundary {
+                protocol::detect(chunk.visible, sender)
+            } else {
+                None
+            };
+            let Some((protocol, sender)) = detected else {
+                // A connection seen from its start must say what it is at once, unless its first
+                // bytes were not captured (then its start is lost); one joined mid-stream may
+                // first show the tail of an exchange in progress.
+                *chunks += 1;
+                if chunk.visible.is_empty() {
+                    self.from_start = false;
+                }
+                if self.from_start || *chunks >= MAX_UNRECOGNIZED_CHUNKS {
+                    self.state = State::Abandoned;
+                    shared.stats.abandoned_connections += 1;
+                }
+                return;
+            };
+            if self.role == Role::Unknown {
+                self.role = match (sender, direction) {
+                    (Side::Client, Direction::Ingress) | (Side::Server, Direction::Egress) => {
+                        Role::Server
+                    }
+                    _ => Role::Client,
+                };
+            }
+            self.state = State::Parsing((protocol.parser)());
+        }
+        let Some(side) = self.sender(direction) else {
+            return;
+        };
+        self.with_parser(shared, |parser, cx| parser.feed(side, chunk, cx));
+    }
+
+    /// The connection ended at `end_ns`.
+    fn finish(&mut self, end_ns: u64, shared: &mut Shared<'_>) {
+        self.with_parser(shared, |parser, cx| {
+            parser.finish(end_ns, cx);
+            Verdict::Keep
+        });
+    }
+
+    /// Drops the connection's exchanges in flight without transactions.
+    fn discard(&mut self, shared: &mut Shared<'_>) {
+        self.with_parser(shared, |parser, cx| {
+            parser.discard(cx);
+            Verdict::Keep
+        });
+    }
+}
+
+/// An LRU entry still names its connection's latest activity (it is not stale).
+fn is_live(conns: &HashMap<ConnKey, Conn>, seq: u64, key: ConnKey) -> bool {
+    conns.get(&key).is_some_and(|c| c.lru_seq == seq)
+}
+
+/// Every tracked connection. Single-threaded: owned by the event loop.
+#[derive(Debug)]
+pub struct Connections {
+    limits: Limits,
+    conns: HashMap<ConnKey, Conn>,
+    /// Connections by last activity, oldest first, for eviction. A touch appends a new entry
+    /// instead of moving the old one (O(1) per event; a B-tree showed up in profiles): entries
+    /// whose sequence number is no longer their connection's are stale, skipped on eviction and
+    /// compacted away once they outnumber the live ones.
+    lru: VecDeque<(u64, ConnKey)>,
+    next_seq: u64,
+    traces: TraceBook,
+    /// Sum of the connections' heap bytes.
+    buffered: usize,
+    stats: Stats,
+}
+
+impl Connections {
+    pub fn new(limits: Limits) -> Self {
+        Self {
+            limits,
+            conns: HashMap::default(),
+            lru: VecDeque::new(),
+            next_seq: 0,
+            traces: TraceBook::default(),
+            buffered: 0,
+            stats: Stats::default(),
+        }
+    }
+
+    /// Feeds one decoded capture event; completed transactions are appended to `out`.
+    pub fn on_event(&mut self, event: &Event<'_>, out: &mut Vec<Transaction>) {
+        match *event {
+            Event::Connect {
+                meta,
+                role,
+                peer,
+                local,
+            } => {
+                let key = (meta.pid, meta.fd);
+                // Addresses the lead resolved for this socket before its connect event.
+                let resolved = self
+                    .conns
+                    .get(&key)
+                    .filter(|c| c.role == Role::Unknown && c.last_event_ns == 0)
+                    .map(|c| (c.local, c.peer));
+                // A known (pid, fd) being connected again means its close was missed.
+                self.end_connection(key, meta.timestamp_ns, out);
+                let (resolved_local, resolved_peer) = resolved.unwrap_or_default();
+                let mut conn = Conn::new(meta.pid, role, peer.or(resolved_peer));
+                conn.local = local.or(resolved_local);
+                self.insert(key, conn);
+            }
+            Event::Close { meta } => {
+                self.end_connection((meta.pid, meta.fd), meta.timestamp_ns, out);
+            }
+            Event::Data {
+                meta,
+                direction,
+                total_len,
+                payload,
+            } => {
+                let chunk =
+                    Chunk::of_call(payload, u64::from(total_len), meta.timestamp_ns, meta.tid);
+                self.on_chunk((meta.pid, meta.fd), meta.pid, direction, &chunk, out);
+            }
+        }
+        self.compact_lru();
+    }
+
+    /// Bytes of a connection moving in `direction`; a connection not seen before is tracked
+    /// from here, with an unknown role.
+    fn on_chunk(
+        &mut self,
+        key: ConnKey,
+        pid: u32,
+        direction: Direction,
+        chunk: &Chunk<'_>,
+        out: &mut Vec<Transaction>,
+    ) {
+        if !self.conns.contains_key(&key) {
+            self.insert(key, Conn::new(pid, Role::Unknown, None));
+        }
+        let seq = self.bump();
+        let Some(conn) = self.conns.get_mut(&key) else {
+            return;
+        };
+        Self::touch(&mut self.lru, seq, key, conn);
+        if matches!(conn.state, State::Abandoned) {
+            return;
+        }
+        let before = conn.heap_bytes();
+        let mut shared = Shared {
+            traces: &mut self.traces,
+            stats: &mut self.stats,
+            out,
+        };
+        conn.on_chunk(direction, chunk, &mut shared);
+        let after = conn.heap_bytes();
+        self.buffered = (self.buffered + after).saturating_sub(before);
+        while self.buffered > self.limits.max_buffered_bytes && self.evict_oldest() {}
+    }
+
+    /// The lead resolved a connection's addresses (from /proc) after the fact. Unknown
+    /// connections are created, with an unknown role, so addresses found for sockets that
+    /// predate the sidecar are kept for their first requests.
+    pub fn set_addresses(
+        &mut self,
+        pid: u32,
+        fd: i32,
+        local: Option<SocketAddr>,
+        peer: Option<SocketAddr>,
+    ) {
+        let key = (pid, fd);
+        if !self.conns.contains_key(&key) {
+            self.insert(key, Conn::new(pid, Role::Unknown, None));
+        }
+        if let Some(conn) = self.conns.get_mut(&key) {
+            if local.is_some() {
+                conn.local = local;
+            }
+            if peer.is_some() {
+                conn.peer = peer;
+            }
+        }
+    }
+
+    /// A process exited: its connections end as if closed.
+    pub fn forget_process(&mut self, pid: u32, out: &mut Vec<Transaction>) {
+        let keys: Vec<ConnKey> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.pid == pid)
+            .map(|(k, _)| *k)
+            .collect();
+        for key in keys {
+            let ts = self.conns.get(&key).map_or(0, |c| c.last_event_ns);
+            self.end_connection(key, ts, out);
+        }
+        self.traces.forget_process(pid);
+    }
+
+    /// Connections currently tracked.
+    pub fn connections(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// What the connection layer gave up on so far.
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    /// Heap bytes the parsers hold, across all connections.
+    pub fn buffered(&self) -> usize {
+        self.buffered
+    }
+
+    /// Threads serving a request right now.
+    pub fn serving_threads(&self) -> usize {
+        self.traces.serving()
+    }
+
+    fn insert(&mut self, key: ConnKey, mut conn: Conn) {
+        while self.conns.len() >= self.limits.max_connections.max(1) && self.evict_oldest() {}
+        let seq = self.bump();
+        Self::touch(&mut self.lru, seq, key, &mut conn);
+        self.buffered += conn.heap_bytes();
+        self.conns.insert(key, conn);
+    }
+
+    fn bump(&mut self) -> u64 {
+        self.next_seq += 1;
+        self.next_seq
+    }
+
+    /// Marks `conn` (found under `key`) as the most recently active.
+    fn touch(lru: &mut VecDeque<(u64, ConnKey)>, seq: u64, key: ConnKey, conn: &mut Conn) {
+        conn.lru_seq = seq;
+        lru.push_back((seq, key));
+    }
+
+    /// Drops stale LRU entries once they outnumber the live ones (amortized O(1) per touch).
+    fn compact_lru(&mut self) {
+        if self.lru.len() > 2 * self.conns.len() + 64 {
+            let conns = &self.conns;
+            self.lru.retain(|&(seq, key)| is_live(conns, seq, key));
+        }
+    }
+
+    fn remove(&mut self, key: ConnKey) -> Option<Conn> {
+        let conn = self.conns.remove(&key)?;
+        self.buffered = self.buffered.saturating_sub(conn.heap_bytes());
+        Some(conn)
+    }
+
+    fn end_connection(&mut self, key: ConnKey, ts: u64, out: &mut Vec<Transaction>) {
+        if let Some(mut conn) = self.remove(key) {
+            let mut shared = Shared {
+                traces: &mut self.traces,
+                stats: &mut self.stats,
+                out,
+            };
+            conn.finish(ts, &mut shared);
+        }
+    }
+
+    /// Drops the least recently active connection; false when there is none.
+    fn evict_oldest(&mut self) -> bool {
+        let key = loop {
+            let Some((seq, key)) = self.lru.pop_front() else {
+                return false;
+            };
+            if is_live(&self.conns, seq, key) {
+                break key;
+            }
+        };
+        if let Some(mut conn) = self.remove(key) {
+            // Discarding hands over no transactions.
+            let mut none = Vec::new();
+            let mut shared = Shared {
+                traces: &mut self.traces,
+                stats: &mut self.stats,
+                out: &mut none,
+            };
+            conn.discard(&mut shared);
+            self.stats.evicted_connections += 1;
+        }
+        true
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod testing;
+#[cfg(test)]
+mod tests;

@@ -1,6 +1,153 @@
-//! Application protocol parsing: pure functions and state machines over captured bytes, with no
-//! knowledge of sockets or events.
+//! Application protocols: recognizing which one a connection speaks, then one sans-IO parser per
+//! protocol that turns the connection's byte streams into transactions.
+//!
+//! A parser is fed [`Chunk`]s of either side of one connection in the order they happened, and
+//! knows nothing of sockets, processes or capture modes. What it may do beyond reading bytes goes
+//! through [`Context`]: take trace context for an exchange that starts, and hand over exchanges
+//! that are complete. A new protocol is a module here with a [`Protocol`] entry in [`PROTOCOLS`],
+//! plus its mapping in `telemetry`.
 
-pub mod chunked;
+use std::net::SocketAddr;
+
+use crate::connection::{
+    context::{TraceBook, TraceContext, TraceParent},
+    stream::Chunk,
+};
+use crate::transaction::{Facts, SpanKind, Transaction};
+
+pub mod http;
 pub mod http1;
-pub mod stream;
+
+/// Which end of the connection sent the bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Side {
+    /// The client: requests, commands, queries.
+    Client,
+    /// The server: responses, results.
+    Server,
+}
+
+/// What reading a chunk decided about the connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Keep,
+    /// The bytes are not (or no longer) this protocol: ignore the connection from now on.
+    Abandon,
+}
+
+/// A parser's view of the rest of the data path while it reads one connection.
+#[derive(Debug)]
+pub struct Context<'a> {
+    pub(crate) kind: SpanKind,
+    pub(crate) pid: u32,
+    pub(crate) local: Option<SocketAddr>,
+    pub(crate) peer: Option<SocketAddr>,
+    pub(crate) traces: &'a mut TraceBook,
+    pub(crate) out: &'a mut Vec<Transaction>,
+    /// Requests dropped without a transaction (beyond a parser's bounds).
+    pub(crate) discarded: &'a mut u64,
+}
+
+/// A complete exchange, as a parser hands it over.
+#[derive(Debug)]
+pub struct Exchange {
+    /// The thread that moved the request's first bytes, when known.
+    pub tid: Option<u32>,
+    pub start_ns: u64,
+    pub end_ns: u64,
+    pub trace: TraceContext,
+    pub facts: Facts,
+}
+
+impl Context<'_> {
+    /// Whether the instrumented process is the server of this connection.
+    pub fn kind(&self) -> SpanKind {
+        self.kind
+    }
+
+    /// Trace context for an exchange whose request starts now on thread `tid`, continuing
+    /// `propagated` when the request carried one (see [`TraceBook::start`]).
+    pub fn start_trace(
+        &mut self,
+        tid: Option<u32>,
+        propagated: Option<TraceParent>,
+    ) -> TraceContext {
+        self.traces.start(self.kind, self.pid, tid, propagated)
+    }
+
+    /// An exchange started with [`Context::start_trace`] ends without a transaction.
+    pub fn drop_exchange(&mut self, tid: Option<u32>, trace: &TraceContext) {
+        self.traces.end(self.kind, self.pid, tid, trace);
+        *self.discarded += 1;
+    }
+
+    /// An exchange is complete: its thread no longer serves it, and its transaction goes out.
+    pub fn complete(&mut self, exchange: Exchange) {
+        self.traces
+            .end(self.kind, self.pid, exchange.tid, &exchange.trace);
+        self.out.push(Transaction {
+            kind: self.kind,
+            pid: self.pid,
+            tid: exchange.tid.unwrap_or(0),
+            start_ns: exchange.start_ns,
+            end_ns: exchange.end_ns.max(exchange.start_ns),
+            local: self.local,
+            peer: self.peer,
+            trace: exchange.trace,
+            facts: exchange.facts,
+        });
+    }
+}
+
+/// A protocol parser for one connection. Sans-IO: bytes in, transactions out through the
+/// [`Context`]; it must never panic and must bound what it holds.
+pub trait Parser: std::fmt::Debug {
+    /// The next chunk of one side, in the order the bytes moved.
+    fn feed(&mut self, side: Side, chunk: &Chunk<'_>, cx: &mut Context<'_>) -> Verdict;
+    /// The connection ended at `end_ns` (closed, replaced, or its process exited): exchanges a
+    /// close completes are handed over, the others end without a response.
+    fn finish(&mut self, end_ns: u64, cx: &mut Context<'_>);
+    /// The connection is dropped (evicted, abandoned): exchanges in flight end without
+    /// transactions, through [`Context::drop_exchange`].
+    fn discard(&mut self, cx: &mut Context<'_>);
+    /// Heap bytes held, for the connection layer's memory bound.
+    fn heap_bytes(&self) -> usize;
+}
+
+/// How a protocol recognizes its first bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Detection {
+    /// Not this protocol (or not at this point of the stream).
+    No,
+    /// This protocol, sent by this side.
+    Yes(Side),
+}
+
+/// A protocol the sidecar understands.
+#[derive(Debug)]
+pub struct Protocol {
+    /// Name for logs and counters.
+    pub name: &'static str,
+    /// Recognizes the protocol from the visible bytes of a chunk that starts at a boundary:
+    /// the first bytes of a connection, or of a later write when the connection was joined
+    /// mid-stream. `side` is who sent them, when the connection's role is known.
+    pub detect: fn(bytes: &[u8], side: Option<Side>) -> Detection,
+    /// A parser for a connection recognized as this protocol.
+    pub parser: fn() -> Box<dyn Parser>,
+}
+
+/// Every protocol, in the order detection tries them.
+pub static PROTOCOLS: &[&Protocol] = &[&http1::PROTOCOL];
+
+/// The first protocol that recognizes `bytes`, and who sent them.
+pub fn detect(bytes: &[u8], side: Option<Side>) -> Option<(&'static Protocol, Side)> {
+    if bytes.is_empty() {
+        return None;
+    }
+    PROTOCOLS
+        .iter()
+        .find_map(|protocol| match (protocol.detect)(bytes, side) {
+            Detection::Yes(sender) => Some((*protocol, sender)),
+            Detection::No => None,
+        })
+}

@@ -1,6 +1,6 @@
-//! The single entry point the run loop uses for telemetry: [`Telemetry::record`] turns each
-//! transaction into a span (OTLP and/or the trace printer) and metric recordings (OTLP and/or
-//! Prometheus).
+//! Telemetry: [`Telemetry::record`], the single entry point the run loop uses, maps each
+//! transaction with its protocol's mapping (one module each, following the semantic conventions)
+//! into a span (OTLP and/or the trace printer) and metric recordings (OTLP and/or Prometheus).
 //!
 //! Design:
 //! - One resource per instrumented process (service name, container, pid, executable), each with
@@ -22,12 +22,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use opentelemetry::metrics::MeterProvider as _;
+use opentelemetry::trace::Status;
 use opentelemetry::{InstrumentationScope, KeyValue};
-use opentelemetry_otlp::tonic_types::metadata::MetadataMap;
-use opentelemetry_otlp::{
-    MetricExporter, SpanExporter as OtlpSpanExporter, WithExportConfig, WithHttpConfig,
-    WithTonicConfig,
-};
+use opentelemetry_otlp::MetricExporter;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::metrics::data::ResourceMetrics;
@@ -37,25 +34,35 @@ use opentelemetry_sdk::metrics::{
     InstrumentKind, ManualReader, Pipeline as SdkPipeline, SdkMeterProvider, Temporality,
 };
 use opentelemetry_sdk::resource::TelemetryResourceDetector;
-use opentelemetry_sdk::trace::{Sampler, SpanData, SpanExporter as _};
+use opentelemetry_sdk::trace::Sampler;
 use opentelemetry_semantic_conventions::resource as res;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::config::{BatchConfig, Config, OtlpSignal, Protocol, TracePrinter};
-use crate::metrics::{OtelInstruments, PrometheusMetrics, SelfMetrics, register_self_metrics};
-use crate::printer::{PrintJob, Printer};
-use crate::route::RouteMatcher;
-use crate::spans::{self, HttpFacts, WallClock};
-use crate::transaction::HttpTransaction;
+use crate::config::{Config, TracePrinter};
+use crate::export::printer::{PrintJob, Printer};
+use crate::export::{
+    ExportHealth, QueuedSpan, SHUTDOWN_GRACE, export_spans, metric_exporter, serve_prometheus,
+    span_exporter,
+};
+use crate::transaction::{Facts, Transaction};
 use crate::{Error, Result};
+
+pub mod http;
+pub mod metrics;
+pub mod route;
+pub mod spans;
+
+use http::HttpFacts;
+use metrics::{
+    HistogramDef, OtelInstruments, PrometheusMetrics, SelfMetrics, register_self_metrics,
+};
+use route::RouteMatcher;
+use spans::WallClock;
 
 /// Resources (processes) with a live pipeline at once.
 pub const MAX_PIPELINES: usize = 64;
-/// How long [`Telemetry::shutdown`] may take beyond one export timeout.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
-const OPENMETRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// What the run loop knows about the process that handled a transaction.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -135,13 +142,6 @@ struct PipelineSet {
     stamp: u64,
 }
 
-/// A span waiting for export.
-#[derive(Debug)]
-struct QueuedSpan {
-    resource: Arc<Resource>,
-    span: SpanData,
-}
-
 /// The state `record` and the background tasks share.
 #[derive(Debug)]
 struct Shared {
@@ -158,6 +158,74 @@ struct Shared {
     prometheus: Option<Arc<PrometheusMetrics>>,
 }
 
+/// Every histogram a protocol's mapping records into.
+static HISTOGRAMS: [&HistogramDef; 6] = http::HISTOGRAMS;
+
+/// What a protocol's mapping provides: a transaction's facts in the terms of the semantic
+/// conventions, derived once, from which its span and its metric recordings are made.
+pub trait Semantics {
+    /// The span name (also what the sampler sees).
+    fn span_name(&self) -> String;
+    fn span_status(&self) -> Status;
+    /// The attributes of the transaction's metric series: bounded-cardinality ones only.
+    fn metric_attributes(&self) -> Vec<KeyValue>;
+    /// Each histogram the transaction records into, with the value it records.
+    fn measurements(&self, record: &mut dyn FnMut(&'static HistogramDef, f64));
+    /// The span's attributes; consumes the facts, whose strings move into them.
+    fn into_span_attributes(self) -> Vec<KeyValue>;
+}
+
+/// A transaction's facts, mapped by its protocol's mapping.
+#[derive(Debug)]
+enum Mapped {
+    Http(HttpFacts),
+}
+
+impl Mapped {
+    fn new(tx: &Transaction, shared: &Shared) -> Self {
+        match &tx.facts {
+            Facts::Http(exchange) => Mapped::Http(HttpFacts::new(
+                tx,
+                exchange,
+                &shared.routes,
+                shared.include_url_query,
+            )),
+        }
+    }
+}
+
+impl Semantics for Mapped {
+    fn span_name(&self) -> String {
+        match self {
+            Mapped::Http(facts) => facts.span_name(),
+        }
+    }
+
+    fn span_status(&self) -> Status {
+        match self {
+            Mapped::Http(facts) => facts.span_status(),
+        }
+    }
+
+    fn metric_attributes(&self) -> Vec<KeyValue> {
+        match self {
+            Mapped::Http(facts) => facts.metric_attributes(),
+        }
+    }
+
+    fn measurements(&self, record: &mut dyn FnMut(&'static HistogramDef, f64)) {
+        match self {
+            Mapped::Http(facts) => facts.measurements(record),
+        }
+    }
+
+    fn into_span_attributes(self) -> Vec<KeyValue> {
+        match self {
+            Mapped::Http(facts) => facts.into_span_attributes(),
+        }
+    }
+}
+
 /// Telemetry production and export for the whole sidecar.
 #[derive(Debug)]
 pub struct Telemetry {
@@ -169,74 +237,6 @@ pub struct Telemetry {
     prometheus_addr: Option<SocketAddr>,
     /// The longest single export may take; bounds shutdown.
     export_timeout: Duration,
-}
-
-fn exporter_error(
-    signal: &'static str,
-) -> impl Fn(opentelemetry_otlp::ExporterBuildError) -> Error {
-    move |error| Error::Exporter {
-        signal,
-        message: error.to_string(),
-    }
-}
-
-fn grpc_metadata(signal: &'static str, config: &OtlpSignal) -> Result<MetadataMap> {
-    let mut headers = http::HeaderMap::new();
-    for (key, value) in &config.headers {
-        let name = http::HeaderName::from_bytes(key.as_bytes()).map_err(|e| Error::Exporter {
-            signal,
-            message: format!("header {key:?}: {e}"),
-        })?;
-        let value = http::HeaderValue::from_str(value).map_err(|e| Error::Exporter {
-            signal,
-            message: format!("header {key:?}: {e}"),
-        })?;
-        headers.append(name, value);
-    }
-    Ok(MetadataMap::from_headers(headers))
-}
-
-fn configure_grpc<B: WithExportConfig + WithTonicConfig>(
-    builder: B,
-    signal: &'static str,
-    config: &OtlpSignal,
-) -> Result<B> {
-    Ok(builder
-        .with_endpoint(config.endpoint.clone())
-        .with_timeout(config.timeout)
-        .with_metadata(grpc_metadata(signal, config)?))
-}
-
-fn configure_http<B: WithExportConfig + WithHttpConfig>(builder: B, config: &OtlpSignal) -> B {
-    builder
-        .with_endpoint(config.endpoint.clone())
-        .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
-        .with_timeout(config.timeout)
-        .with_headers(config.headers.iter().cloned().collect())
-}
-
-fn span_exporter(config: &OtlpSignal) -> Result<OtlpSpanExporter> {
-    const SIGNAL: &str = "traces";
-    let builder = OtlpSpanExporter::builder();
-    match config.protocol {
-        Protocol::Grpc => configure_grpc(builder.with_tonic(), SIGNAL, config)?.build(),
-        Protocol::HttpProtobuf => configure_http(builder.with_http(), config).build(),
-    }
-    .map_err(exporter_error(SIGNAL))
-}
-
-fn metric_exporter(config: &OtlpSignal) -> Result<MetricExporter> {
-    const SIGNAL: &str = "metrics";
-    let builder = MetricExporter::builder();
-    match config.protocol {
-        Protocol::Grpc => configure_grpc(builder.with_tonic(), SIGNAL, config)?
-            .with_temporality(Temporality::Cumulative)
-            .build(),
-        Protocol::HttpProtobuf => configure_http(builder.with_http(), config)
-            .with_temporality(Temporality::Cumulative)
-            .build(),
-    }
-    .map_err(exporter_error(SIGNAL))
 }
 
 /// The executable's file name, from its full path.
@@ -281,8 +281,10 @@ impl Shared {
         let resource = self.resource(&service_name, process);
         let meters = self.otlp_metrics.then(|| {
             let meters = MeterPipeline::new(resource.clone());
-            let instruments =
-                OtelInstruments::new(&meters.provider.meter_with_scope(self.scope.clone()));
+            let instruments = OtelInstruments::new(
+                &meters.provider.meter_with_scope(self.scope.clone()),
+                &HISTOGRAMS,
+            );
             (meters, instruments)
         });
         Pipeline {
@@ -346,7 +348,7 @@ impl Telemetry {
         let self_metrics = SelfMetrics::default();
         let prometheus = config
             .prometheus_port
-            .map(|_| Arc::new(PrometheusMetrics::new(&self_metrics)));
+            .map(|_| Arc::new(PrometheusMetrics::new(&self_metrics, &HISTOGRAMS)));
         let shared = Arc::new(Shared {
             routes: config.routes.clone(),
             include_url_query: config.include_url_query,
@@ -444,31 +446,46 @@ impl Telemetry {
     }
 
     /// One transaction: a span (exported and printed) and metric recordings. Never blocks.
-    pub fn record(&self, tx: &HttpTransaction, process: &ProcessInfo) {
+    pub fn record(&self, tx: &Transaction, process: &ProcessInfo) {
         let shared = &self.shared;
         let pipeline = shared.pipeline(process);
-        let facts = HttpFacts::new(tx, &shared.routes, shared.include_url_query);
-        if let Some((_, instruments)) = &pipeline.meters {
-            instruments.record(&facts, &facts.metric_attributes());
-        }
-        if let Some(prometheus) = &shared.prometheus {
-            prometheus.record(
-                &facts,
-                &pipeline.service_name,
-                pipeline.container.as_deref().unwrap_or_default(),
-            );
+        let mapped = Mapped::new(tx, shared);
+        if pipeline.meters.is_some() || shared.prometheus.is_some() {
+            let attributes = mapped.metric_attributes();
+            mapped.measurements(&mut |def, value| {
+                if let Some((_, instruments)) = &pipeline.meters {
+                    instruments.record(def, value, &attributes);
+                }
+                if let Some(prometheus) = &shared.prometheus {
+                    prometheus.record(
+                        def,
+                        value,
+                        &attributes,
+                        &pipeline.service_name,
+                        pipeline.container.as_deref().unwrap_or_default(),
+                    );
+                }
+            });
         }
         if self.spans.is_none() && self.printer.is_none() {
             return;
         }
-        let name = facts.span_name();
+        let name = mapped.span_name();
         let sampled = spans::is_sampled(&shared.sampler, tx, &name);
         // The printer shows every span, sampled or not; the exporter takes sampled ones only, so
         // without a printer a span the sampler drops is never built.
         if !sampled && self.printer.is_none() {
             return;
         }
-        let span = spans::span_data(tx, name, facts, &shared.clock, &shared.scope);
+        let status = mapped.span_status();
+        let span = spans::span_data(
+            tx,
+            name,
+            status,
+            mapped.into_span_attributes(),
+            &shared.clock,
+            &shared.scope,
+        );
         let span = match &self.printer {
             Some(printer) => {
                 let job = PrintJob {
@@ -553,95 +570,6 @@ fn own_meter_pipeline(shared: &Shared) -> MeterPipeline {
     pipeline
 }
 
-/// Tracks whether the collector is reachable, to log transitions rather than every failure.
-#[derive(Debug, Default)]
-struct ExportHealth {
-    failing: bool,
-}
-
-impl ExportHealth {
-    fn record(&mut self, signal: &str, result: std::result::Result<OTelSdkResult, ()>) -> bool {
-        match result {
-            Ok(Ok(())) => {
-                if std::mem::take(&mut self.failing) {
-                    tracing::info!(signal, "OTLP export works again");
-                }
-                true
-            }
-            Ok(Err(error)) => {
-                if !std::mem::replace(&mut self.failing, true) {
-                    tracing::warn!(signal, %error, "OTLP export failed; dropping until it works");
-                }
-                false
-            }
-            Err(()) => {
-                if !std::mem::replace(&mut self.failing, true) {
-                    tracing::warn!(signal, "OTLP export timed out; dropping until it works");
-                }
-                false
-            }
-        }
-    }
-}
-
-/// Batches queued spans (up to the batch size, or for the schedule delay) and exports them.
-async fn export_spans(
-    mut queue: mpsc::Receiver<QueuedSpan>,
-    mut exporter: OtlpSpanExporter,
-    batch: BatchConfig,
-    timeout: Duration,
-    metrics: SelfMetrics,
-) {
-    let mut pending: Vec<QueuedSpan> = Vec::with_capacity(batch.max_export_batch_size);
-    let mut health = ExportHealth::default();
-    let mut open = true;
-    while open {
-        if queue
-            .recv_many(&mut pending, batch.max_export_batch_size)
-            .await
-            == 0
-        {
-            break;
-        }
-        let deadline = Instant::now() + batch.schedule_delay;
-        while pending.len() < batch.max_export_batch_size {
-            let room = batch.max_export_batch_size - pending.len();
-            match tokio::time::timeout_at(deadline, queue.recv_many(&mut pending, room)).await {
-                Ok(0) => {
-                    open = false;
-                    break;
-                }
-                Ok(_) => {}
-                Err(_) => break,
-            }
-        }
-        // Group by resource (few distinct ones per batch), keeping arrival order within each.
-        let mut groups: Vec<(Arc<Resource>, Vec<SpanData>)> = Vec::new();
-        for QueuedSpan { resource, span } in pending.drain(..) {
-            match groups.iter_mut().find(|(r, _)| Arc::ptr_eq(r, &resource)) {
-                Some((_, spans)) => spans.push(span),
-                None => groups.push((resource, vec![span])),
-            }
-        }
-        for (resource, spans) in groups {
-            let count = spans.len() as u64;
-            exporter.set_resource(&resource);
-            // The exporter has its own timeout; this one guards against it not firing.
-            let result = tokio::time::timeout(timeout + SHUTDOWN_GRACE, exporter.export(spans))
-                .await
-                .map_err(|_| ());
-            if health.record("traces", result) {
-                metrics.spans_exported.add(count);
-            } else {
-                metrics.spans_dropped.add(count);
-            }
-        }
-    }
-    if let Err(error) = exporter.shutdown() {
-        tracing::debug!(%error, "shutting down the span exporter");
-    }
-}
-
 /// Collects one meter pipeline and exports it, unless it has nothing to say.
 async fn export_meter(
     meters: &MeterPipeline,
@@ -699,35 +627,6 @@ async fn export_metrics(
             }
             return;
         }
-    }
-}
-
-/// Serves `/metrics` until stopped.
-async fn serve_prometheus(
-    listener: tokio::net::TcpListener,
-    metrics: Arc<PrometheusMetrics>,
-    mut stop: watch::Receiver<bool>,
-) {
-    let app = axum::Router::new().route(
-        "/metrics",
-        axum::routing::get(move || {
-            let metrics = metrics.clone();
-            async move {
-                (
-                    [(http::header::CONTENT_TYPE, OPENMETRICS_CONTENT_TYPE)],
-                    metrics.encode(),
-                )
-            }
-        }),
-    );
-    let shutdown = async move {
-        let _ = stop.changed().await;
-    };
-    if let Err(error) = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
-    {
-        tracing::warn!(%error, "the Prometheus endpoint stopped");
     }
 }
 

@@ -1,5 +1,5 @@
-//! From an [`HttpTransaction`] to OpenTelemetry: the HTTP facts both spans and metrics are made
-//! of (semantic conventions), the span itself, the sampling decision and the clock conversion.
+//! The HTTP mapping: from an HTTP exchange (any version) to the facts both its span and its
+//! metrics are made of, following the semantic conventions and OBI's choices.
 //!
 //! Attribute choices where the conventions leave room:
 //! - `server.port` is the socket's port when known (the port the server listens on, or the port
@@ -11,66 +11,87 @@
 
 use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use opentelemetry::trace::{
-    SpanContext, SpanId, SpanKind as OtelSpanKind, Status, TraceContextExt, TraceFlags, TraceId,
-    TraceState,
+use opentelemetry::KeyValue;
+use opentelemetry::trace::Status;
+use opentelemetry_semantic_conventions::{attribute as semconv, metric as names};
+
+use super::Semantics;
+use super::metrics::{DURATION_BUCKETS, HistogramDef, MetricUnit, SIZE_BUCKETS};
+use super::route::RouteMatcher;
+use crate::protocol::http::HttpExchange;
+use crate::transaction::{SpanKind, Transaction};
+
+/// The attributes of every HTTP metric series, with their Prometheus label names.
+const LABELS: [(&str, &str); 4] = [
+    (semconv::HTTP_REQUEST_METHOD, "http_request_method"),
+    (
+        semconv::HTTP_RESPONSE_STATUS_CODE,
+        "http_response_status_code",
+    ),
+    (semconv::HTTP_ROUTE, "http_route"),
+    (semconv::SERVER_PORT, "server_port"),
+];
+
+/// The HTTP histograms (names, units and buckets as OBI's).
+pub static SERVER_DURATION: HistogramDef = HistogramDef {
+    name: names::HTTP_SERVER_REQUEST_DURATION,
+    prometheus_name: "http_server_request_duration",
+    description: "Duration of HTTP server requests",
+    unit: MetricUnit::Seconds,
+    buckets: &DURATION_BUCKETS,
+    labels: &LABELS,
 };
-use opentelemetry::{Context, InstrumentationScope, KeyValue};
-use opentelemetry_sdk::trace::{Sampler, SamplingDecision, ShouldSample, SpanData};
-use opentelemetry_semantic_conventions::attribute as semconv;
+pub static SERVER_REQUEST_BODY_SIZE: HistogramDef = HistogramDef {
+    name: names::HTTP_SERVER_REQUEST_BODY_SIZE,
+    prometheus_name: "http_server_request_body_size",
+    description: "Size of HTTP server request bodies",
+    unit: MetricUnit::Bytes,
+    buckets: &SIZE_BUCKETS,
+    labels: &LABELS,
+};
+pub static SERVER_RESPONSE_BODY_SIZE: HistogramDef = HistogramDef {
+    name: names::HTTP_SERVER_RESPONSE_BODY_SIZE,
+    prometheus_name: "http_server_response_body_size",
+    description: "Size of HTTP server response bodies",
+    unit: MetricUnit::Bytes,
+    buckets: &SIZE_BUCKETS,
+    labels: &LABELS,
+};
+pub static CLIENT_DURATION: HistogramDef = HistogramDef {
+    name: names::HTTP_CLIENT_REQUEST_DURATION,
+    prometheus_name: "http_client_request_duration",
+    description: "Duration of HTTP client requests",
+    unit: MetricUnit::Seconds,
+    buckets: &DURATION_BUCKETS,
+    labels: &LABELS,
+};
+pub static CLIENT_REQUEST_BODY_SIZE: HistogramDef = HistogramDef {
+    name: names::HTTP_CLIENT_REQUEST_BODY_SIZE,
+    prometheus_name: "http_client_request_body_size",
+    description: "Size of HTTP client request bodies",
+    unit: MetricUnit::Bytes,
+    buckets: &SIZE_BUCKETS,
+    labels: &LABELS,
+};
+pub static CLIENT_RESPONSE_BODY_SIZE: HistogramDef = HistogramDef {
+    name: names::HTTP_CLIENT_RESPONSE_BODY_SIZE,
+    prometheus_name: "http_client_response_body_size",
+    description: "Size of HTTP client response bodies",
+    unit: MetricUnit::Bytes,
+    buckets: &SIZE_BUCKETS,
+    labels: &LABELS,
+};
 
-use crate::config::TraceSampler;
-use crate::route::RouteMatcher;
-use crate::transaction::{HttpTransaction, SpanKind};
-
-/// Converts `CLOCK_MONOTONIC` nanoseconds (kernel timestamps) to wall-clock time with an offset
-/// measured once, so that durations stay exact and spans of one process never go back in time.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct WallClock {
-    /// `CLOCK_REALTIME - CLOCK_MONOTONIC`, in nanoseconds.
-    offset_ns: i128,
-}
-
-fn clock_ns(clock: libc::clockid_t) -> i128 {
-    let mut now = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime only writes the timespec we own; both clocks exist on every Linux,
-    // so it cannot fail with valid arguments.
-    unsafe { libc::clock_gettime(clock, &mut now) };
-    i128::from(now.tv_sec) * 1_000_000_000 + i128::from(now.tv_nsec)
-}
-
-impl WallClock {
-    /// Measures the offset now; the monotonic read sits between two realtime reads and the
-    /// midpoint is used, so the error is half the (sub-microsecond) gap.
-    pub fn measure() -> Self {
-        let before = clock_ns(libc::CLOCK_REALTIME);
-        let monotonic = clock_ns(libc::CLOCK_MONOTONIC);
-        let after = clock_ns(libc::CLOCK_REALTIME);
-        Self {
-            offset_ns: before + (after - before) / 2 - monotonic,
-        }
-    }
-
-    /// A clock with a known offset (tests, replays).
-    pub fn with_offset(offset_ns: i128) -> Self {
-        Self { offset_ns }
-    }
-
-    /// The current `CLOCK_MONOTONIC` reading, in the kernel's units.
-    pub fn monotonic_now_ns() -> u64 {
-        u64::try_from(clock_ns(libc::CLOCK_MONOTONIC)).unwrap_or(0)
-    }
-
-    pub fn to_system_time(&self, monotonic_ns: u64) -> SystemTime {
-        let wall = i128::from(monotonic_ns) + self.offset_ns;
-        UNIX_EPOCH + Duration::from_nanos(u64::try_from(wall).unwrap_or(0))
-    }
-}
+/// Every HTTP histogram, in the order they are registered.
+pub static HISTOGRAMS: [&HistogramDef; 6] = [
+    &SERVER_DURATION,
+    &SERVER_REQUEST_BODY_SIZE,
+    &SERVER_RESPONSE_BODY_SIZE,
+    &CLIENT_DURATION,
+    &CLIENT_REQUEST_BODY_SIZE,
+    &CLIENT_RESPONSE_BODY_SIZE,
+];
 
 /// Everything spans and metrics need from one transaction, derived once.
 #[derive(Clone, Debug, PartialEq)]
@@ -202,23 +223,28 @@ fn format_authority(ip: IpAddr, port: u16) -> String {
 }
 
 impl HttpFacts {
-    pub fn new(tx: &HttpTransaction, routes: &RouteMatcher, include_query: bool) -> Self {
+    pub fn new(
+        tx: &Transaction,
+        http: &HttpExchange,
+        routes: &RouteMatcher,
+        include_query: bool,
+    ) -> Self {
         let known = KNOWN_METHODS
             .iter()
-            .find(|m| m.eq_ignore_ascii_case(&tx.method));
+            .find(|m| m.eq_ignore_ascii_case(&http.method));
         let (method, method_original) = match known {
-            Some(known) if **known == tx.method => (Cow::Borrowed(*known), None),
-            Some(known) => (Cow::Borrowed(*known), Some(tx.method.clone())),
-            None => (Cow::Borrowed("_OTHER"), Some(tx.method.clone())),
+            Some(known) if **known == http.method => (Cow::Borrowed(*known), None),
+            Some(known) => (Cow::Borrowed(*known), Some(http.method.clone())),
+            None => (Cow::Borrowed("_OTHER"), Some(http.method.clone())),
         };
-        let target = split_target(&tx.target);
+        let target = split_target(&http.target);
         // Authority-form (CONNECT host:port) has no path to route.
         let route = if target.path.starts_with('/') || target.path == "*" {
             routes.route(target.path)
         } else {
             None
         };
-        let host = tx.host.as_deref().or(target.authority);
+        let host = http.host.as_deref().or(target.authority);
         let (host_name, host_port) = match host {
             Some(host) if !host.trim().is_empty() => {
                 let (name, port) = split_host(host);
@@ -227,14 +253,14 @@ impl HttpFacts {
             _ => (None, None),
         };
         let is_error = match tx.kind {
-            SpanKind::Server => tx.status == 0 || tx.status >= 500,
-            SpanKind::Client => tx.status == 0 || tx.status >= 400,
+            SpanKind::Server => http.status == 0 || http.status >= 500,
+            SpanKind::Client => http.status == 0 || http.status >= 400,
         };
         let error_type = is_error.then(|| {
-            if tx.status == 0 {
+            if http.status == 0 {
                 "_OTHER".to_owned()
             } else {
-                tx.status.to_string()
+                http.status.to_string()
             }
         });
         let query = target.query.filter(|_| include_query).map(str::to_owned);
@@ -275,39 +301,18 @@ impl HttpFacts {
             path: target.path.to_owned(),
             query,
             route,
-            status: tx.status,
+            status: http.status,
             error_type,
             server_address,
             server_port,
             client_address,
             client_port,
             url_full,
-            protocol_version: if tx.minor_version == 0 { "1.0" } else { "1.1" },
-            request_body_size: tx.request_body_size,
-            response_body_size: tx.response_body_size,
+            protocol_version: http.version.as_str(),
+            request_body_size: http.request_body_size,
+            response_body_size: http.response_body_size,
             duration_seconds: tx.end_ns.saturating_sub(tx.start_ns) as f64 / 1e9,
         }
-    }
-
-    /// `METHOD route`, or just the method when there is no route (`HTTP` for `_OTHER`, as the
-    /// conventions ask).
-    pub fn span_name(&self) -> String {
-        let method = if self.method == "_OTHER" {
-            "HTTP"
-        } else {
-            &self.method
-        };
-        match &self.route {
-            Some(route) => format!("{method} {route}"),
-            None => method.to_owned(),
-        }
-    }
-
-    /// Metric attributes: bounded-cardinality ones only.
-    pub fn metric_attributes(&self) -> Vec<KeyValue> {
-        let mut attributes = Vec::with_capacity(METRIC_ATTRIBUTES);
-        self.push_metric_attributes(&mut attributes);
-        attributes
     }
 
     fn push_metric_attributes(&self, attributes: &mut Vec<KeyValue>) {
@@ -329,9 +334,71 @@ impl HttpFacts {
         }
     }
 
+    pub fn is_error(&self) -> bool {
+        self.error_type.is_some()
+    }
+}
+
+impl Semantics for HttpFacts {
+    /// `METHOD route`, or just the method when there is no route (`HTTP` for `_OTHER`, as the
+    /// conventions ask).
+    fn span_name(&self) -> String {
+        let method = if self.method == "_OTHER" {
+            "HTTP"
+        } else {
+            &self.method
+        };
+        match &self.route {
+            Some(route) => format!("{method} {route}"),
+            None => method.to_owned(),
+        }
+    }
+
+    /// Span status: an error for a missing response or an error status code, which says it all
+    /// (the conventions ask for no description then).
+    fn span_status(&self) -> Status {
+        if self.status == 0 {
+            Status::error("no response")
+        } else if self.is_error() {
+            Status::error("")
+        } else {
+            Status::Unset
+        }
+    }
+
+    /// Metric attributes: bounded-cardinality ones only.
+    fn metric_attributes(&self) -> Vec<KeyValue> {
+        let mut attributes = Vec::with_capacity(METRIC_ATTRIBUTES);
+        self.push_metric_attributes(&mut attributes);
+        attributes
+    }
+
+    /// The histograms of this exchange: its duration and the body sizes that are known.
+    fn measurements(&self, record: &mut dyn FnMut(&'static HistogramDef, f64)) {
+        let (duration, request_size, response_size) = match self.kind {
+            SpanKind::Server => (
+                &SERVER_DURATION,
+                &SERVER_REQUEST_BODY_SIZE,
+                &SERVER_RESPONSE_BODY_SIZE,
+            ),
+            SpanKind::Client => (
+                &CLIENT_DURATION,
+                &CLIENT_REQUEST_BODY_SIZE,
+                &CLIENT_RESPONSE_BODY_SIZE,
+            ),
+        };
+        record(duration, self.duration_seconds);
+        if let Some(size) = self.request_body_size {
+            record(request_size, size as f64);
+        }
+        if let Some(size) = self.response_body_size {
+            record(response_size, size as f64);
+        }
+    }
+
     /// Span attributes. Consumes the facts: their strings move into the attributes (spans are
     /// built once the metrics are recorded), and the vector is allocated once at its final size.
-    pub fn into_span_attributes(self) -> Vec<KeyValue> {
+    fn into_span_attributes(self) -> Vec<KeyValue> {
         let mut attributes = Vec::with_capacity(SPAN_ATTRIBUTES);
         self.push_metric_attributes(&mut attributes);
         attributes.push(KeyValue::new(semconv::URL_PATH, self.path));
@@ -367,139 +434,31 @@ impl HttpFacts {
         }
         attributes
     }
-
-    pub fn is_error(&self) -> bool {
-        self.error_type.is_some()
-    }
-}
-
-/// The SDK sampler for a configured [`TraceSampler`].
-pub fn sampler(config: TraceSampler) -> Sampler {
-    match config {
-        TraceSampler::AlwaysOn => Sampler::AlwaysOn,
-        TraceSampler::AlwaysOff => Sampler::AlwaysOff,
-        TraceSampler::TraceIdRatio(ratio) => Sampler::TraceIdRatioBased(ratio),
-        TraceSampler::ParentBasedAlwaysOn => Sampler::ParentBased(Box::new(Sampler::AlwaysOn)),
-        TraceSampler::ParentBasedAlwaysOff => Sampler::ParentBased(Box::new(Sampler::AlwaysOff)),
-        TraceSampler::ParentBasedTraceIdRatio(ratio) => {
-            Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(ratio)))
-        }
-    }
-}
-
-fn otel_kind(kind: SpanKind) -> OtelSpanKind {
-    match kind {
-        SpanKind::Server => OtelSpanKind::Server,
-        SpanKind::Client => OtelSpanKind::Client,
-    }
-}
-
-/// Whether the span is kept: the sampler sees the transaction's parent (with its sampled flag)
-/// as a remote parent, so `parentbased_*` samplers follow the caller's decision.
-pub fn is_sampled(sampler: &Sampler, tx: &HttpTransaction, name: &str) -> bool {
-    let trace_id = TraceId::from_bytes(tx.trace.trace_id);
-    let parent = tx.trace.parent_span_id.map(|parent| {
-        let flags = if tx.trace.sampled {
-            TraceFlags::SAMPLED
-        } else {
-            TraceFlags::default()
-        };
-        Context::new().with_remote_span_context(SpanContext::new(
-            trace_id,
-            SpanId::from_bytes(parent),
-            flags,
-            true,
-            TraceState::default(),
-        ))
-    });
-    let result = sampler.should_sample(
-        parent.as_ref(),
-        trace_id,
-        name,
-        &otel_kind(tx.kind),
-        &[],
-        &[],
-    );
-    result.decision == SamplingDecision::RecordAndSample
-}
-
-/// The scope every span and metric of the sidecar is reported under.
-pub fn instrumentation_scope() -> InstrumentationScope {
-    InstrumentationScope::builder("obi-sidecar")
-        .with_version(env!("CARGO_PKG_VERSION"))
-        .with_schema_url(opentelemetry_semantic_conventions::SCHEMA_URL)
-        .build()
-}
-
-/// The span of a transaction, with ids and parent exactly as the tracker assigned them. `name`
-/// is the facts' [`HttpFacts::span_name`], which the caller has already made for the sampler.
-pub fn span_data(
-    tx: &HttpTransaction,
-    name: String,
-    facts: HttpFacts,
-    clock: &WallClock,
-    scope: &InstrumentationScope,
-) -> SpanData {
-    let status = if facts.status == 0 {
-        Status::error("no response")
-    } else if facts.is_error() {
-        // The status code says it all; the conventions ask for no description.
-        Status::error("")
-    } else {
-        Status::Unset
-    };
-    SpanData {
-        span_context: SpanContext::new(
-            TraceId::from_bytes(tx.trace.trace_id),
-            SpanId::from_bytes(tx.trace.span_id),
-            TraceFlags::SAMPLED,
-            false,
-            TraceState::default(),
-        ),
-        parent_span_id: tx
-            .trace
-            .parent_span_id
-            .map_or(SpanId::INVALID, SpanId::from_bytes),
-        // A server span's parent is the caller's span, in another process; a client span's
-        // is the server span it was sent for, or a span of the app itself.
-        parent_span_is_remote: tx.kind == SpanKind::Server && tx.trace.parent_span_id.is_some(),
-        span_kind: otel_kind(tx.kind),
-        name: name.into(),
-        start_time: clock.to_system_time(tx.start_ns),
-        end_time: clock.to_system_time(tx.end_ns.max(tx.start_ns)),
-        attributes: facts.into_span_attributes(),
-        dropped_attributes_count: 0,
-        events: Default::default(),
-        links: Default::default(),
-        status,
-        instrumentation_scope: scope.clone(),
-    }
 }
 
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::route::{RouteMatcher, Unmatched};
-    use crate::transaction::TraceContext;
+    use crate::connection::testing::{http, http_mut};
+    use crate::protocol::http::HttpVersion;
+    use crate::telemetry::Semantics;
+    use crate::telemetry::route::Unmatched;
+    use crate::telemetry::spans::{WallClock, instrumentation_scope, span_data};
+    use crate::transaction::{Facts, TraceContext};
     use opentelemetry::Value;
+    use opentelemetry::trace::Status;
+    use opentelemetry_sdk::trace::SpanData;
 
     pub(crate) fn transaction(
         kind: SpanKind,
         method: &str,
         target: &str,
         status: u16,
-    ) -> HttpTransaction {
-        HttpTransaction {
+    ) -> Transaction {
+        Transaction {
             kind,
             pid: 42,
             tid: 43,
-            method: method.to_owned(),
-            target: target.to_owned(),
-            host: Some("shop.example:8080".to_owned()),
-            minor_version: 1,
-            status,
-            request_body_size: Some(12),
-            response_body_size: None,
             start_ns: 1_000_000_000,
             end_ns: 1_250_000_000,
             local: Some(SocketAddr::from(([10, 0, 0, 1], 8080))),
@@ -510,15 +469,35 @@ pub(crate) mod tests {
                 parent_span_id: Some([0x33; 8]),
                 sampled: true,
             },
+            facts: Facts::Http(HttpExchange {
+                method: method.to_owned(),
+                target: target.to_owned(),
+                host: Some("shop.example:8080".to_owned()),
+                version: HttpVersion::Http11,
+                status,
+                request_body_size: Some(12),
+                response_body_size: None,
+            }),
         }
     }
 
+    pub(crate) fn facts_of(
+        tx: &Transaction,
+        routes: &RouteMatcher,
+        include_query: bool,
+    ) -> HttpFacts {
+        HttpFacts::new(tx, http(tx), routes, include_query)
+    }
+
     /// The span of `facts` (made from `tx`), as the exporter builds it.
-    pub(crate) fn span_of(tx: &HttpTransaction, facts: HttpFacts, clock: &WallClock) -> SpanData {
+    pub(crate) fn span_of(tx: &Transaction, facts: HttpFacts, clock: &WallClock) -> SpanData {
+        let name = facts.span_name();
+        let status = facts.span_status();
         span_data(
             tx,
-            facts.span_name(),
-            facts,
+            name,
+            status,
+            facts.into_span_attributes(),
             clock,
             &instrumentation_scope(),
         )
@@ -531,7 +510,7 @@ pub(crate) mod tests {
             .map(|kv| &kv.value)
     }
 
-    fn routes() -> RouteMatcher {
+    pub(crate) fn routes() -> RouteMatcher {
         let patterns = RouteMatcher::parse_patterns("V", "/users/{id}").unwrap_or_default();
         RouteMatcher::new(patterns, Unmatched::Heuristic)
     }
@@ -597,7 +576,7 @@ pub(crate) mod tests {
     #[test]
     fn server_span_facts_and_attributes() {
         let tx = transaction(SpanKind::Server, "GET", "/users/42?token=secret", 200);
-        let facts = HttpFacts::new(&tx, &routes(), false);
+        let facts = facts_of(&tx, &routes(), false);
         assert_eq!(facts.span_name(), "GET /users/{id}");
         assert!(!facts.is_error());
         let metric = facts.metric_attributes();
@@ -634,8 +613,8 @@ pub(crate) mod tests {
     #[test]
     fn client_span_facts() {
         let mut tx = transaction(SpanKind::Client, "post", "/v1/items/9?q=1", 404);
-        tx.minor_version = 0;
-        let facts = HttpFacts::new(&tx, &routes(), true);
+        http_mut(&mut tx).version = HttpVersion::Http10;
+        let facts = facts_of(&tx, &routes(), true);
         assert_eq!(facts.method, "POST");
         assert_eq!(facts.method_original.as_deref(), Some("post"));
         assert_eq!(facts.span_name(), "POST /v1/items/*");
@@ -650,9 +629,9 @@ pub(crate) mod tests {
         assert_eq!(facts.client_address, None);
         assert_eq!(facts.protocol_version, "1.0");
 
-        tx.host = None;
+        http_mut(&mut tx).host = None;
         tx.peer = Some(SocketAddr::from(([0, 0, 0, 0, 0, 0, 0, 1], 9000)));
-        let facts = HttpFacts::new(&tx, &routes(), false);
+        let facts = facts_of(&tx, &routes(), false);
         assert_eq!(
             facts.url_full.as_deref(),
             Some("http://[::1]:9000/v1/items/9")
@@ -664,8 +643,8 @@ pub(crate) mod tests {
     fn span_attributes_fit_the_space_reserved_for_them() {
         for kind in [SpanKind::Server, SpanKind::Client] {
             let mut tx = transaction(kind, "post", "/v1/items/9?q=1", 503);
-            tx.response_body_size = Some(7);
-            let attributes = HttpFacts::new(&tx, &routes(), true).into_span_attributes();
+            http_mut(&mut tx).response_body_size = Some(7);
+            let attributes = facts_of(&tx, &routes(), true).into_span_attributes();
             // Every optional attribute of this kind is present, and none needed a reallocation.
             let expected = match kind {
                 SpanKind::Server => 15,
@@ -691,7 +670,7 @@ pub(crate) mod tests {
         let clock = WallClock::with_offset(0);
         for (kind, status, error) in table {
             let tx = transaction(kind, "GET", "/", status);
-            let facts = HttpFacts::new(&tx, &routes(), false);
+            let facts = facts_of(&tx, &routes(), false);
             assert_eq!(facts.error_type.as_deref(), error, "{kind:?} {status}");
             let span = span_of(&tx, facts, &clock);
             let is_error = matches!(span.status, Status::Error { .. });
@@ -706,98 +685,14 @@ pub(crate) mod tests {
     #[test]
     fn unknown_methods_are_bounded() {
         let tx = transaction(SpanKind::Server, "PURGE", "/x", 200);
-        let facts = HttpFacts::new(&tx, &RouteMatcher::default(), false);
+        let facts = facts_of(&tx, &RouteMatcher::default(), false);
         assert_eq!(facts.method, "_OTHER");
         assert_eq!(facts.span_name(), "HTTP /x");
-        let facts = HttpFacts::new(&tx, &RouteMatcher::new(Vec::new(), Unmatched::Unset), false);
+        let facts = facts_of(&tx, &RouteMatcher::new(Vec::new(), Unmatched::Unset), false);
         assert_eq!(facts.span_name(), "HTTP");
         let connect = transaction(SpanKind::Client, "CONNECT", "db:5432", 200);
-        let facts = HttpFacts::new(&connect, &RouteMatcher::default(), false);
+        let facts = facts_of(&connect, &RouteMatcher::default(), false);
         assert_eq!(facts.span_name(), "CONNECT");
         assert_eq!(facts.route, None);
-    }
-
-    #[test]
-    fn span_ids_and_times_come_from_the_transaction() {
-        let tx = transaction(SpanKind::Server, "GET", "/", 200);
-        let facts = HttpFacts::new(&tx, &routes(), false);
-        assert!((facts.duration_seconds - 0.25).abs() < 1e-12);
-        let clock = WallClock::with_offset(1_700_000_000_000_000_000);
-        let span = span_of(&tx, facts, &clock);
-        assert_eq!(span.span_context.trace_id().to_bytes(), [0x11; 16]);
-        assert_eq!(span.span_context.span_id().to_bytes(), [0x22; 8]);
-        assert_eq!(span.parent_span_id.to_bytes(), [0x33; 8]);
-        assert_eq!(span.span_kind, OtelSpanKind::Server);
-        assert_eq!(
-            span.start_time,
-            UNIX_EPOCH + Duration::from_nanos(1_700_000_001_000_000_000)
-        );
-        assert_eq!(
-            span.end_time.duration_since(span.start_time).ok(),
-            Some(Duration::from_millis(250))
-        );
-    }
-
-    #[test]
-    fn only_a_server_span_has_a_remote_parent() {
-        let clock = WallClock::with_offset(0);
-        let table = [
-            (SpanKind::Server, true, true),
-            (SpanKind::Server, false, false),
-            (SpanKind::Client, true, false),
-            (SpanKind::Client, false, false),
-        ];
-        for (kind, parent, remote) in table {
-            let mut tx = transaction(kind, "GET", "/", 200);
-            if !parent {
-                tx.trace.parent_span_id = None;
-            }
-            let facts = HttpFacts::new(&tx, &routes(), false);
-            let span = span_of(&tx, facts, &clock);
-            assert_eq!(
-                span.parent_span_is_remote, remote,
-                "{kind:?} parent {parent}"
-            );
-        }
-    }
-
-    #[test]
-    fn measured_clock_is_close_to_now() {
-        let clock = WallClock::measure();
-        let converted = clock.to_system_time(WallClock::monotonic_now_ns());
-        let now = SystemTime::now();
-        let skew = now
-            .duration_since(converted)
-            .or_else(|e| Ok::<_, ()>(e.duration()))
-            .unwrap_or_default();
-        assert!(skew < Duration::from_millis(50), "{skew:?}");
-    }
-
-    #[test]
-    fn sampling_table() {
-        let mut root = transaction(SpanKind::Server, "GET", "/", 200);
-        root.trace.parent_span_id = None;
-        let mut sampled_child = root.clone();
-        sampled_child.trace.parent_span_id = Some([1; 8]);
-        let mut unsampled_child = sampled_child.clone();
-        unsampled_child.trace.sampled = false;
-        let table = [
-            (TraceSampler::AlwaysOn, [true, true, true]),
-            (TraceSampler::AlwaysOff, [false, false, false]),
-            (TraceSampler::ParentBasedAlwaysOn, [true, true, false]),
-            (TraceSampler::ParentBasedAlwaysOff, [false, true, false]),
-            (
-                TraceSampler::ParentBasedTraceIdRatio(0.0),
-                [false, true, false],
-            ),
-            (TraceSampler::TraceIdRatio(1.0), [true, true, true]),
-            (TraceSampler::TraceIdRatio(0.0), [false, false, false]),
-        ];
-        for (config, want) in table {
-            let sampler = sampler(config);
-            let got =
-                [&root, &sampled_child, &unsampled_child].map(|tx| is_sampled(&sampler, tx, "GET"));
-            assert_eq!(got, want, "{config:?}");
-        }
     }
 }

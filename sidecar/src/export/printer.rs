@@ -15,7 +15,7 @@ use opentelemetry_sdk::trace::SpanData;
 use serde_json::json;
 
 use crate::config::TracePrinter;
-use crate::metrics::SelfCounter;
+use crate::telemetry::metrics::SelfCounter;
 
 /// Spans waiting to be printed before new ones are dropped.
 const QUEUE_LINES: usize = 8192;
@@ -211,15 +211,15 @@ fn write_lines(format: TracePrinter, out: Box<dyn Write + Send>, receiver: Recei
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::route::RouteMatcher;
-    use crate::spans::tests::{span_of, transaction};
-    use crate::spans::{HttpFacts, WallClock};
+    use crate::telemetry::http::tests::{facts_of, span_of, transaction};
+    use crate::telemetry::route::RouteMatcher;
+    use crate::telemetry::spans::WallClock;
     use crate::transaction::SpanKind as TxKind;
     use std::sync::{Arc, Mutex};
 
     fn job(status: u16) -> PrintJob {
         let tx = transaction(TxKind::Server, "GET", "/users/42?x=1", status);
-        let facts = HttpFacts::new(&tx, &RouteMatcher::default(), false);
+        let facts = facts_of(&tx, &RouteMatcher::default(), false);
         let clock = WallClock::with_offset(1_700_000_000_000_000_000);
         PrintJob {
             span: span_of(&tx, facts, &clock),

@@ -1,18 +1,14 @@
-//! HTTP RED metrics (OTLP instruments and Prometheus families) and the sidecar's own counters.
+//! Metrics: the histograms protocols' mappings record into (OTLP instruments and Prometheus
+//! families, from one definition each) and the sidecar's own counters.
 
-use opentelemetry::KeyValue;
 use opentelemetry::metrics::{Histogram as OtelHistogram, Meter};
-use opentelemetry_semantic_conventions::metric as names;
-use prometheus_client::encoding::EncodeLabelSet;
+use opentelemetry::{KeyValue, Value};
 use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::family::{Family, MetricConstructor};
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 use std::sync::atomic::AtomicU64;
-
-use crate::spans::HttpFacts;
-use crate::transaction::SpanKind;
 
 /// OBI's default duration buckets, in seconds.
 pub const DURATION_BUCKETS: [f64; 15] = [
@@ -60,7 +56,7 @@ impl SelfGauge {
     }
 }
 
-/// The sidecar's own health counters, exported with the HTTP metrics (Prometheus and OTLP).
+/// The sidecar's own health counters, exported with the protocols' metrics (Prometheus and OTLP).
 #[derive(Clone, Debug, Default)]
 pub struct SelfMetrics {
     /// Events read from the kernel ring buffer (set by the run loop).
@@ -159,166 +155,136 @@ pub fn register_self_metrics(meter: &Meter, metrics: &SelfMetrics) {
     }
 }
 
-/// A histogram pair per span kind.
-#[derive(Debug)]
-struct KindInstruments<D, S> {
-    duration: D,
-    request_size: S,
-    response_size: S,
+/// Unit of a histogram.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MetricUnit {
+    Seconds,
+    Bytes,
 }
 
-/// The OTLP HTTP instruments of one resource's meter provider.
+/// A histogram a protocol's mapping records into: its names, unit, buckets and the attributes
+/// that make its series (each Prometheus series carries all of them, empty when absent, so a
+/// family keeps one label set).
+#[derive(Debug)]
+pub struct HistogramDef {
+    /// OTLP name (semantic conventions).
+    pub name: &'static str,
+    /// Prometheus family name, before the unit suffix the exposition adds.
+    pub prometheus_name: &'static str,
+    pub description: &'static str,
+    pub unit: MetricUnit,
+    pub buckets: &'static [f64],
+    /// (attribute key, Prometheus label) of every series attribute.
+    pub labels: &'static [(&'static str, &'static str)],
+}
+
+/// An OTLP histogram of one resource: floating-point seconds or integer bytes, as the
+/// conventions type them.
+#[derive(Debug)]
+enum OtelHistogramOf {
+    Seconds(OtelHistogram<f64>),
+    Bytes(OtelHistogram<u64>),
+}
+
+/// The OTLP histograms of one resource's meter provider, one per [`HistogramDef`].
 #[derive(Debug)]
 pub struct OtelInstruments {
-    server: KindInstruments<OtelHistogram<f64>, OtelHistogram<u64>>,
-    client: KindInstruments<OtelHistogram<f64>, OtelHistogram<u64>>,
+    histograms: Vec<(&'static HistogramDef, OtelHistogramOf)>,
 }
 
 impl OtelInstruments {
-    pub fn new(meter: &Meter) -> Self {
-        let duration = |name: &'static str, description: &'static str| {
-            meter
-                .f64_histogram(name)
-                .with_unit("s")
-                .with_description(description)
-                .with_boundaries(DURATION_BUCKETS.to_vec())
-                .build()
-        };
-        let size = |name: &'static str, description: &'static str| {
-            meter
-                .u64_histogram(name)
-                .with_unit("By")
-                .with_description(description)
-                .with_boundaries(SIZE_BUCKETS.to_vec())
-                .build()
-        };
-        Self {
-            server: KindInstruments {
-                duration: duration(
-                    names::HTTP_SERVER_REQUEST_DURATION,
-                    "Duration of HTTP server requests",
-                ),
-                request_size: size(
-                    names::HTTP_SERVER_REQUEST_BODY_SIZE,
-                    "Size of HTTP server request bodies",
-                ),
-                response_size: size(
-                    names::HTTP_SERVER_RESPONSE_BODY_SIZE,
-                    "Size of HTTP server response bodies",
-                ),
-            },
-            client: KindInstruments {
-                duration: duration(
-                    names::HTTP_CLIENT_REQUEST_DURATION,
-                    "Duration of HTTP client requests",
-                ),
-                request_size: size(
-                    names::HTTP_CLIENT_REQUEST_BODY_SIZE,
-                    "Size of HTTP client request bodies",
-                ),
-                response_size: size(
-                    names::HTTP_CLIENT_RESPONSE_BODY_SIZE,
-                    "Size of HTTP client response bodies",
-                ),
-            },
-        }
+    pub fn new(meter: &Meter, defs: &[&'static HistogramDef]) -> Self {
+        let histograms = defs
+            .iter()
+            .map(|&def| {
+                let histogram = match def.unit {
+                    MetricUnit::Seconds => OtelHistogramOf::Seconds(
+                        meter
+                            .f64_histogram(def.name)
+                            .with_unit("s")
+                            .with_description(def.description)
+                            .with_boundaries(def.buckets.to_vec())
+                            .build(),
+                    ),
+                    MetricUnit::Bytes => OtelHistogramOf::Bytes(
+                        meter
+                            .u64_histogram(def.name)
+                            .with_unit("By")
+                            .with_description(def.description)
+                            .with_boundaries(def.buckets.to_vec())
+                            .build(),
+                    ),
+                };
+                (def, histogram)
+            })
+            .collect();
+        Self { histograms }
     }
 
-    pub fn record(&self, facts: &HttpFacts, attributes: &[KeyValue]) {
-        let instruments = match facts.kind {
-            SpanKind::Server => &self.server,
-            SpanKind::Client => &self.client,
+    pub fn record(&self, def: &'static HistogramDef, value: f64, attributes: &[KeyValue]) {
+        // A handful of definitions: a pointer scan beats hashing.
+        let Some((_, histogram)) = self.histograms.iter().find(|(d, _)| std::ptr::eq(*d, def))
+        else {
+            return;
         };
-        instruments
-            .duration
-            .record(facts.duration_seconds, attributes);
-        if let Some(size) = facts.request_body_size {
-            instruments.request_size.record(size, attributes);
-        }
-        if let Some(size) = facts.response_body_size {
-            instruments.response_size.record(size, attributes);
+        match histogram {
+            OtelHistogramOf::Seconds(h) => h.record(value, attributes),
+            OtelHistogramOf::Bytes(h) => h.record(value as u64, attributes),
         }
     }
 }
 
-/// Prometheus labels of the HTTP histograms: the metric attributes, plus which service and
-/// container they belong to (OTLP has those in the resource).
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct HttpLabels {
-    service_name: String,
-    k8s_container_name: String,
-    http_request_method: String,
-    http_response_status_code: Option<u16>,
-    http_route: Option<String>,
-    server_port: Option<u16>,
+/// Prometheus labels of a series: which service and container it belongs to (OTLP has those in
+/// the resource), then the definition's labels in order.
+type Labels = Vec<(&'static str, String)>;
+
+/// Makes each new series' histogram with its definition's buckets.
+#[derive(Clone, Copy, Debug)]
+struct Buckets(&'static [f64]);
+
+impl MetricConstructor<Histogram> for Buckets {
+    fn new_metric(&self) -> Histogram {
+        Histogram::new(self.0.iter().copied())
+    }
 }
 
-type HistogramFamily = Family<HttpLabels, Histogram, fn() -> Histogram>;
+type HistogramFamily = Family<Labels, Histogram, Buckets>;
 
-fn duration_histogram() -> Histogram {
-    Histogram::new(DURATION_BUCKETS)
-}
-
-fn size_histogram() -> Histogram {
-    Histogram::new(SIZE_BUCKETS)
-}
-
-/// The Prometheus registry: HTTP histograms and the self metrics.
+/// The Prometheus registry: the protocols' histograms and the self metrics.
 #[derive(Debug)]
 pub struct PrometheusMetrics {
     registry: Registry,
-    server: KindInstruments<HistogramFamily, HistogramFamily>,
-    client: KindInstruments<HistogramFamily, HistogramFamily>,
+    families: Vec<(&'static HistogramDef, HistogramFamily)>,
+}
+
+/// A label value from an attribute value, as Prometheus text.
+fn label_value(value: &Value) -> String {
+    match value {
+        Value::String(text) => text.as_str().to_owned(),
+        other => other.to_string(),
+    }
 }
 
 impl PrometheusMetrics {
-    pub fn new(self_metrics: &SelfMetrics) -> Self {
+    pub fn new(self_metrics: &SelfMetrics, defs: &[&'static HistogramDef]) -> Self {
         let mut registry = Registry::default();
-        let mut family = |name: &str, help: &str, unit: Unit, constructor: fn() -> Histogram| {
-            let family = HistogramFamily::new_with_constructor(constructor);
-            registry.register_with_unit(name, help, unit, family.clone());
-            family
-        };
-        let server = KindInstruments {
-            duration: family(
-                "http_server_request_duration",
-                "Duration of HTTP server requests",
-                Unit::Seconds,
-                duration_histogram,
-            ),
-            request_size: family(
-                "http_server_request_body_size",
-                "Size of HTTP server request bodies",
-                Unit::Bytes,
-                size_histogram,
-            ),
-            response_size: family(
-                "http_server_response_body_size",
-                "Size of HTTP server response bodies",
-                Unit::Bytes,
-                size_histogram,
-            ),
-        };
-        let client = KindInstruments {
-            duration: family(
-                "http_client_request_duration",
-                "Duration of HTTP client requests",
-                Unit::Seconds,
-                duration_histogram,
-            ),
-            request_size: family(
-                "http_client_request_body_size",
-                "Size of HTTP client request bodies",
-                Unit::Bytes,
-                size_histogram,
-            ),
-            response_size: family(
-                "http_client_response_body_size",
-                "Size of HTTP client response bodies",
-                Unit::Bytes,
-                size_histogram,
-            ),
-        };
+        let families = defs
+            .iter()
+            .map(|&def| {
+                let family = HistogramFamily::new_with_constructor(Buckets(def.buckets));
+                let unit = match def.unit {
+                    MetricUnit::Seconds => Unit::Seconds,
+                    MetricUnit::Bytes => Unit::Bytes,
+                };
+                registry.register_with_unit(
+                    def.prometheus_name,
+                    def.description,
+                    unit,
+                    family.clone(),
+                );
+                (def, family)
+            })
+            .collect();
         let counters = [
             (&SELF_METRICS[0], &self_metrics.events_captured),
             (&SELF_METRICS[1], &self_metrics.events_dropped),
@@ -335,42 +301,33 @@ impl PrometheusMetrics {
             gauge.help,
             self_metrics.processes_instrumented.0.clone(),
         );
-        Self {
-            registry,
-            server,
-            client,
-        }
+        Self { registry, families }
     }
 
-    pub fn record(&self, facts: &HttpFacts, service_name: &str, container: &str) {
-        let labels = HttpLabels {
-            service_name: service_name.to_owned(),
-            k8s_container_name: container.to_owned(),
-            http_request_method: facts.method.to_string(),
-            http_response_status_code: (facts.status != 0).then_some(facts.status),
-            http_route: facts.route.clone(),
-            server_port: facts.server_port,
+    /// Records `value` into the series of `attributes` of `def`'s family.
+    pub fn record(
+        &self,
+        def: &'static HistogramDef,
+        value: f64,
+        attributes: &[KeyValue],
+        service_name: &str,
+        container: &str,
+    ) {
+        let Some((_, family)) = self.families.iter().find(|(d, _)| std::ptr::eq(*d, def)) else {
+            return;
         };
-        let families = match facts.kind {
-            SpanKind::Server => &self.server,
-            SpanKind::Client => &self.client,
-        };
-        families
-            .duration
-            .get_or_create(&labels)
-            .observe(facts.duration_seconds);
-        if let Some(size) = facts.request_body_size {
-            families
-                .request_size
-                .get_or_create(&labels)
-                .observe(size as f64);
+        let mut labels: Labels = Vec::with_capacity(2 + def.labels.len());
+        labels.push(("service_name", service_name.to_owned()));
+        labels.push(("k8s_container_name", container.to_owned()));
+        for &(key, label) in def.labels {
+            let value = attributes
+                .iter()
+                .find(|kv| kv.key.as_str() == key)
+                .map(|kv| label_value(&kv.value))
+                .unwrap_or_default();
+            labels.push((label, value));
         }
-        if let Some(size) = facts.response_body_size {
-            families
-                .response_size
-                .get_or_create(&labels)
-                .observe(size as f64);
-        }
+        family.get_or_create(&labels).observe(value);
     }
 
     /// The OpenMetrics text exposition.
@@ -388,8 +345,19 @@ impl PrometheusMetrics {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::route::RouteMatcher;
-    use crate::spans::tests::transaction;
+    use crate::telemetry::Semantics;
+    use crate::telemetry::http::tests::{facts_of, transaction};
+    use crate::telemetry::http::{self, HttpFacts};
+    use crate::telemetry::route::RouteMatcher;
+    use crate::transaction::SpanKind;
+
+    /// Records a transaction's facts as the telemetry does.
+    fn record(prometheus: &PrometheusMetrics, facts: &HttpFacts, service: &str, container: &str) {
+        let attributes = facts.metric_attributes();
+        facts.measurements(&mut |def, value| {
+            prometheus.record(def, value, &attributes, service, container);
+        });
+    }
 
     #[test]
     fn self_counters() {
@@ -410,14 +378,14 @@ mod tests {
         let self_metrics = SelfMetrics::default();
         self_metrics.spans_dropped.add(7);
         self_metrics.processes_instrumented.set(3);
-        let prometheus = PrometheusMetrics::new(&self_metrics);
+        let prometheus = PrometheusMetrics::new(&self_metrics, &http::HISTOGRAMS);
         let tx = transaction(SpanKind::Server, "GET", "/users/42", 200);
-        let facts = HttpFacts::new(&tx, &RouteMatcher::default(), false);
-        prometheus.record(&facts, "shop", "app");
-        prometheus.record(&facts, "shop", "app");
+        let facts = facts_of(&tx, &RouteMatcher::default(), false);
+        record(&prometheus, &facts, "shop", "app");
+        record(&prometheus, &facts, "shop", "app");
         let client = transaction(SpanKind::Client, "GET", "/x", 0);
-        let facts = HttpFacts::new(&client, &RouteMatcher::default(), false);
-        prometheus.record(&facts, "shop", "");
+        let facts = facts_of(&client, &RouteMatcher::default(), false);
+        record(&prometheus, &facts, "shop", "");
         let text = prometheus.encode();
         let labels = r#"service_name="shop",k8s_container_name="app",http_request_method="GET",http_response_status_code="200",http_route="/users/*",server_port="8080""#;
         for line in [

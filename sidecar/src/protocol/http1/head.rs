@@ -1,11 +1,12 @@
 //! HTTP/1.x message heads (request line or status line plus header fields), parsed with
-//! `httparse` into the few facts the tracker needs: what was asked, what was answered, and how
+//! `httparse` into the few facts the HTTP/1 parser needs: what was asked, what was answered, and how
 //! the body that follows is delimited.
 //!
 //! Everything here is a pure function of the bytes it is given.
 
 use std::mem::MaybeUninit;
 
+use crate::connection::context::{TraceParent, parse_traceparent};
 use crate::{Error, Result};
 
 /// Header fields parsed per head. More than this is treated as invalid input: real clients and
@@ -78,14 +79,6 @@ pub struct RequestLine {
     pub method: String,
     pub target: String,
     pub minor_version: u8,
-}
-
-/// A W3C trace context `traceparent` header (version `00` layout).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct TraceParent {
-    pub trace_id: [u8; 16],
-    pub parent_id: [u8; 8],
-    pub sampled: bool,
 }
 
 impl Request {
@@ -230,62 +223,7 @@ pub fn parse_status_line(bytes: &[u8]) -> Option<(u16, u8)> {
     Some((resp.code?, resp.version?))
 }
 
-/// Parses a `traceparent` value; `None` unless it is valid per W3C Trace Context.
-pub fn parse_traceparent(value: &[u8]) -> Option<TraceParent> {
-    let value = value.trim_ascii();
-    // version "-" trace-id "-" parent-id "-" flags; later versions may append "-" fields.
-    if value.len() < 55 || (value.len() > 55 && value[55] != b'-') {
-        return None;
-    }
-    if value[2] != b'-' || value[35] != b'-' || value[52] != b'-' {
-        return None;
-    }
-    let version = hex_byte(&value[0..2])?;
-    if version == 0xff || (version == 0 && value.len() != 55) {
-        return None;
-    }
-    let mut trace_id = [0u8; 16];
-    decode_hex(&value[3..35], &mut trace_id)?;
-    let mut parent_id = [0u8; 8];
-    decode_hex(&value[36..52], &mut parent_id)?;
-    let flags = hex_byte(&value[53..55])?;
-    if trace_id == [0; 16] || parent_id == [0; 8] {
-        return None;
-    }
-    Some(TraceParent {
-        trace_id,
-        parent_id,
-        sampled: flags & 1 == 1,
-    })
-}
-
-/// Lowercase hex only, as the specification requires.
-fn hex_digit(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        _ => None,
-    }
-}
-
-fn hex_byte(pair: &[u8]) -> Option<u8> {
-    match pair {
-        [hi, lo] => Some((hex_digit(*hi)? << 4) | hex_digit(*lo)?),
-        _ => None,
-    }
-}
-
-fn decode_hex(text: &[u8], out: &mut [u8]) -> Option<()> {
-    if text.len() != out.len() * 2 {
-        return None;
-    }
-    for (byte, pair) in out.iter_mut().zip(text.chunks_exact(2)) {
-        *byte = hex_byte(pair)?;
-    }
-    Some(())
-}
-
-/// The header fields the tracker cares about.
+/// The header fields the HTTP/1 parser cares about.
 #[derive(Default)]
 struct Fields {
     host: Option<String>,
@@ -762,39 +700,10 @@ mod tests {
     }
 
     #[test]
-    fn traceparent_validation() {
-        let valid = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-        assert_eq!(parse_traceparent(valid), Some(TRACEPARENT));
-        let unsampled =
-            parse_traceparent(b" 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00 ");
-        assert_eq!(unsampled.map(|t| t.sampled), Some(false));
-        // A later version may append fields.
-        assert!(
-            parse_traceparent(b"01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-xyz")
-                .is_some()
-        );
-        for bad in [
-            &b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-xyz"[..],
-            b"ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
-            b"00-00000000000000000000000000000000-00f067aa0ba902b7-01",
-            b"00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
-            b"00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
-            b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
-            b"00_4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
-            b"",
-        ] {
-            assert_eq!(
-                parse_traceparent(bad),
-                None,
-                "{:?}",
-                String::from_utf8_lossy(bad)
-            );
-        }
-        // Two traceparent fields make the context invalid.
-        let twice = format!(
-            "GET / HTTP/1.1\r\ntraceparent: {0}\r\ntraceparent: {0}\r\n\r\n",
-            String::from_utf8_lossy(valid)
-        );
+    fn two_traceparent_fields_make_the_context_invalid() {
+        let valid = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let twice =
+            format!("GET / HTTP/1.1\r\ntraceparent: {valid}\r\ntraceparent: {valid}\r\n\r\n");
         assert_eq!(request(twice.as_bytes()).traceparent, None);
     }
 }

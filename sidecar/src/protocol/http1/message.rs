@@ -1,17 +1,18 @@
 //! One direction of an HTTP/1.x connection (requests, or responses) as a sequence of messages:
 //! a head, then a body delimited by the head's framing.
 //!
-//! Input comes one syscall at a time as a [`Segment`]: the captured prefix of the bytes plus the
-//! count of bytes moved but not captured. Bodies are skipped by count; heads must be visible.
-//! When a message boundary falls where nothing was captured the reader is *lost* until a new
-//! head shows up at the start of a later syscall, or the caller learns of a boundary from the
-//! other direction ([`MessageReader::resync`]).
+//! Input comes one chunk at a time as a [`Segment`]: the captured bytes plus the count of bytes
+//! after them that were not captured. Bodies are skipped by count; heads must be visible. When a
+//! message boundary falls where nothing was captured the reader is *lost* until a new head shows
+//! up at the start of a later chunk that starts at a boundary (a syscall), or the caller learns of
+//! a boundary from the other direction ([`MessageReader::resync`]).
 
 use std::marker::PhantomData;
 
 use super::chunked::{ChunkedDecoder, ChunkedStatus};
-use super::http1::{self, Framing, Parsed, Request, RequestLine, Response};
+use super::head::{self, Framing, Parsed, Request, RequestLine, Response};
 use crate::Result;
+use crate::connection::stream::Chunk;
 
 /// A message head type the reader can parse.
 pub trait Head: Sized {
@@ -25,10 +26,10 @@ pub trait Head: Sized {
 impl Head for Request {
     type Line = RequestLine;
     fn parse(bytes: &[u8]) -> Result<Parsed<Self>> {
-        http1::parse_request(bytes)
+        head::parse_request(bytes)
     }
     fn parse_line(bytes: &[u8]) -> Option<RequestLine> {
-        http1::parse_request_line(bytes)
+        head::parse_request_line(bytes)
     }
     fn header_len(&self) -> usize {
         self.header_len
@@ -39,27 +40,37 @@ impl Head for Response {
     /// Status code and minor version.
     type Line = (u16, u8);
     fn parse(bytes: &[u8]) -> Result<Parsed<Self>> {
-        http1::parse_response(bytes)
+        head::parse_response(bytes)
     }
     fn parse_line(bytes: &[u8]) -> Option<(u16, u8)> {
-        http1::parse_status_line(bytes)
+        head::parse_status_line(bytes)
     }
     fn header_len(&self) -> usize {
         self.header_len
     }
 }
 
-/// The bytes one syscall moved: a captured prefix and a count of uncaptured bytes after it.
+/// What is left of one chunk while it is read: captured bytes, then a count of uncaptured ones.
 #[derive(Clone, Copy, Debug)]
 pub struct Segment<'a> {
     visible: &'a [u8],
     unseen: u64,
-    /// Nothing of this syscall has been consumed yet.
+    /// The chunk starts at a boundary and nothing of it has been consumed yet.
     at_start: bool,
 }
 
+impl<'a> From<&Chunk<'a>> for Segment<'a> {
+    fn from(chunk: &Chunk<'a>) -> Self {
+        Self {
+            visible: chunk.visible,
+            unseen: chunk.unseen,
+            at_start: chunk.at_boundary,
+        }
+    }
+}
+
 impl<'a> Segment<'a> {
-    /// `total_len` is what the syscall moved; `captured` its leading bytes.
+    /// One syscall: `total_len` is what it moved, `captured` its leading bytes.
     pub fn new(captured: &'a [u8], total_len: u64) -> Self {
         Self {
             visible: captured,
@@ -105,7 +116,7 @@ pub enum Step<M: Head> {
     BodyDone { body_bytes: u64 },
     /// The end of the current body fell into uncaptured bytes; the reader is lost.
     BodyLost,
-    /// While lost, a new head starts this syscall: the lost message ended before it.
+    /// While lost, a new head starts this chunk: the lost message ended before it.
     Resynced,
     /// The segment is used up.
     NeedMore,
@@ -129,7 +140,7 @@ enum State {
 #[derive(Debug)]
 pub struct MessageReader<M> {
     state: State,
-    /// Head bytes carried over from earlier syscalls while a head is split across them.
+    /// Head bytes carried over from earlier chunks while a head is split across them.
     buf: Vec<u8>,
     started_ns: u64,
     head: PhantomData<M>,
@@ -147,7 +158,7 @@ impl<M> Default for MessageReader<M> {
 }
 
 impl<M: Head> MessageReader<M> {
-    /// Reads the next step from `seg`, the syscall that ended at `ts`. Heads longer than
+    /// Reads the next step from `seg`, the chunk whose bytes moved at `ts`. Heads longer than
     /// `max_head` bytes are not buffered: they are reported as truncated.
     pub fn next(&mut self, seg: &mut Segment<'_>, ts: u64, max_head: usize) -> Result<Step<M>> {
         match &mut self.state {
@@ -209,7 +220,7 @@ impl<M: Head> MessageReader<M> {
             // A message starts somewhere in bytes that were not captured.
             return Ok(self.truncated(seg, None));
         }
-        // The common case, a head within one syscall, is parsed in place without copying.
+        // The common case, a head within one chunk, is parsed in place without copying.
         let parsed = if carried == 0 {
             M::parse(seg.visible)
         } else {
@@ -223,7 +234,7 @@ impl<M: Head> MessageReader<M> {
                 Err(e)
             }
             Ok(Parsed::Complete(head)) => {
-                // Carried bytes were consumed by earlier syscalls; the rest of this one after
+                // Carried bytes were consumed by earlier chunks; the rest of this one after
                 // the head is the body or the next message.
                 seg.advance(head.header_len().saturating_sub(carried) as u64);
                 self.buf = Vec::new();
@@ -307,7 +318,7 @@ impl<M> MessageReader<M> {
     }
 }
 
-/// The start of a syscall's data looks like the start of a new message.
+/// The start of a chunk's data looks like the start of a new message.
 fn starts_message<M: Head>(visible: &[u8]) -> bool {
     match M::parse(visible) {
         Ok(Parsed::Complete(_)) => true,
