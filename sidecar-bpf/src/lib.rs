@@ -45,6 +45,8 @@ pub mod names {
 pub const EVENT_DATA: u32 = 1;
 pub const EVENT_CONNECT: u32 = 2;
 pub const EVENT_CLOSE: u32 = 3;
+/// A [`PiecesEvent`]: bytes of a syscall copied as pieces at known offsets.
+pub const EVENT_PIECES: u32 = 4;
 
 /// `DataEvent::direction`: bytes the process read from the socket, or wrote to it.
 pub const DIRECTION_INGRESS: u32 = 0;
@@ -124,6 +126,54 @@ pub struct ConnectEvent {
 /// A selected process closed a tracked socket.
 pub type CloseEvent = EventHeader;
 
+/// HTTP/2 frames a pieced capture walks per syscall; a write with more leaves the rest uncaptured
+/// and the frame position unknown until a later write starts at a frame.
+pub const MAX_PIECES: usize = 32;
+/// Bytes a pieced capture copies per syscall, across its pieces.
+pub const MAX_PIECE_BYTES: usize = 4096;
+/// Largest HTTP/2 frame payload the kernel follows (the protocol's default `SETTINGS_MAX_FRAME_SIZE`):
+/// a frame header announcing more is taken for something else.
+pub const MAX_H2_FRAME: u32 = 16384;
+
+/// One piece of a [`PiecesEvent`]: `len` bytes at `offset` of what the syscall moved.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Piece {
+    pub offset: u32,
+    pub len: u32,
+}
+
+/// Bytes moved by one syscall on an HTTP/2 connection, captured frame by frame: the kernel walks
+/// the frame headers through the whole buffer and copies every frame but DATA whole (HEADERS,
+/// trailers, RST_STREAM, GOAWAY, ...), and only the 9-byte header of each DATA frame. So a
+/// response's trailers or the next stream's HEADERS behind a large DATA frame are never lost to
+/// the bounded copy of a plain [`DataEvent`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct PiecesEvent {
+    pub header: EventHeader,
+    /// `DIRECTION_*`.
+    pub direction: u32,
+    /// Bytes the syscall moved (its return value, saturated to u32).
+    pub total_len: u32,
+    /// Leading bytes of `data` that hold the pieces' bytes, in order.
+    pub captured_len: u32,
+    /// Leading entries of `pieces` in use (at most [`MAX_PIECES`]), in increasing offsets.
+    pub piece_count: u32,
+    pub pieces: [Piece; MAX_PIECES],
+    pub data: [u8; MAX_PIECE_BYTES],
+}
+
+/// Size of a pieced event without its data; a record is this plus `captured_len` bytes.
+pub const PIECES_EVENT_HEADER_LEN: usize = core::mem::offset_of!(PiecesEvent, data);
+
+/// `SocketState::flags`: the socket carries HTTP/2 (its client preface was seen), so its
+/// syscalls are captured frame by frame.
+pub const SOCKET_H2: u32 = 1;
+/// `SocketState::flags`, shifted left by the `DIRECTION_*` value: the frame position of that
+/// direction is known, and `SocketState::h2_skip` holds it.
+pub const SOCKET_H2_KNOWN: u32 = 2;
+
 /// Key of [`names::SOCKETS`].
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -138,10 +188,14 @@ pub struct SocketKey {
 pub struct SocketState {
     /// `ROLE_*`, possibly with [`SOCKET_REUSED`].
     pub role: u32,
-    pub _pad: u32,
+    /// `SOCKET_H2*` bits.
+    pub flags: u32,
     /// The kernel socket's cookie (unique, never reused) once a socket tracepoint saw it; 0 for
     /// entries of the `sys_exit` programs and for sockets handed over by userspace.
     pub cookie: u64,
+    /// Per `DIRECTION_*`, for an HTTP/2 socket whose frame position is known: bytes at the start
+    /// of the next syscall that still belong to the last frame seen.
+    pub h2_skip: [u32; 2],
 }
 
 /// Offsets in the kernel's `struct sock_common` (the head of every `struct sock`). This head has
@@ -165,7 +219,11 @@ const _: () = {
     assert!(DATA_EVENT_HEADER_LEN == 40);
     assert!(core::mem::size_of::<ConnectEvent>() == 72);
     assert!(core::mem::size_of::<SocketKey>() == 8);
-    assert!(core::mem::size_of::<SocketState>() == 16);
+    assert!(core::mem::size_of::<SocketState>() == 24);
+    assert!(core::mem::size_of::<Piece>() == 8);
+    assert!(PIECES_EVENT_HEADER_LEN == 40 + 8 * MAX_PIECES);
+    assert!(core::mem::size_of::<PiecesEvent>() == PIECES_EVENT_HEADER_LEN + MAX_PIECE_BYTES);
+    assert!(MAX_PIECE_BYTES.is_power_of_two());
     assert!(MAX_PAYLOAD.is_power_of_two());
 };
 

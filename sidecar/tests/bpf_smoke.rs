@@ -3,7 +3,8 @@
 //! and attaches, and a connect + write + close of a process in the sidecar's PID namespace reaches
 //! userspace through the ring buffer (a three-piece sendmsg gathered whole), while the same
 //! traffic of a process in another PID namespace never does, even when its pids are on the
-//! selection list.
+//! selection list. HTTP/2 writes are captured frame by frame: frames behind large DATA frames,
+//! in one buffer or gathered from several, and across a frame split over two writes.
 //!
 //! Needs root (CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN for unshare); CI runs as root.
 #![allow(
@@ -218,6 +219,9 @@ fn events_of_own_pid_namespace_only(hooks: HookChoice, expected: Hook) {
                 );
                 closed |= meta.pid == own_pid;
             }
+            Event::Pieces { .. } => {
+                panic!("a short plain-text write captured as pieces: {event:?}")
+            }
         }
     }
     assert!(connected, "no connect event from the selected process");
@@ -282,9 +286,7 @@ fn first_event<T>(
             continue;
         };
         let event = Event::decode(&item).expect("well-formed event");
-        let (Event::Data { meta, .. } | Event::Connect { meta, .. } | Event::Close { meta }) =
-            event;
-        if meta.pid == pid
+        if event.meta().pid == pid
             && let Some(found) = pick(&event)
         {
             return found;
@@ -484,4 +486,128 @@ fn ring_wakes_its_reader_once_a_threshold_is_queued_not_per_record() {
         }
     }
     assert_eq!(queued, big_sends * 1000);
+}
+
+/// An HTTP/2 client on two connections. The first starts with the connection preface; then a
+/// DATA frame of 16 KiB with trailers (a HEADERS frame) behind it in one write, a write gathered
+/// from three buffers (a DATA header, its payload, a HEADERS frame), and a DATA frame split
+/// across two writes with a HEADERS frame behind its second half. The second connection has no
+/// preface (joined mid-stream, as it were), a long write of whole frames, then a long write of
+/// HTTP/1-like text. Frame payloads name what they are: `TRAILERS`, `NEXT`, `SPLIT`, `LATE`.
+const H2_CLIENT: &str = "import socket, struct, sys\n\
+sys.stdin.readline()\n\
+port = int(sys.argv[1])\n\
+frame = lambda kind, flags, stream, payload: struct.pack('>I', len(payload))[1:] + bytes([kind, flags]) + struct.pack('>I', stream) + payload\n\
+s = socket.create_connection(('127.0.0.1', port))\n\
+s.sendall(b'PRI * HTTP/2.0\\r\\n\\r\\nSM\\r\\n\\r\\n' + frame(4, 0, 0, b''))\n\
+s.sendall(frame(0, 0, 1, b'x' * 16384) + frame(1, 5, 1, b'TRAILERS'))\n\
+s.sendmsg([frame(0, 0, 3, b'y' * 12000)[:9], b'y' * 12000, frame(1, 4, 5, b'NEXT')])\n\
+split = frame(0, 1, 7, b'z' * 16000)\n\
+s.sendall(split[:10009])\n\
+s.sendall(split[10009:] + frame(1, 5, 9, b'SPLIT'))\n\
+t = socket.create_connection(('127.0.0.1', port))\n\
+t.sendall(frame(0, 0, 1, b'w' * 3000) + frame(1, 5, 1, b'LATE'))\n\
+t.sendall(b'POST / HTTP/1.1\\r\\n\\r\\n' + b'v' * 3000)\n\
+print(s.fileno(), t.fileno(), flush=True)\n\
+s.close(); t.close()\n";
+
+#[test]
+fn socket_tracepoints_find_http2_frames_behind_large_data() {
+    http2_frames_behind_large_data(HookChoice::Best, Hook::SocketTracepoints);
+}
+
+#[test]
+fn raw_sys_exit_finds_http2_frames_behind_large_data() {
+    http2_frames_behind_large_data(HookChoice::RawOnly, Hook::RawTracepoint);
+}
+
+fn http2_frames_behind_large_data(hooks: HookChoice, expected: Hook) {
+    require_root();
+    let mut probes = Probes::load(ProbeConfig {
+        pid_namespace: PidNamespace::current().expect("own pid namespace"),
+        ring_buffer_bytes: 1 << 20,
+        hooks,
+    })
+    .expect("load and attach the embedded eBPF object");
+    assert_eq!(probes.hook(), expected);
+    let mut ring = probes.take_events().expect("ring buffer");
+    let port = draining();
+    let (pid, printed) = run_selected(&mut probes, H2_CLIENT, port);
+    let fds: Vec<i32> = printed
+        .split_whitespace()
+        .map(|f| f.parse().unwrap())
+        .collect();
+    // Per descriptor, each egress event: its pieces (offset, bytes), or `None` for a prefix.
+    type Capture = (i32, u32, Option<Vec<(u64, Vec<u8>)>>);
+    let mut seen: Vec<Capture> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while seen.len() < 7 && Instant::now() < deadline {
+        let Some(item) = ring.next() else {
+            std::thread::sleep(Duration::from_millis(5));
+            continue;
+        };
+        match Event::decode(&item).expect("well-formed event") {
+            Event::Data {
+                meta,
+                direction: Direction::Egress,
+                total_len,
+                ..
+            } if meta.pid == pid => seen.push((meta.fd, total_len, None)),
+            Event::Pieces {
+                meta,
+                direction: Direction::Egress,
+                total_len,
+                pieces,
+            } if meta.pid == pid => seen.push((
+                meta.fd,
+                total_len,
+                Some(pieces.iter().map(|(o, b)| (o, b.to_vec())).collect()),
+            )),
+            _ => {}
+        }
+    }
+    let frame = |kind: u8, flags: u8, stream: u8, payload: &[u8], len: usize| {
+        let mut bytes = (len as u32).to_be_bytes()[1..].to_vec();
+        bytes.extend_from_slice(&[kind, flags, 0, 0, 0, stream]);
+        bytes.extend_from_slice(payload);
+        bytes
+    };
+    let data = |stream: u8, flags: u8, len: usize| frame(0, flags, stream, b"", len);
+    let headers =
+        |stream: u8, flags: u8, payload: &[u8]| frame(1, flags, stream, payload, payload.len());
+    let (s, t) = (fds[0], fds[1]);
+    assert_eq!(
+        seen,
+        vec![
+            // The preface write is short: a prefix, and it marks the socket.
+            (s, 24 + 9, None),
+            (
+                s,
+                16384 + 9 + 17,
+                Some(vec![
+                    (0, data(1, 0, 16384)),
+                    (16393, headers(1, 5, b"TRAILERS"))
+                ])
+            ),
+            (
+                s,
+                9 + 12000 + 13,
+                Some(vec![
+                    (0, data(3, 0, 12000)),
+                    (12009, headers(5, 4, b"NEXT"))
+                ])
+            ),
+            (s, 10009, Some(vec![(0, data(7, 1, 16000))])),
+            // The split frame's rest is skipped by count, from the position the first half left.
+            (s, 6000 + 14, Some(vec![(6000, headers(9, 5, b"SPLIT"))])),
+            // Whole frames that account for a long write of an unmarked socket.
+            (
+                t,
+                3009 + 13,
+                Some(vec![(0, data(1, 0, 3000)), (3009, headers(1, 5, b"LATE"))])
+            ),
+            // Text: a prefix.
+            (t, 19 + 3000, None),
+        ]
+    );
 }

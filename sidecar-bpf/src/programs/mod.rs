@@ -11,9 +11,11 @@ use aya_ebpf::{
     maps::{LruHashMap, PerCpuArray, RingBuf},
 };
 use sidecar_bpf::{
-    DataEvent, EventHeader, MAX_PAYLOAD, MAX_PIDS, STAT_COUNT, STAT_DROPPED, STAT_EVENTS,
+    DataEvent, EventHeader, MAX_PAYLOAD, MAX_PIDS, MAX_PIECE_BYTES, PiecesEvent, STAT_COUNT,
+    STAT_DROPPED, STAT_EVENTS,
 };
 
+mod h2;
 mod syscalls;
 
 /// The sidecar's PID namespace (device and inode of `/proc/self/ns/pid`), set by the loader.
@@ -39,6 +41,18 @@ static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(STAT_COUNT, 0);
 /// Per-CPU space to assemble a data event before it is copied, trimmed, into the ring buffer.
 #[map]
 static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
+
+/// Per-CPU space to assemble a pieced event (HTTP/2 frames) before it is copied, trimmed.
+#[map]
+static PIECES_SCRATCH: PerCpuArray<PiecesScratch> = PerCpuArray::with_max_entries(1, 0);
+
+/// A pieced event with slack behind its data, as [`Scratch`] has for the same reason.
+#[repr(C)]
+struct PiecesScratch {
+    event: PiecesEvent,
+    slack: [u8; MAX_PIECE_BYTES],
+    cursor: h2::Cursor,
+}
 
 /// A data event with slack behind its payload: gathering iovecs copies at a variable offset, and
 /// the verifier proves bounds on the worst case (offset and length both up to MAX_PAYLOAD).

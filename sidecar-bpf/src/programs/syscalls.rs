@@ -1,7 +1,7 @@
 //! Capture on the kernel's socket tracepoints (preferred) or on `sys_exit`: programs that run
 //! for the socket I/O of every task on the node and turn away all but the selected processes.
 
-use core::ffi::c_void;
+use core::{ffi::c_void, mem::size_of};
 
 use aya_ebpf::{
     helpers::{bpf_probe_read_kernel, bpf_probe_read_user, generated},
@@ -11,11 +11,13 @@ use aya_ebpf::{
 };
 use sidecar_bpf::{
     ConnectEvent, DATA_EVENT_HEADER_LEN, DIRECTION_EGRESS, DIRECTION_INGRESS, DataEvent,
-    EVENT_CLOSE, EVENT_CONNECT, EVENT_DATA, MAX_PAYLOAD, MAX_SOCKETS, ROLE_CLIENT, ROLE_SERVER,
-    ROLE_UNKNOWN, SOCKET_REUSED, SocketKey, SocketState, arch::*, sock_common,
+    EVENT_CLOSE, EVENT_CONNECT, EVENT_DATA, EVENT_PIECES, MAX_PAYLOAD, MAX_SOCKETS,
+    PIECES_EVENT_HEADER_LEN, PiecesEvent, ROLE_CLIENT, ROLE_SERVER, ROLE_UNKNOWN, SOCKET_H2,
+    SOCKET_H2_KNOWN, SOCKET_REUSED, SocketKey, SocketState, arch::*, sock_common,
 };
 
-use super::{SCRATCH, copy_user, emit, header, now, selected};
+use super::h2::{self, MAX_REGIONS, Regions};
+use super::{PIECES_SCRATCH, SCRATCH, copy_user, emit, header, now, selected};
 
 const AF_INET: u16 = 2;
 const AF_INET6: u16 = 10;
@@ -26,9 +28,6 @@ const MSG_PEEK: i32 = 2;
 /// socket's first data) and by userspace for sockets that existed before the process was selected.
 #[map]
 static SOCKETS: LruHashMap<SocketKey, SocketState> = LruHashMap::with_max_entries(MAX_SOCKETS, 0);
-
-/// iovec entries gathered per syscall: enough for HTTP servers that write head and body apart.
-const MAX_IOVECS: u64 = 4;
 
 /// The `struct pt_regs` of a syscall (handed over by `sys_exit`, or the current task's), read at
 /// the offsets of `sidecar_bpf::arch`.
@@ -154,7 +153,12 @@ fn on_exit<R: Regs>(regs: &R, ret: i64) -> i32 {
         SYS_CLOSE => on_close(&call),
         SYS_ACCEPT | SYS_ACCEPT4 => on_connected(&call, ret as i32, ROLE_SERVER),
         SYS_CONNECT => on_connected(&call, call.fd, ROLE_CLIENT),
-        _ if ret > 0 && SOCKETS.get_ptr(call.socket(call.fd)).is_some() => capture(&call),
+        _ if ret > 0 => {
+            if let Some(state) = SOCKETS.get_ptr_mut(call.socket(call.fd)) {
+                // SAFETY: the entry was found just now; a concurrent update of it is benign.
+                capture(&call, unsafe { &mut *state });
+            }
+        }
         _ => {}
     }
     0
@@ -197,8 +201,9 @@ fn on_sock_io(sk: *const u8, ret: i32) -> i32 {
         return 0;
     }
     let call = Call::read(&regs, nr, pid, tid, i64::from(ret));
-    if adopt(&call, sk) {
-        capture(&call);
+    if let Some(state) = adopt(&call, sk) {
+        // SAFETY: the entry was found or inserted just now; a concurrent update is benign.
+        capture(&call, unsafe { &mut *state });
     }
     0
 }
@@ -237,21 +242,21 @@ fn socket_cookie(sk: *const u8) -> u64 {
     unsafe { generated::bpf_get_socket_cookie(sk as *mut c_void) }
 }
 
-/// Makes sure the call's descriptor is tracked as the socket `sk`; false for sockets that are
-/// not followed (not TCP/IP, or not connected).
-fn adopt(call: &Call, sk: *const u8) -> bool {
+/// Makes sure the call's descriptor is tracked as the socket `sk`: its entry, or `None` for
+/// sockets that are not followed (not TCP/IP, or not connected).
+fn adopt(call: &Call, sk: *const u8) -> Option<*mut SocketState> {
     let key = call.socket(call.fd);
     let cookie = socket_cookie(sk);
-    if let Some(state) = SOCKETS.get_ptr_mut(key) {
+    if let Some(entry) = SOCKETS.get_ptr_mut(key) {
         // SAFETY: the entry was found just now; a concurrent update of it is benign.
-        let state = unsafe { &mut *state };
+        let state = unsafe { &mut *entry };
         if state.cookie == cookie {
-            return true;
+            return Some(entry);
         }
         if state.cookie == 0 {
             // Handed over by userspace, which knew its role but not its cookie.
             state.cookie = cookie;
-            return true;
+            return Some(entry);
         }
         // Otherwise the descriptor now names another socket: the old one's close was missed.
     }
@@ -267,7 +272,7 @@ fn adopt(call: &Call, sk: *const u8) -> bool {
     let local_port = u16::from_ne_bytes([head[sock_common::NUM], head[sock_common::NUM + 1]]);
     // An unconnected socket (a UDP sendto) has no peer to follow.
     if dport == 0 {
-        return false;
+        return None;
     }
     let mut event = ConnectEvent {
         header: header(EVENT_CONNECT, call.pid, call.tid, call.fd, now()),
@@ -287,16 +292,16 @@ fn adopt(call: &Call, sk: *const u8) -> bool {
             event.peer_addr = read_sk(sock_common::V6_DADDR);
             event.local_addr = read_sk(sock_common::V6_RCV_SADDR);
         }
-        _ => return false,
+        _ => return None,
     }
     let state = SocketState {
         role: ROLE_UNKNOWN,
-        _pad: 0,
         cookie,
+        ..SocketState::default()
     };
     let _ = SOCKETS.insert(key, state, 0);
     emit(&event);
-    true
+    SOCKETS.get_ptr_mut(key)
 }
 
 /// A tracked socket closed: forget it and tell userspace.
@@ -364,90 +369,205 @@ fn on_connected(call: &Call, fd: i32, role: u32) {
         } else {
             role
         },
-        _pad: 0,
-        cookie: 0,
+        ..SocketState::default()
     };
     let _ = SOCKETS.insert(key, state, 0);
     emit(&event);
 }
 
-/// Bytes moved through a tracked socket: copy a bounded prefix into the ring buffer.
-fn capture(call: &Call) {
-    let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
-        return;
+/// The buffers a data syscall moved, read from its arguments; `None` for sendfile, which moves
+/// file bytes the process never sees.
+fn regions(call: &Call) -> Option<Regions> {
+    let total = call.ret as u64;
+    let mut regions = Regions {
+        vecs: [0; 2 * MAX_REGIONS],
+        count: 0,
+        total,
     };
-    // SAFETY: the per-CPU scratch slot is owned by this program for the duration of the run.
-    let scratch = unsafe { &mut *scratch };
-    let event = &mut scratch.event;
-    let nr = call.nr;
-    let ret = call.ret as u64;
-    event.header = header(EVENT_DATA, call.pid, call.tid, call.fd, now());
-    event.direction = match nr {
-        SYS_READ | SYS_READV | SYS_RECVFROM | SYS_RECVMSG => DIRECTION_INGRESS,
-        _ => DIRECTION_EGRESS,
-    };
-    event.total_len = if ret > u32::MAX as u64 {
-        u32::MAX
-    } else {
-        ret as u32
-    };
-    event._pad = 0;
-    let payload = event.payload.as_mut_ptr();
-    let captured = match nr {
-        SYS_READ | SYS_WRITE | SYS_RECVFROM | SYS_SENDTO => copy_user(payload, call.ptr, ret),
-        SYS_READV | SYS_WRITEV => copy_iovecs(payload, call.ptr, call.aux, ret),
+    let (iov, count) = match call.nr {
+        SYS_READ | SYS_WRITE | SYS_RECVFROM | SYS_SENDTO => {
+            regions.vecs[0] = call.ptr;
+            regions.vecs[1] = total;
+            regions.count = 1;
+            return Some(regions);
+        }
+        SYS_READV | SYS_WRITEV => (call.ptr, call.aux),
         SYS_RECVMSG | SYS_SENDMSG => {
             // struct msghdr: msg_iov at offset 16, msg_iovlen at 24.
+            // SAFETY: user memory read through the checked helper; a failure reads as none.
             let iov = unsafe { bpf_probe_read_user((call.ptr + 16) as *const u64) }.unwrap_or(0);
             let count = unsafe { bpf_probe_read_user((call.ptr + 24) as *const u64) }.unwrap_or(0);
-            copy_iovecs(payload, iov, count, ret)
+            (iov, count)
         }
-        // sendfile moves file bytes the process never sees: count them, copy nothing.
-        _ => 0,
+        _ => return None,
     };
-    event.captured_len = captured as u32;
-    let size = DATA_EVENT_HEADER_LEN + captured as usize;
-    // SAFETY: `size` is at most size_of::<DataEvent>(); the bytes are the scratch slot's.
-    let bytes =
-        unsafe { core::slice::from_raw_parts((event as *const DataEvent).cast::<u8>(), size) };
-    emit(bytes);
-}
-
-/// Gathers the leading bytes of an iovec array (the first `MAX_IOVECS`), so a head written as
-/// several pieces (status line, headers, body) is seen whole up to `MAX_PAYLOAD` bytes.
-fn copy_iovecs(payload: *mut u8, iov: u64, count: u64, ret: u64) -> u64 {
     if iov == 0 || count == 0 {
-        return 0;
+        return Some(regions);
     }
-    let entries = if count > MAX_IOVECS {
-        MAX_IOVECS
+    let entries = if count > MAX_REGIONS as u64 {
+        MAX_REGIONS as u64
     } else {
         count
     };
     // The used part of the array in one read instead of a helper call per field.
-    let mut vecs = [0u64; 2 * MAX_IOVECS as usize];
-    // SAFETY: at most `MAX_IOVECS` entries of 16 bytes into a local of that size.
+    // SAFETY: at most `MAX_REGIONS` entries of 16 bytes into an array of that size.
     let rc = unsafe {
         generated::bpf_probe_read_user(
-            vecs.as_mut_ptr().cast::<c_void>(),
+            regions.vecs.as_mut_ptr().cast::<c_void>(),
             (entries * 16) as u32,
             iov as *const c_void,
         )
     };
-    if rc != 0 {
-        return 0;
+    if rc == 0 {
+        regions.count = entries as usize;
     }
-    let mut left = if ret > MAX_PAYLOAD as u64 {
+    Some(regions)
+}
+
+fn direction_of(nr: u32) -> u32 {
+    match nr {
+        SYS_READ | SYS_READV | SYS_RECVFROM | SYS_RECVMSG => DIRECTION_INGRESS,
+        _ => DIRECTION_EGRESS,
+    }
+}
+
+fn saturated(ret: i64) -> u32 {
+    if ret > u32::MAX as i64 {
+        u32::MAX
+    } else {
+        ret as u32
+    }
+}
+
+/// Bytes moved through a tracked socket: HTTP/2 frame by frame ([`h2`]) when the socket speaks
+/// it (or a write too long for the bounded copy starts like a frame), else a bounded prefix.
+fn capture(call: &Call, state: &mut SocketState) {
+    let direction = direction_of(call.nr);
+    let dir = (direction & 1) as usize;
+    let known = SOCKET_H2_KNOWN << dir;
+    let Some(regions) = regions(call) else {
+        if let Some((event, captured)) = fill_prefix(call, direction, None) {
+            emit_filled(event, captured);
+        }
+        return;
+    };
+    let h2 = state.flags & SOCKET_H2 != 0;
+    if h2 || regions.total > MAX_PAYLOAD as u64 {
+        let start = if state.flags & known != 0 {
+            u64::from(state.h2_skip[dir & 1])
+        } else {
+            0
+        };
+        if capture_frames(call, &regions, start, state) {
+            return;
+        }
+        state.flags &= !known;
+    }
+    let Some((event, captured)) = fill_prefix(call, direction, Some(&regions)) else {
+        return;
+    };
+    // SAFETY: the scratch slot filled just now; `captured` is at most MAX_PAYLOAD.
+    let prefix = unsafe { core::slice::from_raw_parts((*event).payload.as_ptr(), captured) };
+    if !h2 && h2::is_preface(prefix) {
+        // The client preface: from here on the socket is followed frame by frame, from the
+        // next syscall that starts with a frame (a second walk of this one would double what the
+        // verifier has to check, for frames a preface write rarely carries beyond the prefix).
+        state.flags |= SOCKET_H2;
+    }
+    emit_filled(event, captured);
+}
+
+/// Walks the frames of an HTTP/2 syscall into a pieced event; false when the walk found nothing
+/// to go on (then a prefix is copied instead). On a socket not yet known to speak HTTP/2 only a
+/// walk that accounts for every byte of the syscall, over several frames, counts.
+fn capture_frames(call: &Call, regions: &Regions, start: u64, state: &mut SocketState) -> bool {
+    let Some(scratch) = PIECES_SCRATCH.get_ptr_mut(0) else {
+        return false;
+    };
+    // SAFETY: the per-CPU scratch slot is owned by this program for the duration of the run.
+    let (event, cursor) = unsafe { (&mut (*scratch).event, &raw mut (*scratch).cursor) };
+    let walk = h2::walk(regions, start, event, cursor);
+    let direction = direction_of(call.nr);
+    let dir = (direction & 1) as usize;
+    let known = SOCKET_H2_KNOWN << dir;
+    let h2 = state.flags & SOCKET_H2 != 0;
+    let accepted = if h2 {
+        walk.pieces > 0 || walk.known
+    } else {
+        walk.known && walk.pieces >= 2
+    };
+    if !accepted {
+        return false;
+    }
+    if walk.known {
+        state.flags |= SOCKET_H2 | known;
+        state.h2_skip[dir & 1] = walk.skip;
+    } else {
+        state.flags &= !known;
+    }
+    event.header = header(EVENT_PIECES, call.pid, call.tid, call.fd, now());
+    event.direction = direction;
+    event.total_len = saturated(call.ret);
+    event.captured_len = walk.captured;
+    event.piece_count = walk.pieces;
+    let mut size = PIECES_EVENT_HEADER_LEN + walk.captured as usize;
+    if size > size_of::<PiecesEvent>() {
+        size = size_of::<PiecesEvent>();
+    }
+    // SAFETY: `size` is at most size_of::<PiecesEvent>(); the bytes are the scratch slot's.
+    let bytes =
+        unsafe { core::slice::from_raw_parts((event as *const PiecesEvent).cast::<u8>(), size) };
+    emit(bytes);
+    true
+}
+
+/// Copies a bounded prefix of what the syscall moved into the data event of the scratch slot;
+/// returns the event and its captured length.
+fn fill_prefix(
+    call: &Call,
+    direction: u32,
+    regions: Option<&Regions>,
+) -> Option<(*const DataEvent, usize)> {
+    let scratch = SCRATCH.get_ptr_mut(0)?;
+    // SAFETY: the per-CPU scratch slot is owned by this program for the duration of the run.
+    let scratch = unsafe { &mut *scratch };
+    let event = &mut scratch.event;
+    event.header = header(EVENT_DATA, call.pid, call.tid, call.fd, now());
+    event.direction = direction;
+    event.total_len = saturated(call.ret);
+    event._pad = 0;
+    let captured = regions.map_or(0, |regions| {
+        copy_regions(event.payload.as_mut_ptr(), regions)
+    });
+    event.captured_len = captured as u32;
+    Some((event as *const DataEvent, captured as usize))
+}
+
+/// Emits the data event [`fill_prefix`] filled.
+fn emit_filled(event: *const DataEvent, captured: usize) {
+    let size = DATA_EVENT_HEADER_LEN + captured;
+    if size > size_of::<DataEvent>() {
+        return;
+    }
+    // SAFETY: `size` is at most size_of::<DataEvent>(); the bytes are the scratch slot's.
+    let bytes = unsafe { core::slice::from_raw_parts(event.cast::<u8>(), size) };
+    emit(bytes);
+}
+
+/// Gathers the leading bytes of the buffers, so a head written as several pieces (status line,
+/// headers, body) is seen whole up to `MAX_PAYLOAD` bytes.
+fn copy_regions(payload: *mut u8, regions: &Regions) -> u64 {
+    let mut left = if regions.total > MAX_PAYLOAD as u64 {
         MAX_PAYLOAD as u64
     } else {
-        ret
+        regions.total
     };
     let mut offset = 0u64;
-    for i in 0..MAX_IOVECS as usize {
-        if i as u64 >= entries || left == 0 || offset >= MAX_PAYLOAD as u64 {
+    for i in 0..MAX_REGIONS {
+        if i >= regions.count || left == 0 || offset >= MAX_PAYLOAD as u64 {
             break;
         }
-        let (base, len) = (vecs[2 * i], vecs[2 * i + 1]);
+        let (base, len) = (regions.vecs[2 * i], regions.vecs[2 * i + 1]);
         let want = if len < left { len } else { left };
         // SAFETY: offset < MAX_PAYLOAD and each copy is at most MAX_PAYLOAD bytes; the scratch
         // slot has MAX_PAYLOAD bytes of slack after the payload for the verifier's worst case.

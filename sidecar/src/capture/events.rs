@@ -5,7 +5,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use sidecar_bpf::{
     ConnectEvent, DATA_EVENT_HEADER_LEN, DIRECTION_EGRESS, DataEvent, EVENT_CLOSE, EVENT_CONNECT,
-    EVENT_DATA, EventHeader, MAX_PAYLOAD, ROLE_CLIENT, ROLE_SERVER,
+    EVENT_DATA, EVENT_PIECES, EventHeader, MAX_PAYLOAD, MAX_PIECE_BYTES, MAX_PIECES,
+    PIECES_EVENT_HEADER_LEN, Piece, PiecesEvent, ROLE_CLIENT, ROLE_SERVER,
 };
 
 use crate::{Error, Result};
@@ -64,8 +65,76 @@ pub enum Event<'a> {
         /// Known when the kernel read it from the socket (socket tracepoints).
         local: Option<SocketAddr>,
     },
+    /// Bytes of one syscall captured as pieces at known offsets (HTTP/2 frames found by the
+    /// kernel through the whole buffer).
+    Pieces {
+        meta: Meta,
+        direction: Direction,
+        /// Bytes the syscall moved.
+        total_len: u32,
+        pieces: Pieces<'a>,
+    },
     /// A tracked socket was closed.
     Close { meta: Meta },
+}
+
+/// The pieces of a [`PiecesEvent`], checked: in increasing, non-overlapping offsets within what
+/// the syscall moved, their bytes all present.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pieces<'a> {
+    table: &'a [u8],
+    data: &'a [u8],
+}
+
+impl<'a> Pieces<'a> {
+    /// Each piece: its offset in what the syscall moved, and its bytes.
+    pub fn iter(&self) -> impl Iterator<Item = (u64, &'a [u8])> + 'a {
+        let (table, data) = (self.table, self.data);
+        table
+            .chunks_exact(size_of::<Piece>())
+            .scan(0usize, move |used, entry| {
+                let word = |at: usize| {
+                    u32::from_ne_bytes([entry[at], entry[at + 1], entry[at + 2], entry[at + 3]])
+                };
+                let (offset, len) = (word(0), word(4) as usize);
+                let bytes = data.get(*used..*used + len)?;
+                *used += len;
+                Some((u64::from(offset), bytes))
+            })
+    }
+
+    /// Validates the table against the data and the syscall's length.
+    fn check(table: &'a [u8], data: &'a [u8], total_len: u32) -> Result<Self> {
+        let pieces = Self { table, data };
+        let (mut end, mut used) = (0u64, 0usize);
+        let mut count = 0;
+        for (offset, bytes) in pieces.iter() {
+            if offset < end || offset + bytes.len() as u64 > u64::from(total_len) {
+                return Err(Error::MalformedEvent(
+                    "pieces out of order or out of bounds",
+                ));
+            }
+            end = offset + bytes.len() as u64;
+            used += bytes.len();
+            count += 1;
+        }
+        if count != table.len() / size_of::<Piece>() || used != data.len() {
+            return Err(Error::MalformedEvent("pieces do not match their data"));
+        }
+        Ok(pieces)
+    }
+}
+
+impl Event<'_> {
+    /// The fields every event has.
+    pub fn meta(&self) -> &Meta {
+        match self {
+            Event::Data { meta, .. }
+            | Event::Connect { meta, .. }
+            | Event::Pieces { meta, .. }
+            | Event::Close { meta } => meta,
+        }
+    }
 }
 
 fn read<T: Copy>(bytes: &[u8]) -> Result<T> {
@@ -106,11 +175,7 @@ impl<'a> Event<'a> {
                 }
                 Ok(Event::Data {
                     meta,
-                    direction: if direction == DIRECTION_EGRESS {
-                        Direction::Egress
-                    } else {
-                        Direction::Ingress
-                    },
+                    direction: direction_of(direction),
                     total_len,
                     payload: &bytes[DATA_EVENT_HEADER_LEN..DATA_EVENT_HEADER_LEN + captured],
                 })
@@ -132,9 +197,44 @@ impl<'a> Event<'a> {
                     },
                 })
             }
+            EVENT_PIECES => {
+                if bytes.len() < PIECES_EVENT_HEADER_LEN {
+                    return Err(Error::MalformedEvent(
+                        "pieces record shorter than its header",
+                    ));
+                }
+                let field = |offset: usize| read::<u32>(bytes.get(offset..).unwrap_or_default());
+                let direction = field(offset_of!(PiecesEvent, direction))?;
+                let total_len = field(offset_of!(PiecesEvent, total_len))?;
+                let captured = field(offset_of!(PiecesEvent, captured_len))? as usize;
+                let count = field(offset_of!(PiecesEvent, piece_count))? as usize;
+                if captured > MAX_PIECE_BYTES
+                    || count > MAX_PIECES
+                    || bytes.len() < PIECES_EVENT_HEADER_LEN + captured
+                {
+                    return Err(Error::MalformedEvent("pieces record shorter than its data"));
+                }
+                let table_at = offset_of!(PiecesEvent, pieces);
+                let table = &bytes[table_at..table_at + count * size_of::<Piece>()];
+                let data = &bytes[PIECES_EVENT_HEADER_LEN..PIECES_EVENT_HEADER_LEN + captured];
+                Ok(Event::Pieces {
+                    meta,
+                    direction: direction_of(direction),
+                    total_len,
+                    pieces: Pieces::check(table, data, total_len)?,
+                })
+            }
             EVENT_CLOSE => Ok(Event::Close { meta }),
             _ => Err(Error::MalformedEvent("unknown event kind")),
         }
+    }
+}
+
+fn direction_of(value: u32) -> Direction {
+    if value == DIRECTION_EGRESS {
+        Direction::Egress
+    } else {
+        Direction::Ingress
     }
 }
 
@@ -279,5 +379,63 @@ mod tests {
         assert_eq!(role, Role::Unknown);
         assert_eq!(peer, Some("127.0.0.1:40000".parse().unwrap()));
         assert_eq!(local, Some("10.0.0.7:8080".parse().unwrap()));
+    }
+
+    fn pieces_event(pieces: &[(u32, &[u8])], total_len: u32) -> Vec<u8> {
+        let mut event = PiecesEvent {
+            header: header(EVENT_PIECES),
+            direction: DIRECTION_EGRESS,
+            total_len,
+            captured_len: 0,
+            piece_count: pieces.len() as u32,
+            pieces: [Piece::default(); MAX_PIECES],
+            data: [0; MAX_PIECE_BYTES],
+        };
+        let mut used = 0;
+        for (i, (offset, bytes)) in pieces.iter().enumerate() {
+            event.pieces[i] = Piece {
+                offset: *offset,
+                len: bytes.len() as u32,
+            };
+            event.data[used..used + bytes.len()].copy_from_slice(bytes);
+            used += bytes.len();
+        }
+        event.captured_len = used as u32;
+        as_bytes(&event)[..PIECES_EVENT_HEADER_LEN + used].to_vec()
+    }
+
+    #[test]
+    fn decodes_pieces_in_order() {
+        let record = pieces_event(&[(0, b"head"), (16400, b"trailers")], 20000);
+        let Event::Pieces {
+            direction,
+            total_len,
+            pieces,
+            ..
+        } = Event::decode(&record).unwrap()
+        else {
+            panic!("not a pieces event");
+        };
+        assert_eq!(direction, Direction::Egress);
+        assert_eq!(total_len, 20000);
+        let got: Vec<(u64, &[u8])> = pieces.iter().collect();
+        assert_eq!(got, vec![(0, &b"head"[..]), (16400, &b"trailers"[..])]);
+    }
+
+    #[test]
+    fn rejects_pieces_that_overlap_leave_the_syscall_or_miss_bytes() {
+        for (pieces, total) in [
+            (&[(10, &b"abcd"[..]), (12, &b"ef"[..])][..], 100),
+            (&[(98, &b"abcd"[..])][..], 100),
+            (&[(20, &b"ab"[..]), (10, &b"cd"[..])][..], 100),
+        ] {
+            assert!(
+                Event::decode(&pieces_event(pieces, total)).is_err(),
+                "{pieces:?}"
+            );
+        }
+        let mut short = pieces_event(&[(0, b"abcd")], 100);
+        short.pop();
+        assert!(Event::decode(&short).is_err());
     }
 }

@@ -187,8 +187,7 @@ impl Probes {
         };
         let state = SocketState {
             role,
-            _pad: 0,
-            cookie: 0,
+            ..SocketState::default()
         };
         self.sockets
             .insert(SocketKey { pid, fd }, state, 0)

@@ -287,6 +287,38 @@ impl Connections {
                     Chunk::of_call(payload, u64::from(total_len), meta.timestamp_ns, meta.tid);
                 self.on_chunk((meta.pid, meta.fd), meta.pid, direction, &chunk, out);
             }
+            Event::Pieces {
+                meta,
+                direction,
+                total_len,
+                pieces,
+            } => {
+                // One chunk per piece, each followed by the bytes up to the next piece; bytes
+                // before the first piece are a chunk of their own, with nothing visible.
+                let key = (meta.pid, meta.fd);
+                let total = u64::from(total_len);
+                let mut chunk = Chunk {
+                    visible: &[],
+                    unseen: 0,
+                    at_boundary: true,
+                    timestamp_ns: meta.timestamp_ns,
+                    tid: Some(meta.tid),
+                };
+                let mut end = 0u64;
+                for (offset, bytes) in pieces.iter() {
+                    chunk.unseen = offset.saturating_sub(end);
+                    if !chunk.is_empty() {
+                        self.on_chunk(key, meta.pid, direction, &chunk, out);
+                        chunk.at_boundary = false;
+                    }
+                    chunk.visible = bytes;
+                    end = offset + bytes.len() as u64;
+                }
+                chunk.unseen = total.saturating_sub(end);
+                if !chunk.is_empty() || end == 0 {
+                    self.on_chunk(key, meta.pid, direction, &chunk, out);
+                }
+            }
         }
         self.compact_lru();
     }
