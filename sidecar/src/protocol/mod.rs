@@ -3,4 +3,5 @@
 
 pub mod chunked;
 pub mod http1;
+pub mod http2;
 pub mod stream;
