@@ -269,6 +269,8 @@ pub struct FrameReader {
     max_frame_size: u32,
     head: [u8; HEADER_LEN],
     carry: Vec<u8>,
+    /// The stream whose header block awaits a CONTINUATION.
+    open_block: Option<u32>,
     abandoned_since_loss: u64,
     stats: Stats,
 }
@@ -311,6 +313,7 @@ impl FrameReader {
             max_frame_size: DEFAULT_MAX_FRAME_SIZE,
             head: [0; HEADER_LEN],
             carry: Vec::new(),
+            open_block: None,
             abandoned_since_loss: 0,
             stats: Stats::default(),
         }
@@ -350,7 +353,12 @@ impl FrameReader {
         };
         if self.state == State::Lost {
             if !chunk.at_boundary
-                || !plausible_start(chunk.visible, self.sender, self.max_frame_size)
+                || !plausible_start(
+                    chunk.visible,
+                    chunk.unseen,
+                    self.sender,
+                    self.max_frame_size,
+                )
             {
                 self.abandon(chunk.len());
                 return;
@@ -360,6 +368,7 @@ impl FrameReader {
                 abandoned: mem::take(&mut self.abandoned_since_loss),
             });
             self.state = State::Header { have: 0 };
+            self.open_block = None;
         }
         while self.step(&mut input, &mut on) {}
     }
@@ -424,6 +433,11 @@ impl FrameReader {
                     }
                     FrameHeader::parse(&self.head)
                 };
+                if connection_error(&header, self.open_block) {
+                    self.lose(HEADER_LEN as u64 + input.len(), on);
+                    return false;
+                }
+                self.open_block = block_after(&header);
                 self.begin(header, input, on);
                 true
             }
@@ -588,35 +602,36 @@ fn header_block<'a>(header: &FrameHeader, bytes: &'a [u8]) -> Payload<'a> {
     }
 }
 
-/// Whether `bytes`, at the start of an application read or write, look like frames: one or more
-/// headers that are each plausible and chain (each starts where the previous payload ends) to the
-/// end of the visible bytes or past it.
-fn plausible_start(bytes: &[u8], sender: Sender, max_frame_size: u32) -> bool {
+/// Whether `bytes`, followed by `unseen` bytes, at the start of an application read or write,
+/// look like frames: headers that are each plausible, with payloads that fit their type as far
+/// as they are visible, chaining (each starts where the previous payload ends) either to exactly
+/// where the chunk ends (a write of whole frames), or through two or more whole frames with a
+/// payload before running past the visible bytes.
+///
+/// The first frame must have a payload, and frames running past the visible bytes count for
+/// nothing: a few bytes into a frame, nine bytes can look like an empty frame, or like a frame
+/// whose length lands on the next real frame or beyond what was seen (the truncation sweep over
+/// the golden captures found all three).
+fn plausible_start(bytes: &[u8], unseen: u64, sender: Sender, max_frame_size: u32) -> bool {
     let mut pos = 0usize;
-    let mut frames = 0;
-    // The stream whose header block awaits a CONTINUATION.
+    let mut whole_with_payload = 0;
     let mut open_block: Option<u32> = None;
     while let Some(head) = bytes.get(pos..).and_then(<[u8]>::first_chunk::<HEADER_LEN>) {
         let (header, reserved) = FrameHeader::parse_raw(head);
-        if reserved || !plausible_header(&header, sender, max_frame_size) {
-            return false;
-        }
-        let continues = header.kind == FrameType::Continuation;
-        if continues != open_block.is_some()
-            || open_block.is_some_and(|stream| stream != header.stream_id)
+        let start = pos + HEADER_LEN;
+        let end = start + header.length as usize;
+        let payload = bytes.get(start..end.min(bytes.len())).unwrap_or_default();
+        if reserved
+            || connection_error(&header, open_block)
+            || !plausible_header(&header, sender, max_frame_size)
+            || !plausible_payload(&header, payload)
+            || (pos == 0 && header.length == 0)
         {
             return false;
         }
-        open_block = match header.kind {
-            FrameType::Headers | FrameType::PushPromise | FrameType::Continuation
-                if !header.has(flags::END_HEADERS) =>
-            {
-                Some(header.stream_id)
-            }
-            _ => None,
-        };
-        frames += 1;
-        pos += HEADER_LEN + header.length as usize;
+        open_block = block_after(&header);
+        whole_with_payload += usize::from(header.length > 0 && end <= bytes.len());
+        pos = end;
     }
     // A header cut off by the end of the visible bytes must agree as far as it goes.
     let rest = bytes.get(pos..).unwrap_or_default();
@@ -634,12 +649,102 @@ fn plausible_start(bytes: &[u8], sender: Sender, max_frame_size: u32) -> bool {
             return false;
         }
     }
-    frames > 0
+    let chunk_end = bytes.len() as u64 + unseen;
+    whole_with_payload >= 2 || (pos > 0 && pos as u64 == chunk_end)
 }
 
-/// Whether a frame header is one a conforming `sender` could send: a known type, only the flags
-/// it defines, a length within the limit and right for the type, and a stream identifier that is
-/// zero exactly where the type requires.
+/// The stream whose header block awaits a CONTINUATION after `header`'s frame.
+fn block_after(header: &FrameHeader) -> Option<u32> {
+    match header.kind {
+        FrameType::Headers | FrameType::PushPromise | FrameType::Continuation
+            if !header.has(flags::END_HEADERS) =>
+        {
+            Some(header.stream_id)
+        }
+        _ => None,
+    }
+}
+
+/// Whether `header` would make its receiver close the connection (RFC 9113, sections 4.2, 6 and
+/// 6.10): a stream identifier where the type forbids one or none where it needs one, a fixed-size
+/// payload of another size, or anything but the CONTINUATION an open header block (on stream
+/// `open_block`) awaits. A reader that meets one is not where it thinks it is.
+fn connection_error(header: &FrameHeader, open_block: Option<u32>) -> bool {
+    let continuation_expected = match open_block {
+        Some(stream) => header.kind != FrameType::Continuation || header.stream_id != stream,
+        None => header.kind == FrameType::Continuation,
+    };
+    let stream_wrong = match header.kind {
+        FrameType::Data
+        | FrameType::Headers
+        | FrameType::Priority
+        | FrameType::RstStream
+        | FrameType::PushPromise
+        | FrameType::Continuation => header.stream_id == 0,
+        FrameType::Settings | FrameType::Ping | FrameType::Goaway => header.stream_id != 0,
+        FrameType::WindowUpdate | FrameType::Unknown(_) => false,
+    };
+    let length = header.length;
+    let length_wrong = match header.kind {
+        FrameType::Priority => length != 5,
+        FrameType::RstStream | FrameType::WindowUpdate => length != 4,
+        FrameType::Ping => length != 8,
+        FrameType::Settings => !length.is_multiple_of(6) || (header.has(flags::ACK) && length != 0),
+        FrameType::Goaway => length < 8,
+        FrameType::PushPromise => length < 4,
+        _ => false,
+    };
+    continuation_expected || stream_wrong || length_wrong
+}
+
+/// The highest error code RFC 9113 defines (HTTP_1_1_REQUIRED).
+const MAX_ERROR_CODE: u32 = 0xd;
+
+/// Whether the visible prefix `payload` of a frame fits the frame's type: padding shorter than
+/// the payload, a nonzero window increment, defined error codes, setting values in range, a
+/// stream not depending on itself.
+fn plausible_payload(header: &FrameHeader, payload: &[u8]) -> bool {
+    let word = |at: usize| {
+        payload
+            .get(at..at + 4)
+            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    // What a padded frame holds besides padding: the pad length, fields, at least one byte of
+    // header block.
+    let fixed = match header.kind {
+        FrameType::Headers if header.has(flags::PRIORITY) => 7,
+        FrameType::Headers => 2,
+        FrameType::PushPromise => 6,
+        _ => 1,
+    };
+    let padding_fits = !header.has(flags::PADDED)
+        || payload
+            .first()
+            .is_none_or(|&pad| u32::from(pad) + fixed <= header.length);
+    padding_fits
+        && match header.kind {
+            FrameType::WindowUpdate => word(0).is_none_or(|w| w != 0 && w >> 31 == 0),
+            FrameType::RstStream => word(0).is_none_or(|code| code <= MAX_ERROR_CODE),
+            FrameType::Goaway => {
+                word(0).is_none_or(|last| last >> 31 == 0)
+                    && word(4).is_none_or(|code| code <= MAX_ERROR_CODE)
+            }
+            FrameType::Settings => settings(payload).all(|(id, value)| match id {
+                setting::ENABLE_PUSH => value <= 1,
+                setting::INITIAL_WINDOW_SIZE => value >> 31 == 0,
+                setting::MAX_FRAME_SIZE => {
+                    (DEFAULT_MAX_FRAME_SIZE..=MAX_FRAME_SIZE_LIMIT).contains(&value)
+                }
+                _ => true,
+            }),
+            FrameType::Priority => word(0).is_none_or(|dep| dep & 0x7fff_ffff != header.stream_id),
+            _ => true,
+        }
+}
+
+/// Whether a frame header that is no connection error is one a conforming `sender` would send
+/// at the start of a write: a known type, only the flags it defines, a length within the limit,
+/// streams the sender may use for the type, and a payload where senders always put one.
 fn plausible_header(header: &FrameHeader, sender: Sender, max_frame_size: u32) -> bool {
     let Some(defined) = header.kind.defined_flags() else {
         return false;
@@ -647,23 +752,19 @@ fn plausible_header(header: &FrameHeader, sender: Sender, max_frame_size: u32) -
     if header.flags & !defined != 0 || header.length > max_frame_size {
         return false;
     }
-    let stream = header.stream_id;
-    let length = header.length;
     // Requests go on streams the client opened (odd); responses also on pushed (even) streams.
-    let request_or_response = stream != 0 && (sender == Sender::Server || stream % 2 == 1);
+    let odd = header.stream_id % 2 == 1;
     match header.kind {
-        FrameType::Data | FrameType::Headers => request_or_response,
-        FrameType::Priority => stream != 0 && length == 5,
-        FrameType::RstStream => stream != 0 && length == 4,
-        FrameType::Settings => {
-            stream == 0 && length.is_multiple_of(6) && (!header.has(flags::ACK) || length == 0)
+        // Senders send an empty DATA frame only to end a stream, and every header block holds
+        // at least one field.
+        FrameType::Data => {
+            (sender == Sender::Server || odd)
+                && (header.length > 0 || header.has(flags::END_STREAM))
         }
-        FrameType::PushPromise => sender == Sender::Server && stream % 2 == 1 && length >= 4,
-        FrameType::Ping => stream == 0 && length == 8,
-        FrameType::Goaway => stream == 0 && length >= 8,
-        FrameType::WindowUpdate => length == 4,
-        FrameType::Continuation => stream != 0,
-        FrameType::Unknown(_) => false,
+        FrameType::Headers => (sender == Sender::Server || odd) && header.length > 0,
+        FrameType::PushPromise => sender == Sender::Server && odd,
+        FrameType::Continuation => header.length > 0,
+        _ => true,
     }
 }
 
@@ -770,6 +871,30 @@ pub(crate) mod test_support {
         spans
     }
 
+    /// A frame header as the listings print it.
+    pub fn describe(header: &FrameHeader) -> String {
+        const NAMES: [&str; 10] = [
+            "DATA",
+            "HEADERS",
+            "PRIORITY",
+            "RST_STREAM",
+            "SETTINGS",
+            "PUSH_PROMISE",
+            "PING",
+            "GOAWAY",
+            "WINDOW_UPDATE",
+            "CONTINUATION",
+        ];
+        let code = header.kind.code();
+        let name = NAMES
+            .get(usize::from(code))
+            .map_or_else(|| format!("UNKNOWN_{code:#04x}"), |n| n.to_string());
+        format!(
+            "{name} length={} flags={:#04x} stream={}",
+            header.length, header.flags, header.stream_id
+        )
+    }
+
     /// Whether `part`, a frame reported from a partial capture, could be `whole`, the frame at
     /// the same place in the whole capture.
     pub fn consistent(part: &Seen, whole: &Seen) -> bool {
@@ -831,7 +956,7 @@ mod tests {
             &frame(8, 0, 0, &[0, 0, 0x10, 0]),
             &frame(1, 0x05, 1, b"\x82\x86\x84"),
             &frame(0, 0x01, 3, &[7; 300]),
-            &frame(1, 0x01, 5, b"\x83\x86\x84"),
+            &frame(1, 0x05, 5, b"\x83\x86\x84"),
             &frame(0, 0x01, 5, b"body"),
             &frame(6, 0, 0, b"pingpong"),
             &frame(0x0a, 0, 0, b"altsvc"),
@@ -848,7 +973,7 @@ mod tests {
             whole(8, 0, 0, &[0, 0, 0x10, 0]),
             whole(1, 0x05, 1, b"\x82\x86\x84"),
             Seen::Frame(header(0, 1, 3, 300), SeenPayload::Data(Some(300))),
-            whole(1, 0x01, 5, b"\x83\x86\x84"),
+            whole(1, 0x05, 5, b"\x83\x86\x84"),
             Seen::Frame(header(0, 1, 5, 4), SeenPayload::Data(Some(4))),
             whole(6, 0, 0, b"pingpong"),
             Seen::Frame(header(0x0a, 0, 0, 6), SeenPayload::Skipped),
@@ -1118,14 +1243,47 @@ mod tests {
 
     #[test]
     fn resync_needs_plausible_headers() {
-        let ok = |bytes: &[u8], sender| plausible_start(bytes, sender, DEFAULT_MAX_FRAME_SIZE);
+        let ok = |bytes: &[u8], sender| plausible_start(bytes, 0, sender, DEFAULT_MAX_FRAME_SIZE);
         let settings = frame(4, 0, 0, &[0, 4, 0, 0, 0xff, 0xff]);
         let headers = frame(1, 0x04, 1, b"\x82");
+        let data = frame(0, 0, 1, &[0; 100]);
         assert!(ok(&settings, Sender::Server));
         assert!(ok(&[&headers[..], &settings].concat(), Sender::Client));
-        // The last frame may continue past the visible bytes, and a header may be cut off.
-        assert!(ok(&frame(0, 0, 1, &[0; 100])[..50], Sender::Client));
-        assert!(ok(&[&headers[..], &settings[..5]].concat(), Sender::Client));
+        // After two whole frames with a payload, the next may run past the visible bytes or be
+        // cut off; after one, it may not.
+        assert!(ok(
+            &[&headers[..], &settings, &data[..50]].concat(),
+            Sender::Server
+        ));
+        assert!(!ok(&[&headers[..], &data[..50]].concat(), Sender::Client));
+        assert!(ok(
+            &[&headers[..], &headers, &settings[..5]].concat(),
+            Sender::Client
+        ));
+        assert!(!ok(
+            &[&headers[..], &settings[..5]].concat(),
+            Sender::Client
+        ));
+        // One frame must end exactly where the chunk does, unseen bytes included.
+        assert!(!ok(&data[..50], Sender::Client));
+        assert!(plausible_start(
+            &data[..50],
+            59,
+            Sender::Client,
+            DEFAULT_MAX_FRAME_SIZE
+        ));
+        assert!(!plausible_start(
+            &data[..50],
+            58,
+            Sender::Client,
+            DEFAULT_MAX_FRAME_SIZE
+        ));
+        assert!(!plausible_start(
+            &data[..50],
+            60,
+            Sender::Client,
+            DEFAULT_MAX_FRAME_SIZE
+        ));
         // A header block continued.
         let open = frame(1, 0, 1, b"\x82");
         let cont = frame(9, 0x04, 1, b"\x84");
@@ -1163,6 +1321,17 @@ mod tests {
                 frame(1, 0x04, 0, b"\x82"),
                 Sender::Server,
                 "HEADERS on stream 0",
+            ),
+            (frame(1, 0x04, 1, b""), Sender::Server, "empty HEADERS"),
+            (
+                frame(0, 0, 1, b""),
+                Sender::Server,
+                "empty DATA not ending the stream",
+            ),
+            (
+                [&open[..], &frame(9, 4, 1, b"")].concat(),
+                Sender::Client,
+                "empty CONTINUATION",
             ),
             (
                 frame(1, 0x04, 2, b"\x82"),
@@ -1234,11 +1403,49 @@ mod tests {
         assert!(!ok(&reserved, Sender::Server));
         // A larger SETTINGS_MAX_FRAME_SIZE admits longer frames.
         let long = frame(0, 0, 1, &[0; 16_385]);
-        assert!(plausible_start(&long, Sender::Client, 1 << 20));
+        assert!(plausible_start(&long, 0, Sender::Client, 1 << 20));
         let mut reader = FrameReader::lost(Sender::Client);
         reader.set_max_frame_size(1 << 20);
         let events = read(&mut reader, &[chunk(&long, 0, true)]);
         assert_eq!(events.len(), 2, "{events:?}");
+    }
+
+    /// In place, a frame header that would be a connection error means the reader is not where
+    /// it thinks: it is lost rather than report the frame.
+    #[test]
+    fn connection_errors_lose_the_place() {
+        let open = frame(1, 0x00, 1, b"\x82");
+        for (bytes, why) in [
+            (
+                [&open[..], &frame(0, 1, 1, b"x")].concat(),
+                "DATA inside a header block",
+            ),
+            (
+                [&open[..], &frame(9, 4, 3, b"\x84")].concat(),
+                "CONTINUATION of another stream",
+            ),
+            (frame(9, 4, 1, b"\x84"), "CONTINUATION without a block"),
+            (frame(4, 0, 1, &[]), "SETTINGS on a stream"),
+            (frame(0, 1, 0, b"x"), "DATA on stream 0"),
+            (frame(6, 0, 0, b"ping"), "PING of 4 bytes"),
+            (frame(8, 0, 0, b"wu"), "WINDOW_UPDATE of 2 bytes"),
+        ] {
+            let mut reader = FrameReader::new(Sender::Server);
+            let events = read(&mut reader, &[chunk(&bytes, 0, true)]);
+            assert_eq!(events.last(), Some(&Seen::Lost), "{why}");
+            assert!(events.len() <= 2, "{why}: {events:?}");
+        }
+        // Extension types and undefined flags are ignored, as receivers must.
+        let mut reader = FrameReader::new(Sender::Server);
+        let bytes = [frame(0x0b, 0xff, 7, b"ext"), frame(0, 0xf0, 2, b"x")].concat();
+        let events = read(&mut reader, &[chunk(&bytes, 0, true)]);
+        assert_eq!(
+            events,
+            [
+                Seen::Frame(header(0x0b, 0xff, 7, 3), SeenPayload::Skipped),
+                Seen::Frame(header(0, 0xf0, 2, 1), SeenPayload::Data(Some(1))),
+            ]
+        );
     }
 
     #[test]
@@ -1338,30 +1545,6 @@ mod tests {
         }
     }
 
-    /// A frame header as the listings print it.
-    pub(super) fn describe(header: &FrameHeader) -> String {
-        const NAMES: [&str; 10] = [
-            "DATA",
-            "HEADERS",
-            "PRIORITY",
-            "RST_STREAM",
-            "SETTINGS",
-            "PUSH_PROMISE",
-            "PING",
-            "GOAWAY",
-            "WINDOW_UPDATE",
-            "CONTINUATION",
-        ];
-        let code = header.kind.code();
-        let name = NAMES
-            .get(usize::from(code))
-            .map_or_else(|| format!("UNKNOWN_{code:#04x}"), |n| n.to_string());
-        format!(
-            "{name} length={} flags={:#04x} stream={}",
-            header.length, header.flags, header.stream_id
-        )
-    }
-
     /// Writes captured up to 1 KiB each, as the kernel side does: every frame whose header is
     /// inside a write's first KiB is still found, DATA payloads skipped by count.
     #[test]
@@ -1401,13 +1584,14 @@ mod tests {
         }
     }
 
-    /// A reader that joins mid-connection finds the frames of the first plausible write.
+    /// A reader that joins mid-connection finds the frames of the first write with a payload.
     #[test]
     fn golden_joined_mid_stream() {
         for (file, bytes, sender) in streams() {
             let mut full = FrameReader::new(sender);
             let all = read(&mut full, &[chunk(&bytes, 0, true)]);
             let spans = spans(&bytes, sender);
+            let mut resynced = 0;
             for start in 1..spans.len() {
                 let chunks: Vec<_> = spans[start..]
                     .iter()
@@ -1415,15 +1599,22 @@ mod tests {
                     .collect();
                 let mut reader = FrameReader::lost(sender);
                 let events = read(&mut reader, &chunks);
-                // Every write here starts with a frame header, so the first one resyncs.
+                // Writes of one empty frame (a SETTINGS ACK) are too weak to resync on.
+                let Some(first) = spans[start..].iter().position(|s| s.len() > HEADER_LEN) else {
+                    assert!(events.is_empty(), "{file} from {start}");
+                    continue;
+                };
+                let skipped: usize = spans[start..start + first].iter().map(|s| s.len()).sum();
                 assert_eq!(
                     events.first(),
-                    Some(&Seen::Resynced(0)),
+                    Some(&Seen::Resynced(skipped as u64)),
                     "{file} from {start}"
                 );
-                let offset = all.len() - (spans.len() - start);
+                let offset = all.len() - (spans.len() - start - first);
                 assert_eq!(events[1..], all[offset..], "{file} from {start}");
+                resynced += 1;
             }
+            assert!(resynced >= spans.len() / 2, "{file}");
         }
     }
 }

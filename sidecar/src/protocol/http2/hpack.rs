@@ -1183,4 +1183,351 @@ mod tests {
             }
         }
     }
+
+    mod golden {
+        use super::*;
+        use crate::connection::stream::Chunk;
+        use crate::protocol::http2::frame::test_support::{self as frames, chunk, streams};
+        use crate::protocol::http2::frame::{
+            Event, FrameReader, FrameType, Payload, Sender, flags,
+        };
+
+        /// A field with its bytes copied out: name, value (`None`: unknown), never indexed.
+        type Seen = (Option<Vec<u8>>, Option<Vec<u8>>, bool);
+
+        /// What a parser built on the frame reader and the decoder sees of a stream.
+        #[derive(Clone, Debug, PartialEq, Eq)]
+        enum Observed {
+            Frame(frames::Seen),
+            /// The fields of a header block; `whole` is false when it was cut off.
+            Block {
+                stream: u32,
+                fields: Vec<Seen>,
+                whole: bool,
+            },
+        }
+
+        /// Frames in, header blocks decoded: HEADERS and PUSH_PROMISE fragments joined with
+        /// their CONTINUATIONs, the decoder told when blocks may have been missed.
+        struct Observer {
+            reader: FrameReader,
+            decoder: Decoder,
+            block: Vec<u8>,
+            /// The stream whose block is being gathered, and whether it is still whole.
+            open: Option<(u32, bool)>,
+            seen: Vec<Observed>,
+        }
+
+        impl Observer {
+            fn new(reader: FrameReader) -> Self {
+                Self {
+                    reader,
+                    decoder: Decoder::new(),
+                    block: Vec::new(),
+                    open: None,
+                    seen: Vec::new(),
+                }
+            }
+
+            fn feed(&mut self, chunk: &Chunk<'_>) {
+                let Self {
+                    reader,
+                    decoder,
+                    block,
+                    open,
+                    seen,
+                } = self;
+                reader.feed(chunk, |event| {
+                    seen.push(Observed::Frame(frames::Seen::of(event)));
+                    let frame = match event {
+                        Event::Frame(frame) => frame,
+                        Event::Lost => {
+                            decoder.desync();
+                            *open = None;
+                            return;
+                        }
+                        _ => return,
+                    };
+                    let header = frame.header;
+                    let fragment = match (header.kind, frame.payload, *open) {
+                        (FrameType::Headers | FrameType::PushPromise, _, _) => {
+                            block.clear();
+                            *open = Some((header.stream_id, true));
+                            frame.payload
+                        }
+                        (FrameType::Continuation, _, Some((stream, _)))
+                            if stream == header.stream_id =>
+                        {
+                            frame.payload
+                        }
+                        _ => return,
+                    };
+                    let Some((stream, whole)) = *open else {
+                        return;
+                    };
+                    let promised = if header.kind == FrameType::PushPromise {
+                        4
+                    } else {
+                        0
+                    };
+                    let still_whole = match fragment {
+                        Payload::Complete(bytes) => {
+                            block.extend_from_slice(bytes.get(promised..).unwrap_or_default());
+                            whole
+                        }
+                        Payload::Truncated(bytes) => {
+                            block.extend_from_slice(bytes.get(promised..).unwrap_or_default());
+                            false
+                        }
+                        _ => false,
+                    };
+                    // Decoded once: when the block ends, or as far as it goes when it is cut off.
+                    if whole && (!still_whole || header.has(flags::END_HEADERS)) {
+                        let mut fields = Vec::new();
+                        let result = decoder.decode(block, still_whole, |f| {
+                            fields.push((
+                                f.name.map(<[u8]>::to_vec),
+                                f.value.map(<[u8]>::to_vec),
+                                f.never_indexed,
+                            ))
+                        });
+                        assert!(result.is_ok(), "{result:?}");
+                        seen.push(Observed::Block {
+                            stream,
+                            fields,
+                            whole: still_whole,
+                        });
+                        *open = Some((stream, false));
+                    }
+                    if header.has(flags::END_HEADERS) {
+                        *open = None;
+                    }
+                });
+            }
+        }
+
+        fn observe(sender: Sender, chunks: &[Chunk<'_>]) -> Vec<Observed> {
+            observe_with(FrameReader::new(sender), chunks)
+        }
+
+        fn observe_with(reader: FrameReader, chunks: &[Chunk<'_>]) -> Vec<Observed> {
+            let mut observer = Observer::new(reader);
+            for chunk in chunks {
+                observer.feed(chunk);
+            }
+            observer.seen
+        }
+
+        fn show(bytes: &[u8]) -> String {
+            if bytes.iter().all(|b| (0x20..0x7f).contains(b)) {
+                String::from_utf8_lossy(bytes).into_owned()
+            } else {
+                let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+                format!("hex:{hex}")
+            }
+        }
+
+        /// The decoded captures print exactly as the independent decoder (python-hyper's hpack)
+        /// listed them, and no field is unknown.
+        #[test]
+        fn golden_header_blocks_match_the_listing() {
+            for (file, bytes, sender) in streams() {
+                let expected = String::from_utf8(frames::golden(&format!("{file}.txt"))).unwrap();
+                let mut printed = String::new();
+                for seen in observe(sender, &[chunk(&bytes, 0, true)]) {
+                    match seen {
+                        Observed::Frame(frames::Seen::Preface) => printed.push_str("PREFACE\n"),
+                        Observed::Frame(frames::Seen::Frame(header, _)) => {
+                            printed.push_str(&frames::describe(&header));
+                            printed.push('\n');
+                        }
+                        Observed::Frame(other) => panic!("{file}: {other:?}"),
+                        Observed::Block { fields, whole, .. } => {
+                            assert!(whole, "{file}");
+                            for (name, value, never) in fields {
+                                let (Some(name), Some(value)) = (name, value) else {
+                                    panic!("{file}: unknown field in a synced decoder");
+                                };
+                                let mark = if never { " [never-indexed]" } else { "" };
+                                printed.push_str(&format!(
+                                    "  {}: {}{mark}\n",
+                                    show(&name),
+                                    show(&value)
+                                ));
+                            }
+                        }
+                    }
+                }
+                assert_eq!(printed, expected, "{file}");
+            }
+        }
+
+        /// The header blocks of a whole stream, as the reader hands them over.
+        fn blocks(bytes: &[u8], sender: Sender) -> Vec<Vec<u8>> {
+            let mut reader = FrameReader::new(sender);
+            let mut blocks: Vec<Vec<u8>> = Vec::new();
+            let mut open = false;
+            reader.feed(&chunk(bytes, 0, true), |event| {
+                let Event::Frame(frame) = event else { return };
+                let Payload::Complete(fragment) = frame.payload else {
+                    return;
+                };
+                match frame.header.kind {
+                    FrameType::Headers => blocks.push(fragment.to_vec()),
+                    FrameType::Continuation if open => {
+                        if let Some(last) = blocks.last_mut() {
+                            last.extend_from_slice(fragment);
+                        }
+                    }
+                    _ => return,
+                }
+                open = !frame.header.has(flags::END_HEADERS);
+            });
+            blocks
+        }
+
+        /// A decoder that starts at a later header block (a connection joined mid-stream)
+        /// resolves only what the synced decoder resolves, reports the rest unknown, and learns
+        /// the entries inserted after it joined.
+        #[test]
+        fn golden_joined_decoders_agree_with_the_synced_one() {
+            let mut unknown_total = 0;
+            for (file, bytes, sender) in streams() {
+                let blocks = blocks(&bytes, sender);
+                let mut synced = Decoder::new();
+                let expected: Vec<Vec<Owned>> =
+                    blocks.iter().map(|b| decode_all(&mut synced, b)).collect();
+                for start in 1..blocks.len() {
+                    let mut late = Decoder::new();
+                    for (i, block) in blocks.iter().enumerate().skip(start) {
+                        let fields = decode_all(&mut late, block);
+                        assert_eq!(fields.len(), expected[i].len(), "{file} {start} {i}");
+                        for (j, ((name, value), (real_name, real_value))) in
+                            fields.iter().zip(&expected[i]).enumerate()
+                        {
+                            let context = format!("{file}: joined at {start}, block {i} field {j}");
+                            assert!(name.is_none() || name == real_name, "{context}");
+                            assert!(value.is_none() || value == real_value, "{context}");
+                            // Static entries and literals always resolve.
+                            if late.known_entries() == 0 && i == start {
+                                assert!(value.is_none() || name.is_some(), "{context}");
+                            }
+                            unknown_total += usize::from(value.is_none() || name.is_none());
+                        }
+                    }
+                    // The method and path of every request resolve: h2load, curl, grpcio and
+                    // Node send them from the static table or as literals (never from entries
+                    // made before joining, for the values).
+                    if sender == Sender::Client {
+                        let mut late = Decoder::new();
+                        for block in &blocks[start..] {
+                            for (name, value) in decode_all(&mut late, block) {
+                                if name.as_deref() == Some(b":path") {
+                                    assert!(value.is_some(), "{file}");
+                                }
+                            }
+                        }
+                    }
+                }
+                // Joined at the last block, the decoder still agrees on the fields it resolves;
+                // joined at the first, it is the synced decoder.
+                let mut late = Decoder::new();
+                let all: Vec<Vec<Owned>> =
+                    blocks.iter().map(|b| decode_all(&mut late, b)).collect();
+                assert_eq!(all, expected, "{file}");
+            }
+            assert!(unknown_total > 100, "{unknown_total} unknown fields in all");
+        }
+
+        /// Whether `part`, seen in a damaged capture, could be `whole`, seen in the whole one.
+        fn consistent(part: &Observed, whole: &Observed) -> bool {
+            match (part, whole) {
+                (Observed::Frame(p), Observed::Frame(w)) => frames::consistent(p, w),
+                (
+                    Observed::Block {
+                        stream,
+                        fields,
+                        whole: complete,
+                    },
+                    Observed::Block {
+                        stream: real_stream,
+                        fields: real,
+                        ..
+                    },
+                ) => {
+                    stream == real_stream
+                        && (if *complete {
+                            fields.len() == real.len()
+                        } else {
+                            fields.len() <= real.len()
+                        })
+                        && fields
+                            .iter()
+                            .zip(real)
+                            .all(|((n, v, never), (rn, rv, rnever))| {
+                                (n.is_none() || n == rn)
+                                    && (v.is_none() || v == rv)
+                                    && never == rnever
+                            })
+                }
+                _ => false,
+            }
+        }
+
+        /// Every frame and header field seen in `part` is in `whole`, in order.
+        fn assert_consistent(part: &[Observed], whole: &[Observed], context: &str) {
+            let relevant = |o: &&Observed| {
+                !matches!(
+                    o,
+                    Observed::Frame(frames::Seen::Lost | frames::Seen::Resynced(_))
+                )
+            };
+            let mut rest = whole.iter().filter(relevant);
+            for seen in part.iter().filter(relevant) {
+                assert!(
+                    rest.any(|w| consistent(seen, w)),
+                    "{context}: {seen:?} is not in the whole capture"
+                );
+            }
+        }
+
+        /// Every prefix, every split in two, every prefix with the rest uncaptured, and cuts
+        /// with a gap after them: never a panic, never a frame or field the whole capture does
+        /// not have, and without loss exactly what the whole capture gives.
+        #[test]
+        fn golden_truncation_sweep() {
+            for (file, bytes, sender) in streams() {
+                let whole = observe(sender, &[chunk(&bytes, 0, true)]);
+                for cut in 0..=bytes.len() {
+                    let (head, tail) = bytes.split_at(cut);
+                    let context = format!("{file} cut at {cut}");
+                    // More to come: a prefix of the whole observation.
+                    let part = observe(sender, &[chunk(head, 0, true)]);
+                    assert_eq!(part[..], whole[..part.len()], "{context}");
+                    // Split in two: the same as whole.
+                    let split = observe(sender, &[chunk(head, 0, true), chunk(tail, 0, false)]);
+                    assert_eq!(split, whole, "{context}");
+                    // The rest not captured.
+                    let cut_off = observe(sender, &[chunk(head, tail.len() as u64, true)]);
+                    assert_consistent(&cut_off, &whole, &context);
+                    // A gap, then the rest at a boundary (resync where plausible).
+                    for gap in [1usize, 9, 200] {
+                        let Some(rest) = tail.get(gap..) else {
+                            continue;
+                        };
+                        let chunks = [
+                            chunk(head, 0, true),
+                            chunk(&[], gap as u64, false),
+                            chunk(rest, 0, true),
+                        ];
+                        let gapped = observe(sender, &chunks);
+                        assert_consistent(&gapped, &whole, &format!("{context}, gap {gap}"));
+                    }
+                    // Joined at the cut.
+                    let joined = observe_with(FrameReader::lost(sender), &[chunk(tail, 0, true)]);
+                    assert_consistent(&joined, &whole, &format!("{context}, joined"));
+                }
+            }
+        }
+    }
 }
