@@ -164,8 +164,8 @@ pub enum Payload<'a> {
     /// removed); for PUSH_PROMISE the promised stream identifier and the fragment (padding
     /// removed).
     Complete(&'a [u8]),
-    /// Only this prefix of the payload (shaped as for `Complete`) was seen: the rest was not
-    /// captured, or was beyond [`MAX_CARRY`].
+    /// Only this prefix of the payload (shaped as for `Complete`, at most [`MAX_CARRY`] bytes)
+    /// is at hand: the rest was not captured, or the frame is longer than what is carried over.
     Truncated(&'a [u8]),
     /// Padding longer than the payload: the peer will treat the connection as broken.
     Malformed,
@@ -521,11 +521,14 @@ impl FrameReader {
                 self.state = State::Header { have: 0 };
             }
             _ if input.unseen > 0 || input.visible.len() >= MAX_CARRY => {
-                on(Event::Frame(shaped(header, input.visible, false)));
+                // Cut as carrying would have cut it, so how the stream was split into chunks
+                // does not change what is reported.
+                let kept = input.visible.len().min(MAX_CARRY);
+                on(Event::Frame(shaped(header, &input.visible[..kept], false)));
                 self.state = State::Skip {
-                    remaining: (length - input.visible.len()) as u64,
+                    remaining: (length - kept) as u64,
                 };
-                input.advance(input.visible.len());
+                input.advance(kept);
             }
             _ => {
                 // Continues in the next chunk.
@@ -576,11 +579,6 @@ fn shaped(header: FrameHeader, bytes: &[u8], whole: bool) -> Frame<'_> {
 /// prefix of its payload (or all of it).
 fn header_block<'a>(header: &FrameHeader, bytes: &'a [u8]) -> Payload<'a> {
     let padded = header.has(flags::PADDED);
-    let pad = match (padded, bytes.first()) {
-        (false, _) => 0,
-        (true, Some(&pad)) => usize::from(pad),
-        (true, None) => return Payload::Truncated(&[]),
-    };
     let start = usize::from(padded)
         + match header.kind {
             FrameType::Headers if header.has(flags::PRIORITY) => 5,
@@ -591,7 +589,16 @@ fn header_block<'a>(header: &FrameHeader, bytes: &'a [u8]) -> Payload<'a> {
             FrameType::PushPromise => 4,
             _ => 0,
         };
-    let end = match (header.length as usize).checked_sub(pad) {
+    let length = header.length as usize;
+    if length < least {
+        return Payload::Malformed;
+    }
+    let pad = match (padded, bytes.first()) {
+        (false, _) => 0,
+        (true, Some(&pad)) => usize::from(pad),
+        (true, None) => return Payload::Truncated(&[]),
+    };
+    let end = match length.checked_sub(pad) {
         Some(end) if end >= least => end,
         _ => return Payload::Malformed,
     };
@@ -1119,6 +1126,10 @@ mod tests {
             frame(1, 0x0c, 1, &[9, 1, 2]),
             frame(0, 0x09, 1, &[5, 1]),
             frame(0, 0x08, 1, &[]),
+            // No room for the pad length, or the priority fields.
+            frame(1, 0x0c, 1, &[]),
+            frame(1, 0x24, 1, &[0, 0, 0]),
+            frame(5, 0x04, 1, &[0, 0]),
         ]
         .concat();
         let events = read(&mut reader, &[chunk(&bad, 0, true)]);
@@ -1128,6 +1139,10 @@ mod tests {
                 Seen::Frame(header(1, 0x0c, 1, 3), SeenPayload::Malformed),
                 Seen::Frame(header(0, 0x09, 1, 2), SeenPayload::Malformed),
                 Seen::Frame(header(0, 0x08, 1, 0), SeenPayload::Malformed),
+                Seen::Frame(header(1, 0x0c, 1, 0), SeenPayload::Malformed),
+                Seen::Frame(header(1, 0x24, 1, 3), SeenPayload::Malformed),
+                // A PUSH_PROMISE too short for its promised stream is a connection error.
+                Seen::Lost,
             ]
         );
         // Padded DATA: the data length without padding, unknown if the pad length is unseen.
@@ -1194,6 +1209,19 @@ mod tests {
         let mut reader = FrameReader::new(Sender::Server);
         let events = read(&mut reader, &[chunk(&bytes, 0, true)]);
         assert_eq!(events[0], whole(1, 0x04, 1, &[0x82; 20_000]));
+        // Partly in one chunk, it is cut where carrying would cut it, however it was split.
+        let mut reader = FrameReader::new(Sender::Server);
+        let events = read(&mut reader, &[chunk(&bytes[..18_000], 2_009 + 17, true)]);
+        assert_eq!(
+            events,
+            [
+                Seen::Frame(
+                    header(1, 0x04, 1, 20_000),
+                    SeenPayload::Truncated(vec![0x82; MAX_CARRY])
+                ),
+                Seen::Lost
+            ]
+        );
     }
 
     #[test]
