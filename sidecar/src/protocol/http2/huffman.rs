@@ -167,27 +167,36 @@ const fn decode_table() -> [[Transition; 16]; 256] {
 }
 
 /// Appends the decoding of the Huffman string `src` to `dst`. Invalid strings (EOS inside,
-/// padding longer than seven bits or not all ones) are an error; `dst` may then hold part of
-/// the decoding.
+/// padding longer than seven bits or not all ones) are an error; `dst` may then hold a garbled
+/// decoding.
 pub fn decode(src: &[u8], dst: &mut Vec<u8>) -> Result<()> {
-    // At most one symbol per five bits: one reservation, no growth inside the loop.
-    dst.reserve(src.len() * 8 / 5 + 1);
+    // At most one symbol per five bits: room for all of them up front, then the loop writes
+    // without growing and without branching on what each nibble did.
+    let start = dst.len();
+    dst.resize(start + src.len() * 8 / 5 + 1, 0);
+    let out = &mut dst[start..];
+    let mut len = 0;
     let mut state = 0usize;
-    let mut flags = ACCEPT;
+    let mut seen = 0u8;
+    let mut last = ACCEPT;
     for &byte in src {
         for nibble in [byte >> 4, byte & 0x0f] {
-            let step = DECODE[state][nibble as usize];
-            if step.flags & FAIL != 0 {
-                return Err(Error::Hpack("EOS inside a Huffman string"));
+            let step = DECODE[state][usize::from(nibble)];
+            if let Some(slot) = out.get_mut(len) {
+                *slot = step.symbol;
             }
-            if step.flags & EMIT != 0 {
-                dst.push(step.symbol);
-            }
+            len += usize::from(step.flags & EMIT);
+            seen |= step.flags;
             state = usize::from(step.next);
-            flags = step.flags;
+            last = step.flags;
         }
     }
-    if flags & ACCEPT == 0 {
+    dst.truncate(start + len);
+    // A failing transition leads back to the root, so decoding on past it is harmless.
+    if seen & FAIL != 0 {
+        return Err(Error::Hpack("EOS inside a Huffman string"));
+    }
+    if last & ACCEPT == 0 {
         return Err(Error::Hpack("invalid Huffman padding"));
     }
     Ok(())
