@@ -44,11 +44,17 @@ pub mod flags {
 
 /// SETTINGS parameter identifiers (RFC 9113, section 6.5.2).
 pub mod setting {
+    /// The most HPACK table the sender decodes with: the limit for the other direction.
     pub const HEADER_TABLE_SIZE: u16 = 0x1;
+    /// 0 or 1: whether the sender accepts server push.
     pub const ENABLE_PUSH: u16 = 0x2;
+    /// Streams the sender lets its peer open at once.
     pub const MAX_CONCURRENT_STREAMS: u16 = 0x3;
+    /// The sender's initial stream flow-control window.
     pub const INITIAL_WINDOW_SIZE: u16 = 0x4;
+    /// The longest frame payload the sender accepts: see [`super::FrameReader::set_max_frame_size`].
     pub const MAX_FRAME_SIZE: u16 = 0x5;
+    /// The largest header list the sender accepts (advisory).
     pub const MAX_HEADER_LIST_SIZE: u16 = 0x6;
 }
 
@@ -65,6 +71,7 @@ pub enum FrameType {
     Goaway,
     WindowUpdate,
     Continuation,
+    /// An extension type (e.g. ALTSVC, ORIGIN), by its code.
     Unknown(u8),
 }
 
@@ -211,14 +218,13 @@ pub fn settings(payload: &[u8]) -> impl Iterator<Item = (u16, u32)> + '_ {
 pub enum Event<'a> {
     /// The client connection preface.
     Preface,
+    /// A frame, as soon as what matters of it is known.
     Frame(Frame<'a>),
     /// A frame header was not captured: frames are missed until [`Event::Resynced`], header
     /// blocks among them, so HPACK state is stale from here on.
     Lost,
     /// Frames are found again after `abandoned` bytes that were skipped unread.
-    Resynced {
-        abandoned: u64,
-    },
+    Resynced { abandoned: u64 },
 }
 
 /// The endpoint whose bytes a reader reads.
@@ -226,6 +232,7 @@ pub enum Event<'a> {
 pub enum Sender {
     /// The client: the stream starts with the connection preface, and streams it opens are odd.
     Client,
+    /// The server: streams it pushes are even.
     Server,
 }
 
@@ -338,6 +345,7 @@ impl FrameReader {
         self.state == State::Lost
     }
 
+    /// What the reader has missed so far.
     pub fn stats(&self) -> Stats {
         self.stats
     }
@@ -1424,6 +1432,48 @@ mod tests {
             (b"{\"json\": true}".to_vec(), Sender::Server, "JSON"),
         ] {
             assert!(!ok(&bytes, sender), "{why}");
+        }
+        // Payloads that no sender writes: a zero window increment, undefined error codes,
+        // setting values out of range, a stream depending on itself, padding too long.
+        let exact =
+            |bytes: &[u8], sender| plausible_start(bytes, 0, sender, DEFAULT_MAX_FRAME_SIZE);
+        assert!(exact(&frame(8, 0, 0, &[0, 0, 0, 1]), Sender::Client));
+        assert!(exact(&frame(3, 0, 1, &[0, 0, 0, 8]), Sender::Client));
+        assert!(exact(
+            &frame(7, 0, 0, &[0, 0, 0, 1, 0, 0, 0, 0xd]),
+            Sender::Client
+        ));
+        assert!(exact(&frame(2, 0, 3, &[0, 0, 0, 1, 16]), Sender::Client));
+        assert!(exact(&frame(1, 0x0c, 1, &[1, 0x82, 0]), Sender::Client));
+        for (bytes, why) in [
+            (frame(8, 0, 0, &[0, 0, 0, 0]), "zero increment"),
+            (frame(8, 0, 0, &[0x80, 0, 0, 1]), "increment's reserved bit"),
+            (frame(3, 0, 1, &[0, 0, 0, 0x0e]), "RST_STREAM error code"),
+            (
+                frame(7, 0, 0, &[0, 0, 0, 1, 0, 0, 1, 0]),
+                "GOAWAY error code",
+            ),
+            (
+                frame(7, 0, 0, &[0x80, 0, 0, 1, 0, 0, 0, 0]),
+                "GOAWAY last stream's reserved bit",
+            ),
+            (frame(4, 0, 0, &[0, 2, 0, 0, 0, 2]), "ENABLE_PUSH 2"),
+            (
+                frame(4, 0, 0, &[0, 4, 0x80, 0, 0, 0]),
+                "INITIAL_WINDOW_SIZE 2^31",
+            ),
+            (
+                frame(4, 0, 0, &[0, 5, 0, 0, 0x10, 0]),
+                "MAX_FRAME_SIZE 4096",
+            ),
+            (frame(2, 0, 3, &[0, 0, 0, 3, 16]), "PRIORITY on itself"),
+            (
+                frame(1, 0x0c, 1, &[2, 0x82, 0]),
+                "HEADERS padding leaves no block",
+            ),
+            (frame(0, 0x08, 1, &[3, 0, 0]), "DATA padding too long"),
+        ] {
+            assert!(!exact(&bytes, Sender::Client), "{why}");
         }
         // The reserved bit.
         let mut reserved = settings.clone();
