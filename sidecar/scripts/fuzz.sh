@@ -1,13 +1,34 @@
 #!/usr/bin/env bash
-# Fuzzes the HTTP/1.x parsers and the connection tracker for SECONDS (default 60) on nightly.
-# The golden captures seed the corpus; a crash leaves its input under sidecar/fuzz/artifacts/.
+# Fuzzes the HTTP/1.x parsers and the connection tracker for SECONDS (default 60), then the HTTP/2
+# frame reader and the HPACK decoder for half of SECONDS each, on nightly.
+# The golden captures seed the corpora; a crash leaves its input under sidecar/fuzz/artifacts/.
 set -euo pipefail
 seconds="${1:-60}"
+half=$(( seconds / 2 > 0 ? seconds / 2 : 1 ))
 cd "$(dirname "$0")/../fuzz"
 if ! cargo fuzz --version >/dev/null 2>&1; then
     cargo install cargo-fuzz --locked
 fi
+# One build for all targets.
+cargo +nightly fuzz build --sanitizer none
+
 corpus=corpus/http1
 mkdir -p "$corpus"
 cp ../testdata/http1/*.req ../testdata/http1/*.resp "$corpus"/
 cargo +nightly fuzz run --sanitizer none http1 "$corpus" -- -max_total_time="$seconds" -max_len=8192
+
+# http2_frames reads four control bytes, then the stream: bit 0 of the first says the server
+# sends it. Each capture is seeded whole and as 1 KiB cut from its start.
+corpus=corpus/http2_frames
+mkdir -p "$corpus"
+for capture in ../testdata/http2/*.c2s ../testdata/http2/*.s2c; do
+    case "$capture" in *.s2c) control='\001\020\000\000' ;; *) control='\000\020\000\000' ;; esac
+    name=$(basename "$capture")
+    { printf "$control"; cat "$capture"; } >"$corpus/$name"
+    { printf "$control"; head -c 1024 "$capture"; } >"$corpus/$name.1k"
+done
+cargo +nightly fuzz run --sanitizer none http2_frames "$corpus" -- -max_total_time="$half" -max_len=65536
+
+# hpack draws its blocks from the golden captures itself.
+mkdir -p corpus/hpack
+cargo +nightly fuzz run --sanitizer none hpack corpus/hpack -- -max_total_time="$half" -max_len=4096

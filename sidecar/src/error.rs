@@ -12,6 +12,9 @@ pub enum Error {
     /// An HTTP/1.x message whose body length cannot be determined.
     #[error("invalid HTTP/1.x framing: {0}")]
     HttpFraming(&'static str),
+    /// A header block that is not valid HPACK (RFC 7541).
+    #[error("invalid HPACK: {0}")]
+    Hpack(&'static str),
     /// Loading the eBPF object failed: usually missing capabilities or kernel features.
     #[error("{}", describe_load_error(.source))]
     Load { source: aya::EbpfError },

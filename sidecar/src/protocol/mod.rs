@@ -17,6 +17,7 @@ use crate::transaction::{Facts, SpanKind, Transaction};
 
 pub mod http;
 pub mod http1;
+pub mod http2;
 
 /// Which end of the connection sent the bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
