@@ -126,16 +126,18 @@ pub struct ConnectEvent {
 /// A selected process closed a tracked socket.
 pub type CloseEvent = EventHeader;
 
-/// HTTP/2 frames a pieced capture walks per syscall; a write with more leaves the rest uncaptured
-/// and the frame position unknown until a later write starts at a frame.
-pub const MAX_PIECES: usize = 32;
-/// Bytes a pieced capture copies per syscall, across its pieces.
-pub const MAX_PIECE_BYTES: usize = 4096;
+/// Pieces of a pieced capture per syscall: runs of captured bytes, which break where a DATA
+/// payload is left out, so about one per DATA frame; a write with more leaves the rest
+/// uncaptured and the frame position unknown until a later write starts at a frame.
+pub const MAX_PIECES: usize = 128;
+/// Bytes of a pieced event's data per syscall: the pieces' bytes and their [`Piece`] headers.
+pub const MAX_PIECE_BYTES: usize = 8192;
 /// Largest HTTP/2 frame payload the kernel follows (the protocol's default `SETTINGS_MAX_FRAME_SIZE`):
 /// a frame header announcing more is taken for something else.
 pub const MAX_H2_FRAME: u32 = 16384;
 
-/// One piece of a [`PiecesEvent`]: `len` bytes at `offset` of what the syscall moved.
+/// What precedes each piece's bytes in a [`PiecesEvent`]: `len` bytes at `offset` of what the
+/// syscall moved.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Piece {
@@ -156,11 +158,12 @@ pub struct PiecesEvent {
     pub direction: u32,
     /// Bytes the syscall moved (its return value, saturated to u32).
     pub total_len: u32,
-    /// Leading bytes of `data` that hold the pieces' bytes, in order.
+    /// Leading bytes of `data` in use.
     pub captured_len: u32,
-    /// Leading entries of `pieces` in use (at most [`MAX_PIECES`]), in increasing offsets.
+    /// Pieces in `data` (at most [`MAX_PIECES`]), in increasing offsets.
     pub piece_count: u32,
-    pub pieces: [Piece; MAX_PIECES],
+    /// Each piece: its [`Piece`], then its bytes. Inline, so a record is only as long as what it
+    /// holds.
     pub data: [u8; MAX_PIECE_BYTES],
 }
 
@@ -221,7 +224,7 @@ const _: () = {
     assert!(core::mem::size_of::<SocketKey>() == 8);
     assert!(core::mem::size_of::<SocketState>() == 24);
     assert!(core::mem::size_of::<Piece>() == 8);
-    assert!(PIECES_EVENT_HEADER_LEN == 40 + 8 * MAX_PIECES);
+    assert!(PIECES_EVENT_HEADER_LEN == 40);
     assert!(core::mem::size_of::<PiecesEvent>() == PIECES_EVENT_HEADER_LEN + MAX_PIECE_BYTES);
     assert!(MAX_PIECE_BYTES.is_power_of_two());
     assert!(MAX_PAYLOAD.is_power_of_two());

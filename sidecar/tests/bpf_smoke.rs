@@ -491,9 +491,11 @@ fn ring_wakes_its_reader_once_a_threshold_is_queued_not_per_record() {
 /// An HTTP/2 client on two connections. The first starts with the connection preface; then a
 /// DATA frame of 16 KiB with trailers (a HEADERS frame) behind it in one write, a write gathered
 /// from three buffers (a DATA header, its payload, a HEADERS frame), and a DATA frame split
-/// across two writes with a HEADERS frame behind its second half. The second connection has no
+/// across two writes with a HEADERS frame behind its second half, and a HEADERS frame whose
+/// header and payload are buffers of their own. The second connection has no
 /// preface (joined mid-stream, as it were), a long write of whole frames, then a long write of
-/// HTTP/1-like text. Frame payloads name what they are: `TRAILERS`, `NEXT`, `SPLIT`, `LATE`.
+/// HTTP/1-like text. Frame payloads name what they are: `TRAILERS`, `NEXT`, `SPLIT`, `APART`,
+/// `LATE`.
 const H2_CLIENT: &str = "import socket, struct, sys\n\
 sys.stdin.readline()\n\
 port = int(sys.argv[1])\n\
@@ -505,6 +507,7 @@ s.sendmsg([frame(0, 0, 3, b'y' * 12000)[:9], b'y' * 12000, frame(1, 4, 5, b'NEXT
 split = frame(0, 1, 7, b'z' * 16000)\n\
 s.sendall(split[:10009])\n\
 s.sendall(split[10009:] + frame(1, 5, 9, b'SPLIT'))\n\
+s.sendmsg([frame(1, 5, 11, b'APART')[:9], b'APART'])\n\
 t = socket.create_connection(('127.0.0.1', port))\n\
 t.sendall(frame(0, 0, 1, b'w' * 3000) + frame(1, 5, 1, b'LATE'))\n\
 t.sendall(b'POST / HTTP/1.1\\r\\n\\r\\n' + b'v' * 3000)\n\
@@ -541,7 +544,7 @@ fn http2_frames_behind_large_data(hooks: HookChoice, expected: Hook) {
     type Capture = (i32, u32, Option<Vec<(u64, Vec<u8>)>>);
     let mut seen: Vec<Capture> = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(5);
-    while seen.len() < 7 && Instant::now() < deadline {
+    while seen.len() < 8 && Instant::now() < deadline {
         let Some(item) = ring.next() else {
             std::thread::sleep(Duration::from_millis(5));
             continue;
@@ -576,11 +579,17 @@ fn http2_frames_behind_large_data(hooks: HookChoice, expected: Hook) {
     let headers =
         |stream: u8, flags: u8, payload: &[u8]| frame(1, flags, stream, payload, payload.len());
     let (s, t) = (fds[0], fds[1]);
+    let preface = (expected == Hook::SocketTracepoints).then(|| {
+        let mut bytes = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        bytes.extend(frame(4, 0, 0, b"", 0));
+        vec![(0, bytes)]
+    });
     assert_eq!(
         seen,
         vec![
-            // The preface write is short: a prefix, and it marks the socket.
-            (s, 24 + 9, None),
+            // The preface write marks the socket; with the socket tracepoints it is walked at
+            // once, preface and frames (clients send their first requests with it).
+            (s, 24 + 9, preface),
             (
                 s,
                 16384 + 9 + 17,
@@ -600,6 +609,9 @@ fn http2_frames_behind_large_data(hooks: HookChoice, expected: Hook) {
             (s, 10009, Some(vec![(0, data(7, 1, 16000))])),
             // The split frame's rest is skipped by count, from the position the first half left.
             (s, 6000 + 14, Some(vec![(6000, headers(9, 5, b"SPLIT"))])),
+            // A frame's header and payload in buffers of their own, as nginx writes them: one
+            // piece, as bytes back to back are.
+            (s, 14, Some(vec![(0, headers(11, 5, b"APART"))])),
             // Whole frames that account for a long write of an unmarked socket.
             (
                 t,

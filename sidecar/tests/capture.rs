@@ -6,61 +6,15 @@
 mod otlp;
 #[path = "support/pod.rs"]
 mod pod;
+#[path = "support/sidecar.rs"]
+mod sidecar;
 
 use std::{collections::HashSet, time::Duration};
 
 use opentelemetry_proto::tonic::trace::v1::{Span, span::SpanKind, status::StatusCode};
-use otlp::{OtlpReceiver, int_attribute, string_attribute};
+use otlp::OtlpReceiver;
 use pod::{Pod, free_port, free_ports, run};
-
-const WAIT: Duration = Duration::from_secs(20);
-
-fn str_attr(span: &Span, key: &str) -> Option<String> {
-    string_attribute(&span.attributes, key).map(str::to_owned)
-}
-
-fn int_attr(span: &Span, key: &str) -> Option<i64> {
-    int_attribute(&span.attributes, key)
-}
-
-/// Environment for a sidecar exporting over gRPC to `receiver`, flushing quickly.
-fn sidecar_env(
-    receiver: &OtlpReceiver,
-    extra: &[(&'static str, String)],
-) -> Vec<(&'static str, String)> {
-    let mut env = vec![
-        (
-            "OTEL_EXPORTER_OTLP_ENDPOINT",
-            format!("http://{}", receiver.grpc_addr),
-        ),
-        ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc".to_string()),
-        ("OTEL_BSP_SCHEDULE_DELAY", "200".to_string()),
-        ("OTEL_METRIC_EXPORT_INTERVAL", "1000".to_string()),
-        ("OTEL_EBPF_LOG_LEVEL", "info".to_string()),
-    ];
-    env.extend(extra.iter().cloned());
-    env
-}
-
-fn start_sidecar(pod: &mut Pod, env: &[(&'static str, String)]) {
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    pod.start_sidecar(&env);
-}
-
-/// The spans the receiver holds, without their resources.
-fn span_list(receiver: &OtlpReceiver) -> Vec<Span> {
-    receiver.spans().into_iter().map(|(_, s)| s).collect()
-}
-
-/// Waits until the receiver holds at least `n` spans, then returns all of them.
-async fn wait_spans(receiver: &OtlpReceiver, n: usize) -> Vec<Span> {
-    receiver
-        .wait_for_spans(n, WAIT)
-        .await
-        .into_iter()
-        .map(|(_, s)| s)
-        .collect()
-}
+use sidecar::*;
 
 /// A pod running `app.py` on a fresh port and a sidecar selecting that port, with `extra` env.
 fn app_pod(receiver: &OtlpReceiver, extra: &[(&'static str, String)]) -> (Pod, u16) {
@@ -73,12 +27,6 @@ fn app_pod(receiver: &OtlpReceiver, extra: &[(&'static str, String)]) -> (Pod, u
     (pod, port)
 }
 
-fn curl(args: &[&str]) -> String {
-    let mut argv = vec!["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}\n"];
-    argv.extend_from_slice(args);
-    run(&argv)
-}
-
 /// A GET answered 200 on `port` arrives at the receiver as exactly one server span.
 async fn one_request_makes_one_server_span(receiver: &OtlpReceiver, port: u16) {
     assert_eq!(
@@ -87,15 +35,6 @@ async fn one_request_makes_one_server_span(receiver: &OtlpReceiver, port: u16) {
     );
     let spans = wait_spans(receiver, 1).await;
     assert_eq!(server_spans_on_port(&spans, port).len(), 1);
-}
-
-fn server_spans_on_port(spans: &[Span], port: u16) -> Vec<&Span> {
-    spans
-        .iter()
-        .filter(|s| {
-            s.kind == SpanKind::Server as i32 && int_attr(s, "server.port") == Some(i64::from(port))
-        })
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -50,6 +50,8 @@ fn transaction(kind: SpanKind, method: &str, target: &str, status: u16, id: u8) 
             status,
             request_body_size: Some(100),
             response_body_size: Some(5000),
+            aborted: None,
+            grpc: None,
         }),
         start_ns: end_ns - 5_000_000,
         end_ns,

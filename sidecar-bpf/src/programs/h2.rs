@@ -10,21 +10,36 @@
 //! cannot finish (too many frames, a header split across buffers) forgets the position until a
 //! later syscall starts with a frame again.
 
-use core::ffi::c_void;
+use core::{ffi::c_void, mem::size_of};
 
 use aya_ebpf::helpers::generated;
 use sidecar_bpf::{MAX_H2_FRAME, MAX_PIECE_BYTES, MAX_PIECES, Piece, PiecesEvent};
 
-/// Buffers (iovecs) of one syscall followed by a walk.
-pub(super) const MAX_REGIONS: usize = 8;
+/// Buffers (iovecs) of one syscall followed by a walk: nginx gathers up to 64 per write.
+pub(super) const MAX_REGIONS: usize = 64;
+/// Steps of a walk in a bounded loop: each moves to the next buffer, reads a frame header, or
+/// copies the rest of a payload from one buffer. The verifier checks every step of such a loop,
+/// so it cannot be long.
+pub(super) const MAX_STEPS: u32 = 64;
+/// `steps` for [`walk`]: run it under the `bpf_loop` helper (Linux 5.17+), whose callback the
+/// verifier checks once, for up to [`LOOP_STEPS`] steps.
+pub(super) const LOOP_HELPER: u32 = u32::MAX;
+/// Steps of a walk under `bpf_loop`: an nginx write of responses (HEADERS and DATA, header and
+/// payload in buffers of their own) takes about seven per response.
+const LOOP_STEPS: u32 = 1024;
 const FRAME_HEADER: u64 = 9;
 const DATA: u8 = 0;
 
 /// The user memory a syscall moved: (base, length) pairs, and how many bytes it moved in all.
+/// Kept in a per-CPU map: the largest list is more than the BPF stack holds.
+#[repr(C)]
 pub(super) struct Regions {
     pub vecs: [u64; 2 * MAX_REGIONS],
     pub count: usize,
     pub total: u64,
+    /// Bytes at the start of the first buffer a walk copies whole before it starts (the client
+    /// preface).
+    pub lead: u64,
 }
 
 /// Where a walk ended.
@@ -70,12 +85,12 @@ fn header(bytes: &[u8; 16]) -> Option<Header> {
 /// Copies `len` bytes of user memory at `src` to `data[cursor..]`; false if the read failed.
 fn copy(data: *mut u8, cursor: u32, src: u64, len: u32) -> bool {
     let at = (cursor as usize) & (MAX_PIECE_BYTES - 1);
-    let mut n = len;
-    if n as usize > MAX_PIECE_BYTES {
-        n = MAX_PIECE_BYTES as u32;
-    }
-    // SAFETY: `at` < MAX_PIECE_BYTES and `n` <= MAX_PIECE_BYTES; the scratch slot has
-    // MAX_PIECE_BYTES bytes of slack behind `data` for the verifier's worst case.
+    // Bounded by a mask, not a comparison: the compiler drops a comparison the caller's checks
+    // already imply, and the verifier, which does not see those, needs the bound here. Callers
+    // never copy a whole MAX_PIECE_BYTES (a piece header or earlier bytes are always there).
+    let n = len & (MAX_PIECE_BYTES as u32 - 1);
+    // SAFETY: `at` and `n` are below MAX_PIECE_BYTES; the scratch slot has MAX_PIECE_BYTES bytes
+    // of slack behind `data` for the verifier's worst case.
     unsafe {
         generated::bpf_probe_read_user(data.add(at).cast::<c_void>(), n, src as *const c_void) == 0
     }
@@ -90,11 +105,19 @@ fn copy(data: *mut u8, cursor: u32, src: u64, len: u32) -> bool {
 pub(super) struct Cursor {
     /// Offset in the syscall of the next frame header.
     pos: u64,
+    /// Bytes `copy_from..copy_to` of the last frame's payload are still to copy: it went on in
+    /// the next buffer.
+    copy_from: u64,
+    copy_to: u64,
     region: u64,
     region_start: u64,
     /// Bytes of the event's data used.
     used: u64,
     pieces: u64,
+    /// Where in the syscall the last piece ends, and where in the data its [`Piece`] is: bytes
+    /// that follow it extend it.
+    last_end: u64,
+    last_header: u64,
     /// 0 once the position is lost.
     known: u64,
 }
@@ -119,25 +142,51 @@ enum Step {
     Done,
 }
 
-/// Walks the frames of `regions` from byte `start` (a frame header); fills `event`'s pieces and
-/// data.
+/// Walks the frames of `regions` from byte `start` (a frame header), in at most `steps` steps;
+/// fills `event`'s pieces and data.
 pub(super) fn walk(
     regions: &Regions,
     start: u64,
     event: &mut PiecesEvent,
     cursor: *mut Cursor,
+    steps: u32,
 ) -> Walk {
     let total = regions.total;
     set!(cursor.pos = start);
+    set!(cursor.copy_from = 0);
+    set!(cursor.copy_to = 0);
     set!(cursor.region = 0);
     set!(cursor.region_start = 0);
     set!(cursor.used = 0);
     set!(cursor.pieces = 0);
+    set!(cursor.last_end = u64::MAX);
+    set!(cursor.last_header = 0);
     set!(cursor.known = 1);
-    // Each step either moves to the next buffer or reads one frame header.
-    for _ in 0..(MAX_PIECES + MAX_REGIONS) {
-        if step(regions, event, cursor) == Step::Done {
-            break;
+    let lead = regions.lead;
+    if lead > 0 && regions.count > 0 && lead <= regions.vecs[1].min(total) {
+        add_piece(event, cursor, 0, 0, regions.vecs[0], lead);
+    }
+    if steps == LOOP_HELPER {
+        let mut walking = Walking {
+            regions,
+            event,
+            cursor,
+        };
+        // SAFETY: the callback is a function of this object taking (index, context), as the
+        // helper requires; the context is a live local it only reads through.
+        unsafe {
+            generated::bpf_loop(
+                LOOP_STEPS,
+                walk_step as *mut c_void,
+                (&raw mut walking).cast::<c_void>(),
+                0,
+            );
+        }
+    } else {
+        for _ in 0..steps.min(MAX_STEPS) {
+            if step(regions, event, cursor) == Step::Done {
+                break;
+            }
         }
     }
     let pos = get!(cursor.pos);
@@ -150,6 +199,25 @@ pub(super) fn walk(
     }
 }
 
+/// What [`walk_step`] needs, handed to `bpf_loop` as its context.
+struct Walking<'a> {
+    regions: &'a Regions,
+    event: &'a mut PiecesEvent,
+    cursor: *mut Cursor,
+}
+
+/// One step of a walk under `bpf_loop`, which the verifier checks once whatever the count: 0 to
+/// go on, 1 to stop.
+#[inline(never)]
+extern "C" fn walk_step(_index: u64, context: *mut c_void) -> i64 {
+    // SAFETY: `walk` hands over its `Walking` local, live for the whole loop.
+    let walking = unsafe { &mut *context.cast::<Walking<'_>>() };
+    match step(walking.regions, walking.event, walking.cursor) {
+        Step::Continue => 0,
+        Step::Done => 1,
+    }
+}
+
 fn lost(cursor: *mut Cursor) -> Step {
     set!(cursor.known = 0);
     Step::Done
@@ -158,31 +226,47 @@ fn lost(cursor: *mut Cursor) -> Step {
 fn step(regions: &Regions, event: &mut PiecesEvent, cursor: *mut Cursor) -> Step {
     let total = regions.total;
     let pos = get!(cursor.pos);
-    if pos >= total {
+    let (copy_from, copy_to) = (get!(cursor.copy_from), get!(cursor.copy_to));
+    let copying = copy_from < copy_to && copy_from < total;
+    let at = if copying { copy_from } else { pos };
+    if at >= total {
         return Step::Done;
     }
     let region = get!(cursor.region) as usize;
     let pieces = get!(cursor.pieces) as usize;
-    if region >= regions.count || region >= MAX_REGIONS || pieces >= MAX_PIECES {
+    // `regions.count` is at most MAX_REGIONS; the index is bounded by a mask rather than a
+    // comparison, which the compiler would merge with the one on `pieces` into a test of both
+    // at once that leaves the verifier with neither bounded.
+    if region >= regions.count || pieces >= MAX_PIECES {
         return lost(cursor);
     }
     let region_start = get!(cursor.region_start);
-    let (Some(&base), Some(&size)) = (
-        regions.vecs.get(2 * region),
-        regions.vecs.get(2 * region + 1),
-    ) else {
+    let slot = 2 * (region & (MAX_REGIONS - 1));
+    let (Some(&base), Some(&size)) = (regions.vecs.get(slot), regions.vecs.get(slot + 1)) else {
         return lost(cursor);
     };
     if region_start > total {
         return lost(cursor);
     }
     let len = size.min(total - region_start);
-    if pos >= region_start + len {
+    if at >= region_start + len {
         set!(cursor.region_start = region_start + len);
         set!(cursor.region = region as u64 + 1);
         return Step::Continue;
     }
-    let within = pos - region_start;
+    let within = at - region_start;
+    if copying {
+        // The rest of a payload, from this buffer.
+        let mut want = copy_to - copy_from;
+        if want > len - within {
+            want = len - within;
+        }
+        if !add_piece(event, cursor, pieces, at, base + within, want) {
+            return lost(cursor);
+        }
+        set!(cursor.copy_from = copy_from + want);
+        return Step::Continue;
+    }
     if within + FRAME_HEADER > len {
         // A header split across buffers: rare, and not worth a second read path.
         return lost(cursor);
@@ -199,37 +283,92 @@ fn step(regions: &Regions, event: &mut PiecesEvent, cursor: *mut Cursor) -> Step
     let Some(frame) = (if rc == 0 { header(&bytes) } else { None }) else {
         return lost(cursor);
     };
+    let end = FRAME_HEADER + u64::from(frame.len);
     let mut want = if frame.kind == DATA {
         FRAME_HEADER
     } else {
-        FRAME_HEADER + u64::from(frame.len)
+        end
     };
     if want > len - within {
         want = len - within;
     }
-    let used = get!(cursor.used);
-    if used > MAX_PIECE_BYTES as u64 || want > MAX_PIECE_BYTES as u64 - used {
+    if !add_piece(event, cursor, pieces, pos, base + within, want) {
         return lost(cursor);
     }
-    if !copy(
-        event.data.as_mut_ptr(),
-        used as u32,
-        base + within,
-        want as u32,
-    ) {
-        return lost(cursor);
+    if frame.kind != DATA {
+        set!(cursor.copy_from = pos + want);
+        set!(cursor.copy_to = pos + end);
     }
-    if let Some(slot) = event.pieces.get_mut(pieces) {
-        *slot = Piece {
-            offset: pos as u32,
-            len: want as u32,
-        };
-    }
-    set!(cursor.pieces = pieces as u64 + 1);
-    set!(cursor.used = used + want);
-    set!(cursor.pos = pos + FRAME_HEADER + u64::from(frame.len));
+    set!(cursor.pos = pos + end);
     Step::Continue
 }
+
+/// Copies the `len` bytes at `offset` of the syscall (user memory at `src`) into the event's
+/// data: as a longer last piece when they follow it (frames back to back, or a header and its
+/// payload in buffers of their own), else as a new piece with its [`Piece`] header, so that
+/// pieces break only where a DATA payload is left out. False when the data is full.
+fn add_piece(
+    event: &mut PiecesEvent,
+    cursor: *mut Cursor,
+    index: usize,
+    offset: u64,
+    src: u64,
+    len: u64,
+) -> bool {
+    let used = get!(cursor.used);
+    let extends = get!(cursor.last_end) == offset;
+    let header = if extends { 0 } else { PIECE_HEADER };
+    if used > MAX_PIECE_BYTES as u64 || header + len > MAX_PIECE_BYTES as u64 - used {
+        return false;
+    }
+    let data = event.data.as_mut_ptr();
+    if !copy(data, (used + header) as u32, src, len as u32) {
+        return false;
+    }
+    let (at, piece) = if extends {
+        let at = get!(cursor.last_header);
+        let mut last = read_piece(data, at);
+        last.len += len as u32;
+        (at, last)
+    } else {
+        set!(cursor.pieces = index as u64 + 1);
+        set!(cursor.last_header = used);
+        let piece = Piece {
+            offset: offset as u32,
+            len: len as u32,
+        };
+        (used, piece)
+    };
+    // SAFETY: `at` is masked below the data's size, which the scratch slot's slack covers by
+    // far; `Piece` is plain integers, written unaligned.
+    unsafe {
+        core::ptr::write_unaligned(
+            data.add((at as usize) & (MAX_PIECE_BYTES - 1))
+                .cast::<Piece>(),
+            piece,
+        );
+    }
+    set!(cursor.used = used + header + len);
+    set!(cursor.last_end = offset + len);
+    true
+}
+
+/// Bytes of a [`Piece`] header in the event's data.
+const PIECE_HEADER: u64 = size_of::<Piece>() as u64;
+
+/// The header of the piece at `at`, as written.
+fn read_piece(data: *mut u8, at: u64) -> Piece {
+    // SAFETY: as in `add_piece`: a masked offset inside the scratch slot, read unaligned.
+    unsafe {
+        core::ptr::read_unaligned(
+            data.add((at as usize) & (MAX_PIECE_BYTES - 1))
+                .cast::<Piece>(),
+        )
+    }
+}
+
+/// Bytes of the HTTP/2 client connection preface.
+pub(super) const PREFACE_LEN: u64 = 24;
 
 /// Whether a copy starts with the HTTP/2 client connection preface.
 pub(super) fn is_preface(bytes: &[u8]) -> bool {

@@ -42,6 +42,10 @@ static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(STAT_COUNT, 0);
 #[map]
 static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
 
+/// Per-CPU space for the buffer list of the syscall being captured.
+#[map]
+static REGIONS: PerCpuArray<h2::Regions> = PerCpuArray::with_max_entries(1, 0);
+
 /// Per-CPU space to assemble a pieced event (HTTP/2 frames) before it is copied, trimmed.
 #[map]
 static PIECES_SCRATCH: PerCpuArray<PiecesScratch> = PerCpuArray::with_max_entries(1, 0);

@@ -17,7 +17,15 @@ use sidecar_bpf::{
 };
 
 use super::h2::{self, MAX_REGIONS, Regions};
-use super::{PIECES_SCRATCH, SCRATCH, copy_user, emit, header, now, selected};
+use super::{PIECES_SCRATCH, REGIONS, SCRATCH, copy_user, emit, header, now, selected};
+
+/// Steps of an HTTP/2 frame walk under `sys_exit` ([`h2::walk`]): that program also handles
+/// accept, connect and close, and with a full walk the verifier's paths through it pass its
+/// million instructions; a short walk still finds the frames of all but the busiest writes.
+const SYS_EXIT_WALK_STEPS: u32 = 40;
+
+/// Buffers a prefix copy gathers: enough for HTTP servers that write head and body apart.
+const PREFIX_REGIONS: usize = 8;
 
 const AF_INET: u16 = 2;
 const AF_INET6: u16 = 10;
@@ -98,6 +106,8 @@ struct Call {
     /// The iovec count for readv/writev.
     aux: u64,
     ret: i64,
+    /// Steps a frame walk of this call may take.
+    walk_steps: u32,
 }
 
 impl Call {
@@ -110,6 +120,7 @@ impl Call {
             ptr: regs.read::<u64>(REG_ARG1),
             aux: regs.read::<u64>(REG_ARG2),
             ret,
+            walk_steps: SYS_EXIT_WALK_STEPS,
         }
     }
 
@@ -200,7 +211,10 @@ fn on_sock_io(sk: *const u8, ret: i32) -> i32 {
     if !is_data(nr) {
         return 0;
     }
-    let call = Call::read(&regs, nr, pid, tid, i64::from(ret));
+    let call = Call {
+        walk_steps: h2::LOOP_HELPER,
+        ..Call::read(&regs, nr, pid, tid, i64::from(ret))
+    };
     if let Some(state) = adopt(&call, sk) {
         // SAFETY: the entry was found or inserted just now; a concurrent update is benign.
         capture(&call, unsafe { &mut *state });
@@ -375,15 +389,17 @@ fn on_connected(call: &Call, fd: i32, role: u32) {
     emit(&event);
 }
 
-/// The buffers a data syscall moved, read from its arguments; `None` for sendfile, which moves
-/// file bytes the process never sees.
-fn regions(call: &Call) -> Option<Regions> {
+/// The buffers a data syscall moved, read from its arguments into the per-CPU [`REGIONS`]
+/// slot (at most `max` of them: the prefix copy needs a few, a frame walk all); `None` for
+/// sendfile, which moves file bytes the process never sees.
+fn regions(call: &Call, max: u64) -> Option<&'static mut Regions> {
+    let regions = REGIONS.get_ptr_mut(0)?;
+    // SAFETY: the per-CPU slot is owned by this program for the duration of the run.
+    let regions = unsafe { &mut *regions };
     let total = call.ret as u64;
-    let mut regions = Regions {
-        vecs: [0; 2 * MAX_REGIONS],
-        count: 0,
-        total,
-    };
+    regions.total = total;
+    regions.count = 0;
+    regions.lead = 0;
     let (iov, count) = match call.nr {
         SYS_READ | SYS_WRITE | SYS_RECVFROM | SYS_SENDTO => {
             regions.vecs[0] = call.ptr;
@@ -404,11 +420,10 @@ fn regions(call: &Call) -> Option<Regions> {
     if iov == 0 || count == 0 {
         return Some(regions);
     }
-    let entries = if count > MAX_REGIONS as u64 {
-        MAX_REGIONS as u64
-    } else {
-        count
-    };
+    let mut entries = if count > max { max } else { count };
+    if entries > MAX_REGIONS as u64 {
+        entries = MAX_REGIONS as u64;
+    }
     // The used part of the array in one read instead of a helper call per field.
     // SAFETY: at most `MAX_REGIONS` entries of 16 bytes into an array of that size.
     let rc = unsafe {
@@ -445,34 +460,44 @@ fn capture(call: &Call, state: &mut SocketState) {
     let direction = direction_of(call.nr);
     let dir = (direction & 1) as usize;
     let known = SOCKET_H2_KNOWN << dir;
-    let Some(regions) = regions(call) else {
+    let h2 = state.flags & SOCKET_H2 != 0;
+    let walking = h2 || call.ret as u64 > MAX_PAYLOAD as u64;
+    let max = if walking { MAX_REGIONS } else { PREFIX_REGIONS } as u64;
+    let Some(regions) = regions(call, max) else {
         if let Some((event, captured)) = fill_prefix(call, direction, None) {
             emit_filled(event, captured);
         }
         return;
     };
-    let h2 = state.flags & SOCKET_H2 != 0;
-    if h2 || regions.total > MAX_PAYLOAD as u64 {
+    if walking {
         let start = if state.flags & known != 0 {
             u64::from(state.h2_skip[dir & 1])
         } else {
             0
         };
-        if capture_frames(call, &regions, start, state) {
+        if capture_frames(call, regions, start, state) {
             return;
         }
         state.flags &= !known;
     }
-    let Some((event, captured)) = fill_prefix(call, direction, Some(&regions)) else {
+    let Some((event, captured)) = fill_prefix(call, direction, Some(regions)) else {
         return;
     };
     // SAFETY: the scratch slot filled just now; `captured` is at most MAX_PAYLOAD.
     let prefix = unsafe { core::slice::from_raw_parts((*event).payload.as_ptr(), captured) };
     if !h2 && h2::is_preface(prefix) {
         // The client preface: from here on the socket is followed frame by frame, from the
-        // next syscall that starts with a frame (a second walk of this one would double what the
-        // verifier has to check, for frames a preface write rarely carries beyond the prefix).
+        // frames behind the preface in this very syscall (a client sends its first requests
+        // with it: more than the prefix holds under load).
         state.flags |= SOCKET_H2;
+        // Under `sys_exit` a second walk site would take the verifier past its limit: there the
+        // frames beyond the prefix of this one syscall are left to chance.
+        if call.walk_steps == h2::LOOP_HELPER {
+            regions.lead = h2::PREFACE_LEN;
+            if capture_frames(call, regions, h2::PREFACE_LEN, state) {
+                return;
+            }
+        }
     }
     emit_filled(event, captured);
 }
@@ -486,7 +511,7 @@ fn capture_frames(call: &Call, regions: &Regions, start: u64, state: &mut Socket
     };
     // SAFETY: the per-CPU scratch slot is owned by this program for the duration of the run.
     let (event, cursor) = unsafe { (&mut (*scratch).event, &raw mut (*scratch).cursor) };
-    let walk = h2::walk(regions, start, event, cursor);
+    let walk = h2::walk(regions, start, event, cursor, call.walk_steps);
     let direction = direction_of(call.nr);
     let dir = (direction & 1) as usize;
     let known = SOCKET_H2_KNOWN << dir;
@@ -563,7 +588,7 @@ fn copy_regions(payload: *mut u8, regions: &Regions) -> u64 {
         regions.total
     };
     let mut offset = 0u64;
-    for i in 0..MAX_REGIONS {
+    for i in 0..PREFIX_REGIONS {
         if i >= regions.count || left == 0 || offset >= MAX_PAYLOAD as u64 {
             break;
         }

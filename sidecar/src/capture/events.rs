@@ -79,35 +79,32 @@ pub enum Event<'a> {
 }
 
 /// The pieces of a [`PiecesEvent`], checked: in increasing, non-overlapping offsets within what
-/// the syscall moved, their bytes all present.
+/// the syscall moved, each [`Piece`] header followed by all its bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Pieces<'a> {
-    table: &'a [u8],
     data: &'a [u8],
 }
 
 impl<'a> Pieces<'a> {
     /// Each piece: its offset in what the syscall moved, and its bytes.
     pub fn iter(&self) -> impl Iterator<Item = (u64, &'a [u8])> + 'a {
-        let (table, data) = (self.table, self.data);
-        table
-            .chunks_exact(size_of::<Piece>())
-            .scan(0usize, move |used, entry| {
-                let word = |at: usize| {
-                    u32::from_ne_bytes([entry[at], entry[at + 1], entry[at + 2], entry[at + 3]])
-                };
-                let (offset, len) = (word(0), word(4) as usize);
-                let bytes = data.get(*used..*used + len)?;
-                *used += len;
-                Some((u64::from(offset), bytes))
-            })
+        let mut rest = self.data;
+        std::iter::from_fn(move || {
+            let (head, tail) = rest.split_first_chunk::<{ size_of::<Piece>() }>()?;
+            let word = |at: usize| {
+                u32::from_ne_bytes([head[at], head[at + 1], head[at + 2], head[at + 3]])
+            };
+            let (offset, len) = (word(0), word(4) as usize);
+            let bytes = tail.get(..len)?;
+            rest = &tail[len..];
+            Some((u64::from(offset), bytes))
+        })
     }
 
-    /// Validates the table against the data and the syscall's length.
-    fn check(table: &'a [u8], data: &'a [u8], total_len: u32) -> Result<Self> {
-        let pieces = Self { table, data };
-        let (mut end, mut used) = (0u64, 0usize);
-        let mut count = 0;
+    /// Validates the pieces against their count and the syscall's length.
+    fn check(data: &'a [u8], count: usize, total_len: u32) -> Result<Self> {
+        let pieces = Self { data };
+        let (mut end, mut used, mut seen) = (0u64, 0usize, 0usize);
         for (offset, bytes) in pieces.iter() {
             if offset < end || offset + bytes.len() as u64 > u64::from(total_len) {
                 return Err(Error::MalformedEvent(
@@ -115,10 +112,10 @@ impl<'a> Pieces<'a> {
                 ));
             }
             end = offset + bytes.len() as u64;
-            used += bytes.len();
-            count += 1;
+            used += size_of::<Piece>() + bytes.len();
+            seen += 1;
         }
-        if count != table.len() / size_of::<Piece>() || used != data.len() {
+        if seen != count || used != data.len() {
             return Err(Error::MalformedEvent("pieces do not match their data"));
         }
         Ok(pieces)
@@ -214,14 +211,12 @@ impl<'a> Event<'a> {
                 {
                     return Err(Error::MalformedEvent("pieces record shorter than its data"));
                 }
-                let table_at = offset_of!(PiecesEvent, pieces);
-                let table = &bytes[table_at..table_at + count * size_of::<Piece>()];
                 let data = &bytes[PIECES_EVENT_HEADER_LEN..PIECES_EVENT_HEADER_LEN + captured];
                 Ok(Event::Pieces {
                     meta,
                     direction: direction_of(direction),
                     total_len,
-                    pieces: Pieces::check(table, data, total_len)?,
+                    pieces: Pieces::check(data, count, total_len)?,
                 })
             }
             EVENT_CLOSE => Ok(Event::Close { meta }),
@@ -258,15 +253,15 @@ fn socket_addr(family: u16, addr: [u8; 16], port: u16) -> Option<SocketAddr> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn as_bytes<T>(value: &T) -> &[u8] {
+    pub(crate) fn as_bytes<T>(value: &T) -> &[u8] {
         // SAFETY: test helper over the plain ABI structs.
         unsafe { std::slice::from_raw_parts((value as *const T).cast::<u8>(), size_of::<T>()) }
     }
 
-    fn header(kind: u32) -> EventHeader {
+    pub(crate) fn header(kind: u32) -> EventHeader {
         EventHeader {
             kind,
             pid: 7,
@@ -381,24 +376,28 @@ mod tests {
         assert_eq!(local, Some("10.0.0.7:8080".parse().unwrap()));
     }
 
-    fn pieces_event(pieces: &[(u32, &[u8])], total_len: u32) -> Vec<u8> {
+    pub(crate) fn pieces_event(
+        header: EventHeader,
+        pieces: &[(u32, &[u8])],
+        total_len: u32,
+    ) -> Vec<u8> {
         let mut event = PiecesEvent {
-            header: header(EVENT_PIECES),
+            header,
             direction: DIRECTION_EGRESS,
             total_len,
             captured_len: 0,
             piece_count: pieces.len() as u32,
-            pieces: [Piece::default(); MAX_PIECES],
             data: [0; MAX_PIECE_BYTES],
         };
         let mut used = 0;
-        for (i, (offset, bytes)) in pieces.iter().enumerate() {
-            event.pieces[i] = Piece {
+        for (offset, bytes) in pieces {
+            let head = Piece {
                 offset: *offset,
                 len: bytes.len() as u32,
             };
-            event.data[used..used + bytes.len()].copy_from_slice(bytes);
-            used += bytes.len();
+            event.data[used..used + 8].copy_from_slice(as_bytes(&head));
+            event.data[used + 8..used + 8 + bytes.len()].copy_from_slice(bytes);
+            used += 8 + bytes.len();
         }
         event.captured_len = used as u32;
         as_bytes(&event)[..PIECES_EVENT_HEADER_LEN + used].to_vec()
@@ -406,7 +405,11 @@ mod tests {
 
     #[test]
     fn decodes_pieces_in_order() {
-        let record = pieces_event(&[(0, b"head"), (16400, b"trailers")], 20000);
+        let record = pieces_event(
+            header(EVENT_PIECES),
+            &[(0, b"head"), (16400, b"trailers")],
+            20000,
+        );
         let Event::Pieces {
             direction,
             total_len,
@@ -430,11 +433,11 @@ mod tests {
             (&[(20, &b"ab"[..]), (10, &b"cd"[..])][..], 100),
         ] {
             assert!(
-                Event::decode(&pieces_event(pieces, total)).is_err(),
+                Event::decode(&pieces_event(header(EVENT_PIECES), pieces, total)).is_err(),
                 "{pieces:?}"
             );
         }
-        let mut short = pieces_event(&[(0, b"abcd")], 100);
+        let mut short = pieces_event(header(EVENT_PIECES), &[(0, b"abcd")], 100);
         short.pop();
         assert!(Event::decode(&short).is_err());
     }

@@ -92,6 +92,26 @@ impl Sim {
         meta.timestamp_ns
     }
 
+    /// One syscall moving `bytes`, of which the kernel captures the first `captured`.
+    pub(crate) fn cut(
+        &mut self,
+        tid: u32,
+        fd: i32,
+        direction: Direction,
+        bytes: &[u8],
+        captured: usize,
+    ) -> u64 {
+        let meta = self.meta(PID, tid, fd);
+        let event = Event::Data {
+            meta,
+            direction,
+            total_len: bytes.len() as u32,
+            payload: &bytes[..bytes.len().min(captured)],
+        };
+        self.conns.on_event(&event, &mut self.out);
+        meta.timestamp_ns
+    }
+
     pub(crate) fn read(&mut self, fd: i32, bytes: &[u8]) -> u64 {
         self.data(TID, fd, Direction::Ingress, bytes)
     }

@@ -83,7 +83,7 @@ fn unknown_role_is_inferred_from_the_first_request() {
 }
 
 #[test]
-fn non_http_traffic_is_abandoned_cheaply() {
+fn traffic_of_no_known_protocol_is_abandoned_cheaply() {
     let tls_hello = b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03GET / HTTP/1.1\r\n\r\n";
     let cases: [(Role, Direction, &[u8]); 5] = [
         (Role::Server, Direction::Ingress, tls_hello),
@@ -94,11 +94,7 @@ fn non_http_traffic_is_abandoned_cheaply() {
             Direction::Ingress,
             b"J\x00\x00\x00\n8.0.36\x00",
         ),
-        (
-            Role::Server,
-            Direction::Ingress,
-            b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
-        ),
+        (Role::Server, Direction::Ingress, b"SSH-2.0-OpenSSH_9.2\r\n"),
         (Role::Server, Direction::Ingress, &[0u8; 64]),
     ];
     for (role, direction, bytes) in cases {

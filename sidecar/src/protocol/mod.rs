@@ -138,7 +138,7 @@ pub struct Protocol {
 }
 
 /// Every protocol, in the order detection tries them.
-pub static PROTOCOLS: &[&Protocol] = &[&http1::PROTOCOL];
+pub static PROTOCOLS: &[&Protocol] = &[&http1::PROTOCOL, &http2::PROTOCOL];
 
 /// The first protocol that recognizes `bytes`, and who sent them.
 pub fn detect(bytes: &[u8], side: Option<Side>) -> Option<(&'static Protocol, Side)> {

@@ -109,6 +109,8 @@ pub struct HttpFacts {
     pub status: u16,
     /// `error.type`, set when the transaction is an error.
     pub error_type: Option<String>,
+    /// Why the exchange ended before its response did (HTTP/2 resets and the like).
+    pub aborted: Option<&'static str>,
     pub server_address: Option<String>,
     pub server_port: Option<u16>,
     pub client_address: Option<String>,
@@ -235,7 +237,12 @@ impl HttpFacts {
         let (method, method_original) = match known {
             Some(known) if **known == http.method => (Cow::Borrowed(*known), None),
             Some(known) => (Cow::Borrowed(*known), Some(http.method.clone())),
-            None => (Cow::Borrowed("_OTHER"), Some(http.method.clone())),
+            // An HTTP/2 method the capture could not decode stays unknown: `_OTHER`, without
+            // an original to show.
+            None => (
+                Cow::Borrowed("_OTHER"),
+                (!http.method.is_empty()).then(|| http.method.clone()),
+            ),
         };
         let target = split_target(&http.target);
         // Authority-form (CONNECT host:port) has no path to route.
@@ -252,12 +259,12 @@ impl HttpFacts {
             }
             _ => (None, None),
         };
-        let is_error = match tx.kind {
+        let status_is_error = match tx.kind {
             SpanKind::Server => http.status == 0 || http.status >= 500,
             SpanKind::Client => http.status == 0 || http.status >= 400,
         };
-        let error_type = is_error.then(|| {
-            if http.status == 0 {
+        let error_type = (status_is_error || http.aborted.is_some()).then(|| {
+            if http.status == 0 || !status_is_error {
                 "_OTHER".to_owned()
             } else {
                 http.status.to_string()
@@ -303,6 +310,7 @@ impl HttpFacts {
             route,
             status: http.status,
             error_type,
+            aborted: http.aborted,
             server_address,
             server_port,
             client_address,
@@ -357,7 +365,9 @@ impl Semantics for HttpFacts {
     /// Span status: an error for a missing response or an error status code, which says it all
     /// (the conventions ask for no description then).
     fn span_status(&self) -> Status {
-        if self.status == 0 {
+        if let Some(reason) = self.aborted {
+            Status::error(reason)
+        } else if self.status == 0 {
             Status::error("no response")
         } else if self.is_error() {
             Status::error("")
@@ -477,6 +487,8 @@ pub(crate) mod tests {
                 status,
                 request_body_size: Some(12),
                 response_body_size: None,
+                aborted: None,
+                grpc: None,
             }),
         }
     }

@@ -212,3 +212,29 @@ pub fn run(argv: &[&str]) -> String {
     );
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
+
+impl Pod {
+    /// Runs a program inside the pod to completion and returns its stdout; panics with its
+    /// stderr on failure.
+    pub fn run_in(&self, argv: &[&str]) -> String {
+        let target = format!("--target={}", self.init_pid);
+        let mut full = vec!["nsenter", target.as_str(), "--pid", "--mount", "--"];
+        full.extend_from_slice(argv);
+        run(&full)
+    }
+
+    /// Starts nginx on `port` serving cleartext HTTP/2 with prior knowledge (h2c), with
+    /// `tests/servers/nginx.conf.in`.
+    pub fn start_nginx_h2c(&mut self, name: &str, port: u16) {
+        let conf = nginx_conf(&self.path(name), port);
+        let text = std::fs::read_to_string(&conf).expect("nginx.conf");
+        std::fs::write(
+            &conf,
+            text.replace(&format!("{port};"), &format!("{port} http2;")),
+        )
+        .expect("nginx.conf");
+        let conf_arg = conf.to_string_lossy().into_owned();
+        self.spawn(name, &["nginx", "-c", &conf_arg], &[]);
+        wait_for_port(port, Duration::from_secs(10));
+    }
+}

@@ -56,6 +56,8 @@ pub struct Request {
     pub chunked: bool,
     /// A valid W3C `traceparent` header.
     pub traceparent: Option<TraceParent>,
+    /// An `Upgrade` header offers `h2c` (cleartext HTTP/2).
+    pub upgrade_h2c: bool,
 }
 
 /// A parsed response head.
@@ -71,6 +73,8 @@ pub struct Response {
     pub chunked: bool,
     /// A `Transfer-Encoding` header is present (chunked or not).
     pub transfer_encoded: bool,
+    /// An `Upgrade` header names `h2c`: with status 101, the connection switches to HTTP/2.
+    pub upgrade_h2c: bool,
 }
 
 /// The request line of a head whose header fields could not be read in full.
@@ -159,6 +163,7 @@ pub fn parse_request(bytes: &[u8]) -> Result<Parsed<Request>> {
         content_length: fields.content_length,
         chunked: fields.chunked,
         traceparent: fields.traceparent,
+        upgrade_h2c: fields.upgrade_h2c,
     }))
 }
 
@@ -183,6 +188,7 @@ pub fn parse_response(bytes: &[u8]) -> Result<Parsed<Response>> {
         content_length: fields.content_length,
         chunked: fields.chunked,
         transfer_encoded: fields.transfer_encoded,
+        upgrade_h2c: fields.upgrade_h2c,
     }))
 }
 
@@ -231,6 +237,7 @@ struct Fields {
     transfer_encoded: bool,
     chunked: bool,
     traceparent: Option<TraceParent>,
+    upgrade_h2c: bool,
 }
 
 impl Fields {
@@ -255,6 +262,11 @@ impl Fields {
                 }
             } else if name.eq_ignore_ascii_case("host") && fields.host.is_none() {
                 fields.host = Some(String::from_utf8_lossy(header.value.trim_ascii()).into_owned());
+            } else if name.eq_ignore_ascii_case("upgrade") {
+                fields.upgrade_h2c |= header
+                    .value
+                    .split(|&b| b == b',')
+                    .any(|token| token.trim_ascii().eq_ignore_ascii_case(b"h2c"));
             } else if name.eq_ignore_ascii_case("traceparent") {
                 traceparents += 1;
                 fields.traceparent = parse_traceparent(header.value);
@@ -466,6 +478,7 @@ mod tests {
                     content_length: length,
                     chunked,
                     traceparent: traced.then_some(TRACEPARENT),
+                    upgrade_h2c: false,
                 },
                 "{file}"
             );
@@ -705,5 +718,17 @@ mod tests {
         let twice =
             format!("GET / HTTP/1.1\r\ntraceparent: {valid}\r\ntraceparent: {valid}\r\n\r\n");
         assert_eq!(request(twice.as_bytes()).traceparent, None);
+    }
+
+    #[test]
+    fn an_upgrade_to_h2c_is_noticed_in_requests_and_responses() {
+        let req = request(b"GET / HTTP/1.1\r\nHost: h\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: websocket, h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n");
+        assert!(req.upgrade_h2c);
+        let resp = response(
+            b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n",
+        );
+        assert!(resp.upgrade_h2c);
+        assert!(!request(b"GET / HTTP/1.1\r\nUpgrade: websocket\r\n\r\n").upgrade_h2c);
+        assert!(!response(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2\r\n\r\n").upgrade_h2c);
     }
 }

@@ -83,6 +83,11 @@ impl<'a> Segment<'a> {
         self.visible.is_empty() && self.unseen == 0
     }
 
+    /// What is left of the chunk: visible bytes, then uncaptured ones.
+    pub fn rest(&self) -> (&'a [u8], u64) {
+        (self.visible, self.unseen)
+    }
+
     fn len(&self) -> u64 {
         self.visible.len() as u64 + self.unseen
     }

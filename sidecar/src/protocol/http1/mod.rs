@@ -16,6 +16,7 @@ use head::{Framing, Request, Response};
 use message::{MessageReader, Segment, Step};
 
 use super::http::{HttpExchange, HttpVersion};
+use super::http2::parser::{Http2, Upgraded, is_preface_start};
 use super::{Context, Detection, Exchange, Parser, Protocol, Side, Verdict};
 use crate::connection::context::{TraceContext, TraceParent};
 use crate::connection::stream::Chunk;
@@ -38,9 +39,10 @@ fn new_parser() -> Box<dyn Parser> {
 }
 
 /// A connection speaks HTTP/1.x when the client's first bytes start a request line. Only the
-/// request line is checked (its header fields are parsed once, by the parser).
+/// request line is checked (its header fields are parsed once, by the parser). The HTTP/2
+/// preface looks like the start of one (`PRI * HTTP/2.0`): it is left to HTTP/2.
 fn detect(bytes: &[u8], side: Option<Side>) -> Detection {
-    if side == Some(Side::Server) {
+    if side == Some(Side::Server) || is_preface_start(bytes) {
         return Detection::No;
     }
     match httparse::Request::new(&mut []).parse(bytes) {
@@ -65,6 +67,8 @@ struct Pending {
     status: u16,
     response_body_size: Option<u64>,
     trace: TraceContext,
+    /// The request offers to switch to cleartext HTTP/2.
+    upgrade_h2c: bool,
 }
 
 impl Pending {
@@ -87,6 +91,8 @@ pub struct Http1 {
     /// The response being read answers no known request; its body is skipped.
     orphan_response: bool,
     last_response_ns: u64,
+    /// The connection switched to HTTP/2 (`Upgrade: h2c`): everything from here on is its.
+    upgraded: Option<Box<Http2>>,
 }
 
 /// What is known of a request when it starts.
@@ -98,15 +104,19 @@ struct RequestStart {
     traceparent: Option<TraceParent>,
     request_body_size: Option<u64>,
     request_done: bool,
+    upgrade_h2c: bool,
 }
 
 impl Parser for Http1 {
     fn feed(&mut self, side: Side, chunk: &Chunk<'_>, cx: &mut Context<'_>) -> Verdict {
+        if let Some(http2) = &mut self.upgraded {
+            return http2.feed(side, chunk, cx);
+        }
         let mut seg = Segment::from(chunk);
         match side {
             Side::Client => self.read_requests(&mut seg, chunk, cx),
             Side::Server => {
-                let verdict = self.read_responses(&mut seg, chunk.timestamp_ns, cx);
+                let verdict = self.read_responses(&mut seg, chunk, cx);
                 self.last_response_ns = chunk.timestamp_ns;
                 verdict
             }
@@ -116,6 +126,9 @@ impl Parser for Http1 {
     /// A response delimited by the close is complete; requests without a response end with
     /// status 0.
     fn finish(&mut self, close_ns: u64, cx: &mut Context<'_>) {
+        if let Some(http2) = &mut self.upgraded {
+            return http2.finish(close_ns, cx);
+        }
         if let Some(read) = self.responses.until_close_bytes()
             && let Some(pending) = self.pending.front_mut()
         {
@@ -132,6 +145,9 @@ impl Parser for Http1 {
     }
 
     fn discard(&mut self, cx: &mut Context<'_>) {
+        if let Some(http2) = &mut self.upgraded {
+            http2.discard(cx);
+        }
         for pending in std::mem::take(&mut self.pending) {
             cx.drop_exchange(pending.tid, &pending.trace);
         }
@@ -140,7 +156,8 @@ impl Parser for Http1 {
     }
 
     fn heap_bytes(&self) -> usize {
-        self.requests.buffered()
+        self.upgraded.as_ref().map_or(0, |http2| http2.heap_bytes())
+            + self.requests.buffered()
             + self.responses.buffered()
             + self.pending.capacity() * size_of::<Pending>()
             + self.pending.iter().map(Pending::heap_bytes).sum::<usize>()
@@ -178,6 +195,7 @@ impl Http1 {
                             traceparent: head.traceparent,
                             request_body_size: empty.then_some(0),
                             request_done: empty,
+                            upgrade_h2c: head.upgrade_h2c,
                         },
                         chunk.tid,
                         started_ns,
@@ -197,6 +215,7 @@ impl Http1 {
                                 traceparent: None,
                                 request_body_size: None,
                                 request_done: false,
+                                upgrade_h2c: false,
                             },
                             chunk.tid,
                             started_ns,
@@ -260,10 +279,17 @@ impl Http1 {
             status: 0,
             response_body_size: None,
             trace,
+            upgrade_h2c: start.upgrade_h2c,
         });
     }
 
-    fn read_responses(&mut self, seg: &mut Segment<'_>, ts: u64, cx: &mut Context<'_>) -> Verdict {
+    fn read_responses(
+        &mut self,
+        seg: &mut Segment<'_>,
+        chunk: &Chunk<'_>,
+        cx: &mut Context<'_>,
+    ) -> Verdict {
+        let ts = chunk.timestamp_ns;
         loop {
             let step = match self.responses.next(seg, ts, MAX_HEAD_BYTES) {
                 Ok(step) => step,
@@ -289,6 +315,14 @@ impl Http1 {
                         .filter(|_| answered)
                         .map_or("GET", |e| e.method.as_str());
                     let framing = head.framing(method);
+                    if head.status == 101
+                        && head.upgrade_h2c
+                        && answered
+                        && self.pending.front().is_some_and(|p| p.upgrade_h2c)
+                    {
+                        self.upgrade(seg, chunk, cx);
+                        return Verdict::Keep;
+                    }
                     if head.ends_http(method) {
                         if answered {
                             self.complete(ts, cx);
@@ -321,6 +355,40 @@ impl Http1 {
                 }
             }
         }
+    }
+
+    /// The server accepted `Upgrade: h2c`: the oldest request becomes stream 1 of an HTTP/2
+    /// connection, which reads the rest of this chunk and everything after it.
+    fn upgrade(&mut self, seg: &Segment<'_>, chunk: &Chunk<'_>, cx: &mut Context<'_>) {
+        let Some(request) = self.pending.pop_front() else {
+            return;
+        };
+        // Requests pipelined behind the upgrade are not answered in HTTP/1 any more.
+        for pending in std::mem::take(&mut self.pending) {
+            cx.drop_exchange(pending.tid, &pending.trace);
+        }
+        let mut http2 = Box::new(Http2::upgraded(Upgraded {
+            tid: request.tid,
+            start_ns: request.start_ns,
+            method: request.method,
+            target: request.target,
+            host: request.host,
+            request_body_size: request.request_body_size,
+            trace: request.trace,
+        }));
+        let (visible, unseen) = seg.rest();
+        let rest = Chunk {
+            visible,
+            unseen,
+            at_boundary: false,
+            ..*chunk
+        };
+        if !rest.is_empty() {
+            http2.feed(Side::Server, &rest, cx);
+        }
+        self.requests = MessageReader::default();
+        self.responses = MessageReader::default();
+        self.upgraded = Some(http2);
     }
 
     /// A final response head (or status line) for the oldest waiting request.
@@ -373,6 +441,8 @@ impl Http1 {
                 status: pending.status,
                 request_body_size: pending.request_body_size,
                 response_body_size: pending.response_body_size,
+                aborted: None,
+                grpc: None,
             }),
         });
     }

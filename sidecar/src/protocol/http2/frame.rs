@@ -350,6 +350,11 @@ impl FrameReader {
         self.stats
     }
 
+    /// Heap bytes held for a payload split across chunks.
+    pub fn heap_bytes(&self) -> usize {
+        self.carry.capacity()
+    }
+
     /// Reads the next chunk of this direction, reporting each event as it happens.
     pub fn feed<F>(&mut self, chunk: &Chunk<'_>, mut on: F)
     where
@@ -627,7 +632,7 @@ fn header_block<'a>(header: &FrameHeader, bytes: &'a [u8]) -> Payload<'a> {
 /// nothing: a few bytes into a frame, nine bytes can look like an empty frame, or like a frame
 /// whose length lands on the next real frame or beyond what was seen (the truncation sweep over
 /// the golden captures found all three).
-fn plausible_start(bytes: &[u8], unseen: u64, sender: Sender, max_frame_size: u32) -> bool {
+pub fn plausible_start(bytes: &[u8], unseen: u64, sender: Sender, max_frame_size: u32) -> bool {
     let mut pos = 0usize;
     let mut whole_with_payload = 0;
     let mut open_block: Option<u32> = None;

@@ -260,6 +260,13 @@ impl Decoder {
         self.table.entries.len()
     }
 
+    /// Heap bytes held: the table's entries and the Huffman scratch buffer.
+    pub fn heap_bytes(&self) -> usize {
+        self.table.bytes.capacity()
+            + self.table.entries.capacity() * size_of::<Entry>()
+            + self.scratch.capacity()
+    }
+
     /// Decodes one representation; `true` if it was a field (not a size update).
     fn representation<F>(
         &mut self,
