@@ -14,6 +14,7 @@ use sidecar_bpf::{
     DataEvent, EventHeader, MAX_PAYLOAD, MAX_PIDS, STAT_COUNT, STAT_DROPPED, STAT_EVENTS,
 };
 
+mod cgroup;
 mod syscalls;
 
 /// The sidecar's PID namespace (device and inode of `/proc/self/ns/pid`), set by the loader.
