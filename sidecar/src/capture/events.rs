@@ -441,4 +441,108 @@ mod tests {
         assert_eq!(peer, Some("127.0.0.1:40000".parse().unwrap()));
         assert_eq!(local, Some("10.0.0.7:8080".parse().unwrap()));
     }
+
+    #[test]
+    fn decodes_a_trimmed_segment_record() {
+        let mut event = SegmentEvent {
+            kind: EVENT_SEGMENT,
+            direction: DIRECTION_EGRESS,
+            pid: 5,
+            tid: 6,
+            cookie: 77,
+            timestamp_ns: 42,
+            seq: u32::MAX,
+            payload_len: 3000,
+            captured_len: 4,
+            tcp_flags: sidecar_bpf::TCP_PSH | sidecar_bpf::TCP_ACK,
+            payload: [0; MAX_PAYLOAD],
+        };
+        event.payload[..4].copy_from_slice(b"HTTP");
+        let bytes = &as_bytes(&event)[..SEGMENT_EVENT_HEADER_LEN + 4];
+        assert_eq!(
+            PodEvent::decode(bytes).unwrap(),
+            PodEvent::Segment {
+                cookie: 77,
+                direction: Direction::Egress,
+                seq: u32::MAX,
+                len: 3000,
+                flags: TcpFlags(0x18),
+                timestamp_ns: 42,
+                task: Some(Task { pid: 5, tid: 6 }),
+                payload: b"HTTP",
+            }
+        );
+        // Ingress segments name no task.
+        event.direction = sidecar_bpf::DIRECTION_INGRESS;
+        event.pid = 0;
+        event.tid = 0;
+        let Ok(PodEvent::Segment {
+            direction, task, ..
+        }) = PodEvent::decode(&as_bytes(&event)[..SEGMENT_EVENT_HEADER_LEN + 4])
+        else {
+            panic!("not a segment");
+        };
+        assert_eq!((direction, task), (Direction::Ingress, None));
+        // Truncated, or claiming more than it carries or than the segment's length.
+        assert!(PodEvent::decode(&as_bytes(&event)[..SEGMENT_EVENT_HEADER_LEN + 3]).is_err());
+        assert!(PodEvent::decode(&as_bytes(&event)[..SEGMENT_EVENT_HEADER_LEN - 1]).is_err());
+        event.payload_len = 2;
+        assert!(PodEvent::decode(as_bytes(&event)).is_err());
+        event.payload_len = 5000;
+        event.captured_len = MAX_PAYLOAD as u32 + 1;
+        assert!(PodEvent::decode(as_bytes(&event)).is_err());
+    }
+
+    #[test]
+    fn decodes_tcp_lifecycle_records() {
+        let mut local = [0u8; 16];
+        local[..4].copy_from_slice(&[10, 0, 0, 7]);
+        let mut peer = [0u8; 16];
+        peer[..4].copy_from_slice(&[10, 0, 0, 9]);
+        let mut event = TcpEvent {
+            kind: EVENT_TCP_ESTABLISHED,
+            role: ROLE_SERVER,
+            cookie: 9,
+            timestamp_ns: 1,
+            family: libc::AF_INET as u16,
+            local_port: 8080,
+            peer_port: 40000,
+            local_addr: local,
+            peer_addr: peer,
+            send_next: 100,
+            recv_next: 200,
+            ..TcpEvent::default()
+        };
+        let connection = TcpConnection {
+            cookie: 9,
+            timestamp_ns: 1,
+            local: Some("10.0.0.7:8080".parse().unwrap()),
+            peer: Some("10.0.0.9:40000".parse().unwrap()),
+            send_next: 100,
+            recv_next: 200,
+        };
+        assert_eq!(
+            PodEvent::decode(as_bytes(&event)).unwrap(),
+            PodEvent::Established {
+                connection,
+                role: Role::Server
+            }
+        );
+        event.kind = EVENT_TCP_CLOSE;
+        assert_eq!(
+            PodEvent::decode(as_bytes(&event)).unwrap(),
+            PodEvent::Closed { connection }
+        );
+        event.kind = EVENT_TCP_CONNECT;
+        event.role = ROLE_CLIENT;
+        event.pid = 3;
+        event.tid = 4;
+        let Ok(PodEvent::Connect { task, .. }) = PodEvent::decode(as_bytes(&event)) else {
+            panic!("not a connect");
+        };
+        assert_eq!(task, Some(Task { pid: 3, tid: 4 }));
+        assert!(PodEvent::decode(&as_bytes(&event)[..79]).is_err());
+        event.kind = EVENT_DATA;
+        assert!(PodEvent::decode(as_bytes(&event)).is_err());
+    }
 }

@@ -568,7 +568,7 @@ mod tests {
         r.push(at(12, b"c", 1010), &mut sink);
         r.expire(1050, &mut sink);
         r.expire(1109, &mut sink);
-        assert_eq!(out.len(), 1, "held until the limit");
+        assert_eq!(r.position(), 1, "held until the limit");
         r.expire(1110, &mut sink);
         assert_eq!(
             out,
