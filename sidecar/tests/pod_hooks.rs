@@ -10,6 +10,12 @@
 //! `OBI_POD_HOOKS_HELPER` set: it chooses the mode as the sidecar does, syncs the attachments on
 //! each 250 ms scan of the pod's processes and prints every record as a line. Needs root; CI
 //! runs as root.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests and their set-up: failing loudly is their job"
+)]
 
 #[path = "support/pod.rs"]
 mod pod;

@@ -469,7 +469,7 @@ fn open_cgroup(path: &Path) -> Result<(CgroupId, File), PodCaptureError> {
     }
     // SAFETY: initialized by the successful call above.
     let magic = unsafe { fs.assume_init() }.f_type;
-    if magic as i64 != CGROUP2_SUPER_MAGIC {
+    if magic != CGROUP2_SUPER_MAGIC {
         return Err(PodCaptureError::NoCgroup2 {
             path: path.display().to_string(),
         });
@@ -497,7 +497,7 @@ fn cgroup2_mount_root<'a>(mountinfo: &'a str, mount_point: &Path) -> Option<&'a 
             let fstype = rest.split(' ').next()?;
             (point == mount_point && fstype == "cgroup2").then_some(root)
         })
-        .last()
+        .next_back()
 }
 
 /// The capture [`choose_mode`] settled on.
