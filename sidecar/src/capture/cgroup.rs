@@ -303,7 +303,8 @@ impl PodHooks {
         new.sort_unstable();
         for (cgroup, pid) in new {
             match self.attach(cgroup, pid) {
-                Ok(container) => changes.attached.push(container),
+                Ok(Some(container)) => changes.attached.push(container),
+                Ok(None) => {}
                 Err(error) => {
                     self.refused.insert(cgroup);
                     changes.failed.push(AttachFailure {
@@ -363,17 +364,13 @@ impl PodHooks {
     }
 
     /// Attaches the three programs to a container's cgroup, all or none.
-    fn attach(&mut self, cgroup: CgroupId, pid: u32) -> Result<Container, PodCaptureError> {
-        let Some((id, dir, path)) = self.cgroup_dir(pid)? else {
-            return Err(PodCaptureError::Unreachable {
-                path: self.proc.join(pid.to_string()).display().to_string(),
-                source: io::Error::from(io::ErrorKind::NotFound),
-            });
+    /// `None`: the process exited, or is in another cgroup than the scan found (it moved, or
+    /// its pid was reused); the next scan looks again.
+    fn attach(&mut self, cgroup: CgroupId, pid: u32) -> Result<Option<Container>, PodCaptureError> {
+        let Some((id, dir, path)) = self.cgroup_dir(pid)?.filter(|(id, ..)| *id == cgroup) else {
+            self.cgroup_of.remove(&pid);
+            return Ok(None);
         };
-        if id != cgroup {
-            // The process moved (or its pid was reused) since the scan resolved it.
-            self.cgroup_of.insert(pid, id);
-        }
         self.check_own_container(pid, &path)?;
         let shown = path.display().to_string();
         let refused = |program: &'static str, source: ProgramError| {
@@ -419,7 +416,7 @@ impl PodHooks {
                 _links: (ops_link, egress, ingress),
             },
         );
-        Ok(container)
+        Ok(Some(container))
     }
 
     /// Refuses a cgroup mount whose root is the sidecar's own cgroup-namespace root or an

@@ -14,6 +14,9 @@
 //!   below 2^31, so the signed distance is unambiguous).
 //! - Without [`Reassembler::starting_at`] the first segment seen starts the stream, wherever it
 //!   is in the connection (the capture joined mid-stream).
+//! - A chunk is `at_boundary` when it starts where its segment starts (not after a trimmed
+//!   overlap, and never for a gap): a sender's write begins at a segment, so a parser that lost
+//!   its place after a gap looks for a message there.
 
 use std::collections::BTreeMap;
 
