@@ -171,6 +171,12 @@ def test_demo_deployments_are_injected_as_kind_tests_expect(
         assert "k8s.namespace.name=obi-demo" in attributes
         assert f"k8s.deployment.name={name}" in attributes
         assert env_value(sidecar, OPEN_PORT_ENV) is not None
+        # No capture-mode annotation: the sidecar runs `auto`, with the pod-scoped mode's set.
+        assert env_value(sidecar, "OTEL_EBPF_CAPTURE_MODE") is None
+        assert sidecar["securityContext"]["capabilities"] == {
+            "add": ["BPF", "PERFMON", "SYS_PTRACE", "DAC_READ_SEARCH", "NET_ADMIN"],
+            "drop": ["ALL"],
+        }
 
 
 def test_opted_out_collector_is_left_alone(

@@ -39,6 +39,11 @@ pub mod names {
     pub const SOCK_RECV: &str = "sock_recv";
     pub const SOCK_SEND: &str = "sock_send";
     pub const SOCK_STATE: &str = "sock_state";
+    // Pod-scoped capture (programs attached to the app containers' cgroups).
+    pub const SKB_INGRESS: &str = "skb_ingress";
+    pub const SKB_EGRESS: &str = "skb_egress";
+    pub const TCP_OPS: &str = "tcp_ops";
+    pub const SEGMENT_SCRATCH: &str = "SEGMENT_SCRATCH";
 }
 
 /// `EventHeader::kind`.
@@ -228,6 +233,108 @@ const _: () = {
     assert!(core::mem::size_of::<PiecesEvent>() == PIECES_EVENT_HEADER_LEN + MAX_PIECE_BYTES);
     assert!(MAX_PIECE_BYTES.is_power_of_two());
     assert!(MAX_PAYLOAD.is_power_of_two());
+};
+
+// ---------------------------------------------------------------------------------------------
+// Pod-scoped capture: `cgroup_skb` (ingress, egress) and `sock_ops` programs attached to each app
+// container's cgroup. The kernel runs them only for that cgroup's sockets, so they need no PID
+// filter; connections are named by socket cookie, not by (pid, fd). Their records share the ring
+// buffer and the `kind` field at offset 0 with the records above.
+// ---------------------------------------------------------------------------------------------
+
+/// `SegmentEvent::kind`: a TCP segment (one skb, possibly a GSO/GRO super-packet) with payload,
+/// or with FIN or RST.
+pub const EVENT_SEGMENT: u32 = 5;
+/// `TcpEvent::kind`: `connect(2)` on a TCP socket of the cgroup (`BPF_SOCK_OPS_TCP_CONNECT_CB`,
+/// run in the connecting task, so `pid`/`tid` name it). The SYN is not sent yet.
+pub const EVENT_TCP_CONNECT: u32 = 6;
+/// `TcpEvent::kind`: the handshake completed, actively (`role` client) or passively (server).
+pub const EVENT_TCP_ESTABLISHED: u32 = 7;
+/// `TcpEvent::kind`: an established socket entered `TCP_CLOSE` (after FIN/RST, or on its
+/// replacement by a time-wait socket).
+pub const EVENT_TCP_CLOSE: u32 = 8;
+
+/// TCP header flags as in `SegmentEvent::tcp_flags`.
+pub const TCP_FIN: u32 = 0x01;
+pub const TCP_SYN: u32 = 0x02;
+pub const TCP_RST: u32 = 0x04;
+pub const TCP_PSH: u32 = 0x08;
+pub const TCP_ACK: u32 = 0x10;
+
+/// One skb of a TCP socket in an attached cgroup, as the `cgroup_skb` hook saw it: on egress
+/// before segmentation (a GSO skb carries up to 64 KiB), on ingress after GRO.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct SegmentEvent {
+    /// [`EVENT_SEGMENT`].
+    pub kind: u32,
+    /// `DIRECTION_INGRESS`: received by the socket; `DIRECTION_EGRESS`: sent by it.
+    pub direction: u32,
+    /// Egress only: the current task's process and thread ids in the sidecar's PID namespace,
+    /// when that task is in the socket's cgroup and of that namespace; 0 otherwise (always 0 on
+    /// ingress, which runs in softirq). A segment sent by the write itself names the writing
+    /// thread; one the kernel sends later from softirq (the ACK-clocked rest of a large write,
+    /// a retransmit) names the interrupted task, which the cgroup check turns away unless it is
+    /// of the same container.
+    pub pid: u32,
+    pub tid: u32,
+    /// The socket's cookie (unique while the kernel runs, never reused).
+    pub cookie: u64,
+    /// `CLOCK_MONOTONIC` nanoseconds when the hook ran.
+    pub timestamp_ns: u64,
+    /// Sequence number of the first payload byte (the SYN's own number is skipped).
+    pub seq: u32,
+    /// TCP payload bytes in the skb; `payload` holds the first `captured_len` of them.
+    pub payload_len: u32,
+    /// Leading bytes of `payload` that hold data (at most [`MAX_PAYLOAD`]).
+    pub captured_len: u32,
+    /// The TCP header's flags (`TCP_*`).
+    pub tcp_flags: u32,
+    pub payload: [u8; MAX_PAYLOAD],
+}
+
+/// Size of a segment event without its payload; a record is this plus `captured_len` bytes.
+pub const SEGMENT_EVENT_HEADER_LEN: usize = core::mem::offset_of!(SegmentEvent, payload);
+
+/// A `sock_ops` callback of a TCP socket in an attached cgroup.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TcpEvent {
+    /// [`EVENT_TCP_CONNECT`], [`EVENT_TCP_ESTABLISHED`] or [`EVENT_TCP_CLOSE`].
+    pub kind: u32,
+    /// `ROLE_CLIENT` (connect, active establishment), `ROLE_SERVER` (passive), `ROLE_UNKNOWN`
+    /// (close).
+    pub role: u32,
+    /// [`EVENT_TCP_CONNECT`] only: the connecting task's process and thread ids in the sidecar's
+    /// PID namespace (0 if it is of another namespace). 0 for the other kinds, which run in
+    /// softirq.
+    pub pid: u32,
+    pub tid: u32,
+    pub cookie: u64,
+    /// `CLOCK_MONOTONIC` nanoseconds when the callback ran.
+    pub timestamp_ns: u64,
+    /// `AF_INET` or `AF_INET6`.
+    pub family: u16,
+    /// Ports, host byte order.
+    pub local_port: u16,
+    pub peer_port: u16,
+    pub _pad: u16,
+    /// Addresses: 4 bytes for IPv4, 16 for IPv6, network order.
+    pub local_addr: [u8; 16],
+    pub peer_addr: [u8; 16],
+    /// `snd_nxt` and `rcv_nxt`: at establishment the sequence numbers of the first payload byte
+    /// each way (where each direction's stream starts), at close where each ended (a FIN counts
+    /// one). 0 for [`EVENT_TCP_CONNECT`].
+    pub send_next: u32,
+    pub recv_next: u32,
+}
+
+const _: () = {
+    assert!(core::mem::size_of::<SegmentEvent>() == 48 + MAX_PAYLOAD);
+    assert!(SEGMENT_EVENT_HEADER_LEN == 48);
+    assert!(core::mem::size_of::<TcpEvent>() == 80);
+    assert!(core::mem::offset_of!(SegmentEvent, kind) == 0);
+    assert!(core::mem::offset_of!(TcpEvent, kind) == 0);
 };
 
 /// Syscall numbers and `struct pt_regs` offsets of the architecture the object is built for.

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Fuzzes the HTTP/1.x parsers and the connection tracker for SECONDS (default 60), then the HTTP/2
-# frame reader and the HPACK decoder for half of SECONDS each, on nightly.
-# The golden captures seed the corpora; a crash leaves its input under sidecar/fuzz/artifacts/.
+# Fuzzes every parser of captured bytes on nightly, each target for SECONDS (default 60): the
+# HTTP/1.x parsers and the connection layer, the HTTP/2 frame reader, the HPACK decoder and TCP
+# reassembly. The golden captures seed the corpora; a crash leaves its input under
+# sidecar/fuzz/artifacts/.
 set -euo pipefail
 seconds="${1:-60}"
-half=$(( seconds / 2 > 0 ? seconds / 2 : 1 ))
 cd "$(dirname "$0")/../fuzz"
 if ! cargo fuzz --version >/dev/null 2>&1; then
     cargo install cargo-fuzz --locked
@@ -27,8 +27,11 @@ for capture in ../testdata/http2/*.c2s ../testdata/http2/*.s2c; do
     { printf "$control"; cat "$capture"; } >"$corpus/$name"
     { printf "$control"; head -c 1024 "$capture"; } >"$corpus/$name.1k"
 done
-cargo +nightly fuzz run --sanitizer none http2_frames "$corpus" -- -max_total_time="$half" -max_len=65536
+cargo +nightly fuzz run --sanitizer none http2_frames "$corpus" -- -max_total_time="$seconds" -max_len=65536
 
 # hpack draws its blocks from the golden captures itself.
 mkdir -p corpus/hpack
-cargo +nightly fuzz run --sanitizer none hpack corpus/hpack -- -max_total_time="$half" -max_len=4096
+cargo +nightly fuzz run --sanitizer none hpack corpus/hpack -- -max_total_time="$seconds" -max_len=4096
+
+mkdir -p corpus/reassembly
+cargo +nightly fuzz run --sanitizer none reassembly corpus/reassembly -- -max_total_time="$seconds" -max_len=4096

@@ -89,6 +89,47 @@ pub enum TracePrinter {
     Json,
 }
 
+/// `OTEL_EBPF_CAPTURE_MODE`: which kernel hooks capture the pod's traffic.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CaptureMode {
+    /// Pod-scoped when the app containers' cgroup v2 is reachable and the attach is permitted,
+    /// else the socket tracepoints, else `sys_exit`.
+    #[default]
+    Auto,
+    /// Only the pod-scoped hooks (`cgroup_skb` + `sock_ops` on the app containers' cgroups);
+    /// impossible here, the sidecar exits with code 2.
+    Pod,
+    /// The socket tracepoints (on kernels before 6.3, `sys_exit`).
+    Tracepoints,
+    /// Only `sys_exit`.
+    SysExit,
+}
+
+impl CaptureMode {
+    /// Parses a value of `OTEL_EBPF_CAPTURE_MODE` (case-insensitive).
+    pub fn parse(text: &str) -> Result<Self, String> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "auto" => Ok(Self::Auto),
+            "pod" => Ok(Self::Pod),
+            "tracepoints" => Ok(Self::Tracepoints),
+            "sys_exit" => Ok(Self::SysExit),
+            _ => Err(format!(
+                "{text:?} is not auto, pod, tracepoints or sys_exit"
+            )),
+        }
+    }
+
+    /// The value as written in `OTEL_EBPF_CAPTURE_MODE`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::Pod => "pod",
+            Self::Tracepoints => "tracepoints",
+            Self::SysExit => "sys_exit",
+        }
+    }
+}
+
 /// OTLP transport.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Protocol {
@@ -150,6 +191,8 @@ pub struct Config {
     pub prometheus_port: Option<u16>,
     /// `OTEL_EBPF_BPF_RINGBUF_SIZE`: bytes of the kernel ring buffer.
     pub ring_buffer_bytes: u32,
+    /// `OTEL_EBPF_CAPTURE_MODE`.
+    pub capture_mode: CaptureMode,
     /// Trace export; `None` when no OTLP endpoint is configured for traces.
     pub traces: Option<OtlpSignal>,
     /// Metric export; `None` when no OTLP endpoint is configured for metrics.
@@ -180,6 +223,7 @@ struct RawVars {
     otel_ebpf_log_level: Option<String>,
     otel_ebpf_prometheus_port: Option<String>,
     otel_ebpf_bpf_ringbuf_size: Option<String>,
+    otel_ebpf_capture_mode: Option<String>,
     otel_exporter_otlp_endpoint: Option<String>,
     otel_exporter_otlp_traces_endpoint: Option<String>,
     otel_exporter_otlp_metrics_endpoint: Option<String>,
@@ -526,6 +570,12 @@ impl Config {
             },
         )?
         .unwrap_or(sidecar_bpf::DEFAULT_RING_BYTES);
+        let capture_mode = parse_with(
+            "OTEL_EBPF_CAPTURE_MODE",
+            &raw.otel_ebpf_capture_mode,
+            CaptureMode::parse,
+        )?
+        .unwrap_or_default();
 
         let traces = resolve_signal(
             raw,
@@ -614,6 +664,7 @@ impl Config {
             log_level,
             prometheus_port,
             ring_buffer_bytes,
+            capture_mode,
             traces,
             metrics,
             sampler,
@@ -660,6 +711,7 @@ mod tests {
         assert_eq!(config.log_level, "info");
         assert_eq!(config.prometheus_port, None);
         assert_eq!(config.ring_buffer_bytes, sidecar_bpf::DEFAULT_RING_BYTES);
+        assert_eq!(config.capture_mode, CaptureMode::Auto);
         assert_eq!(config.traces, None);
         assert_eq!(config.metrics, None);
         assert_eq!(config.sampler, TraceSampler::ParentBasedAlwaysOn);
@@ -751,6 +803,26 @@ mod tests {
         );
         assert_eq!(config.routes.route("/other/7").as_deref(), Some("/other/7"));
         assert!(config.include_url_query);
+    }
+
+    #[test]
+    fn capture_modes() {
+        for (value, want) in [
+            ("auto", CaptureMode::Auto),
+            ("POD", CaptureMode::Pod),
+            (" tracepoints ", CaptureMode::Tracepoints),
+            ("sys_exit", CaptureMode::SysExit),
+        ] {
+            let mode = loaded(&[("OTEL_EBPF_CAPTURE_MODE", value)]).capture_mode;
+            assert_eq!(mode, want, "{value:?}");
+            assert_eq!(CaptureMode::parse(mode.as_str()), Ok(mode));
+        }
+        for bad in ["cgroup", "sys-exit", "pods"] {
+            match load(&[("OTEL_EBPF_CAPTURE_MODE", bad)]) {
+                Ok(_) => panic!("{bad:?} was accepted"),
+                Err(e) => assert!(e.to_string().contains("OTEL_EBPF_CAPTURE_MODE"), "{e}"),
+            }
+        }
     }
 
     #[test]

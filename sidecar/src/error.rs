@@ -51,6 +51,60 @@ pub enum Error {
         context: String,
         source: std::io::Error,
     },
+    /// The capture mode forced by `OTEL_EBPF_CAPTURE_MODE` is impossible here: the binary exits
+    /// with code 2, naming what is missing.
+    #[error("OTEL_EBPF_CAPTURE_MODE={mode} is impossible here: {reason}")]
+    CaptureModeUnavailable {
+        mode: &'static str,
+        reason: PodCaptureError,
+    },
+    /// The pod-scoped capture cannot load, or cannot attach to a container's cgroup.
+    #[error("pod-scoped capture: {0}")]
+    PodCapture(#[from] PodCaptureError),
+}
+
+/// Why the pod-scoped capture (programs on the app containers' cgroups) cannot run, or cannot
+/// reach one container: each names what is missing.
+#[derive(Debug, thiserror::Error)]
+pub enum PodCaptureError {
+    /// What should be a container's cgroup v2 directory is something else.
+    #[error("no cgroup v2 at {path} (a node with cgroup v1 only?)")]
+    NoCgroup2 { path: String },
+    /// A container's cgroup directory cannot be opened.
+    #[error(
+        "cannot open {path}: {source} (reaching another container's cgroup through \
+         /proc/<pid>/root needs CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH)"
+    )]
+    Unreachable {
+        path: String,
+        source: std::io::Error,
+    },
+    /// The directory is the sidecar's cgroup-namespace root or an ancestor of it (a container
+    /// sharing the node's cgroup namespace): attaching there would capture other containers.
+    #[error("{path} is not a container cgroup of its own (its cgroup is {cgroup})")]
+    NotAContainer { path: String, cgroup: String },
+    /// The kernel refused a program for want of CAP_NET_ADMIN.
+    #[error("CAP_NET_ADMIN is missing: {what} was refused ({source})")]
+    NoNetAdmin {
+        what: String,
+        source: aya::programs::ProgramError,
+    },
+    /// EPERM on attach although CAP_NET_ADMIN is held: an ancestor cgroup holds a program of
+    /// that type attached without `BPF_F_ALLOW_MULTI`.
+    #[error(
+        "attaching {program} to {path} was refused although CAP_NET_ADMIN is held: an ancestor \
+         cgroup has a program of that type that forbids more"
+    )]
+    Exclusive { program: &'static str, path: String },
+    /// Loading or attaching failed otherwise.
+    #[error("eBPF program {program}: {}", describe_program_error(.source))]
+    Program {
+        program: &'static str,
+        source: aya::programs::ProgramError,
+    },
+    /// Any other failure while setting up (object load, maps).
+    #[error("{0}")]
+    Setup(Box<Error>),
 }
 
 /// Hints for the errors users actually hit: missing capabilities, or a kernel too old.

@@ -33,9 +33,16 @@ pub const MEMORY_LIMIT: &str = "obi-injection/memory-limit";
 pub const ENV_PREFIX: &str = "obi-injection/env.";
 /// Written by the webhook on the pod template: what it injected (see [`crate::status`]).
 pub const STATUS: &str = "obi-injection/status";
+/// `auto`, `pod`, `tracepoints` or `sys_exit`: the sidecar's `OTEL_EBPF_CAPTURE_MODE`, and the
+/// capabilities that mode needs.
+pub const CAPTURE_MODE: &str = "obi-injection/capture-mode";
+/// The sidecar variable [`CAPTURE_MODE`] sets; an `env.` annotation may not set it, since the
+/// capabilities must follow the mode.
+const CAPTURE_MODE_VARIABLE: &str = "OTEL_EBPF_CAPTURE_MODE";
 
-const KNOWN: [&str; 10] = [
+const KNOWN: [&str; 11] = [
     INJECT,
+    CAPTURE_MODE,
     NATIVE_SIDECAR,
     IMAGE,
     OPEN_PORT,
@@ -56,6 +63,46 @@ pub struct SidecarResources {
     pub cpu_request: Quantity,
     pub memory_request: Quantity,
     pub memory_limit: Quantity,
+}
+
+/// How the sidecar captures (its `OTEL_EBPF_CAPTURE_MODE`), which decides its capabilities.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CaptureMode {
+    /// The pod-scoped hooks where the node allows them, else the tracepoints.
+    Auto,
+    /// Only the pod-scoped hooks (programs on the app containers' cgroups).
+    Pod,
+    /// The socket tracepoints (`sys_exit` on kernels before 6.3).
+    Tracepoints,
+    /// Only `sys_exit`.
+    SysExit,
+}
+
+impl CaptureMode {
+    fn parse(value: &str) -> Result<Self, String> {
+        match value.trim().to_ascii_lowercase().as_str() {
+            "auto" => Ok(Self::Auto),
+            "pod" => Ok(Self::Pod),
+            "tracepoints" => Ok(Self::Tracepoints),
+            "sys_exit" => Ok(Self::SysExit),
+            _ => Err("expected auto, pod, tracepoints or sys_exit".to_owned()),
+        }
+    }
+
+    /// The value of the sidecar's `OTEL_EBPF_CAPTURE_MODE`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::Pod => "pod",
+            Self::Tracepoints => "tracepoints",
+            Self::SysExit => "sys_exit",
+        }
+    }
+
+    /// Whether the mode may attach to cgroups (CAP_NET_ADMIN).
+    pub fn attaches_to_cgroups(self) -> bool {
+        matches!(self, Self::Auto | Self::Pod)
+    }
 }
 
 /// The webhook-wide defaults, from configuration.
@@ -80,6 +127,9 @@ pub struct Settings {
     /// Replaces the service name derived from labels or the Deployment name.
     pub service_name: Option<String>,
     pub otlp_endpoint: Option<String>,
+    /// `obi-injection/capture-mode`; `None`: the sidecar's default (`auto`), with its
+    /// capabilities.
+    pub capture_mode: Option<CaptureMode>,
     /// Extra or replacing `OTEL_*` variables for the sidecar, by name.
     pub env: BTreeMap<String, String>,
     pub resources: SidecarResources,
@@ -123,7 +173,12 @@ pub fn resolve(
     let mut env = BTreeMap::new();
     for (key, value) in annotations.ours() {
         if let Some(name) = key.strip_prefix(ENV_PREFIX) {
-            if is_otel_variable(name) {
+            if name == CAPTURE_MODE_VARIABLE {
+                warnings.push(format!(
+                    "{key} ignored: use {CAPTURE_MODE}, which also grants the capabilities the \
+                     mode needs"
+                ));
+            } else if is_otel_variable(name) {
                 env.insert(name.to_owned(), value.to_owned());
             } else {
                 warnings.push(format!(
@@ -160,6 +215,9 @@ pub fn resolve(
         default_endpoint,
         |value| check_endpoint(value).map(|()| Some(value.to_owned())),
     );
+    let capture_mode = lookup.parse(CAPTURE_MODE, None, "auto", |value| {
+        CaptureMode::parse(value).map(Some)
+    });
     let resources = lookup.resources(&defaults.resources);
 
     Settings {
@@ -169,6 +227,7 @@ pub fn resolve(
         open_port,
         service_name,
         otlp_endpoint,
+        capture_mode,
         env,
         resources,
     }
@@ -409,6 +468,44 @@ mod tests {
                 "{key}: {warnings:#?}"
             );
         }
+    }
+
+    #[test]
+    fn capture_mode() {
+        assert_eq!(resolve_with(&[], &[]).0.capture_mode, None);
+        for (value, mode) in [
+            ("auto", CaptureMode::Auto),
+            ("Pod", CaptureMode::Pod),
+            ("tracepoints", CaptureMode::Tracepoints),
+            (" sys_exit ", CaptureMode::SysExit),
+        ] {
+            let (settings, warnings) = resolve_with(&[(CAPTURE_MODE, value)], &[]);
+            assert!(warnings.is_empty(), "{warnings:?}");
+            assert_eq!(settings.capture_mode, Some(mode), "{value:?}");
+            assert_eq!(CaptureMode::parse(mode.as_str()), Ok(mode));
+        }
+        assert!(CaptureMode::Auto.attaches_to_cgroups() && CaptureMode::Pod.attaches_to_cgroups());
+        assert!(!CaptureMode::Tracepoints.attaches_to_cgroups());
+        assert!(!CaptureMode::SysExit.attaches_to_cgroups());
+
+        let (settings, warnings) = resolve_with(&[(CAPTURE_MODE, "cgroup")], &[]);
+        assert_eq!(settings.capture_mode, None);
+        assert_eq!(
+            warnings,
+            [format!(
+                "{CAPTURE_MODE}=\"cgroup\" ignored: expected auto, pod, tracepoints or sys_exit; \
+                 using auto"
+            )]
+        );
+        // The variable cannot be set past the capabilities.
+        let (settings, warnings) = resolve_with(
+            &[("obi-injection/env.OTEL_EBPF_CAPTURE_MODE", "pod")],
+            &[(CAPTURE_MODE, "tracepoints")],
+        );
+        assert!(settings.env.is_empty());
+        assert_eq!(settings.capture_mode, Some(CaptureMode::Tracepoints));
+        assert_eq!(warnings.len(), 1);
+        assert!(warnings[0].contains(CAPTURE_MODE), "{warnings:?}");
     }
 
     #[test]

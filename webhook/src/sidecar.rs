@@ -10,16 +10,36 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity as K8sQuantity;
 
 use crate::ports::PortSpec;
-use crate::settings::{InjectionDefaults, Settings};
+use crate::settings::{CaptureMode, InjectionDefaults, Settings};
 
 /// Name of the injected container.
 pub const CONTAINER_NAME: &str = "obi";
 
-/// Capabilities the sidecar gets after dropping `ALL`: loading eBPF programs and maps (BPF),
-/// tracing programs and reading user memory (PERFMON), reading the other containers' processes'
-/// `/proc/<pid>/fd` and `exe` (SYS_PTRACE, DAC_READ_SEARCH). The sidecar's capture tests run it
-/// with exactly these four; CHECKPOINT_RESTORE is not needed.
-pub const CAPABILITIES: [&str; 4] = ["BPF", "PERFMON", "SYS_PTRACE", "DAC_READ_SEARCH"];
+/// Capabilities of the tracepoint modes (`tracepoints`, `sys_exit`), after dropping `ALL`:
+/// loading eBPF programs and maps (BPF), tracing programs and reading user memory (PERFMON),
+/// reading the other containers' processes' `/proc/<pid>/fd`, `exe` and `root` (SYS_PTRACE,
+/// DAC_READ_SEARCH). The sidecar's capture tests run it with exactly these four;
+/// CHECKPOINT_RESTORE is not needed.
+pub const TRACEPOINT_CAPABILITIES: [&str; 4] = ["BPF", "PERFMON", "SYS_PTRACE", "DAC_READ_SEARCH"];
+/// Capabilities of the pod-scoped modes (`auto`, the default, and `pod`): the four, plus
+/// NET_ADMIN, which the kernel asks for to load `sock_ops` and to attach `cgroup_skb` programs
+/// to the app containers' cgroups. The sidecar's pod-hook tests run it with exactly these.
+pub const POD_CAPABILITIES: [&str; 5] = [
+    "BPF",
+    "PERFMON",
+    "SYS_PTRACE",
+    "DAC_READ_SEARCH",
+    "NET_ADMIN",
+];
+
+/// The capabilities a capture mode needs (`None`: the sidecar's default, `auto`).
+pub fn capabilities(mode: Option<CaptureMode>) -> &'static [&'static str] {
+    if mode.is_none_or(CaptureMode::attaches_to_cgroups) {
+        &POD_CAPABILITIES
+    } else {
+        &TRACEPOINT_CAPABILITIES
+    }
+}
 
 /// Sidecar variables: ports to instrument (absent: every process of the pod).
 pub const ENV_OPEN_PORT: &str = "OTEL_EBPF_OPEN_PORT";
@@ -28,6 +48,8 @@ pub const ENV_CONTAINER_PORTS: &str = "OTEL_EBPF_K8S_CONTAINER_PORTS";
 pub const ENV_SERVICE_NAME: &str = "OTEL_SERVICE_NAME";
 pub const ENV_OTLP_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
 pub const ENV_RESOURCE_ATTRIBUTES: &str = "OTEL_RESOURCE_ATTRIBUTES";
+/// Set from `obi-injection/capture-mode`; absent, the sidecar runs `auto`.
+pub const ENV_CAPTURE_MODE: &str = "OTEL_EBPF_CAPTURE_MODE";
 
 /// Downward-API variables, declared before `OTEL_RESOURCE_ATTRIBUTES` so `$(NAME)` expands.
 const DOWNWARD_API: [(&str, &str); 4] = [
@@ -59,7 +81,7 @@ pub fn container(
         image_pull_policy: defaults.image_pull_policy.clone(),
         env: Some(environment(settings, defaults, subject)),
         resources: Some(resources(settings)),
-        security_context: Some(security_context()),
+        security_context: Some(security_context(settings.capture_mode)),
         restart_policy: settings.native_sidecar.then(|| "Always".to_owned()),
         termination_message_policy: Some("FallbackToLogsOnError".to_owned()),
         ..Container::default()
@@ -102,6 +124,9 @@ fn environment(
     }
     if let Some(endpoint) = &settings.otlp_endpoint {
         env.push(plain(ENV_OTLP_ENDPOINT, endpoint.clone()));
+    }
+    if let Some(mode) = settings.capture_mode {
+        env.push(plain(ENV_CAPTURE_MODE, mode.as_str().to_owned()));
     }
     env.push(plain(
         ENV_RESOURCE_ATTRIBUTES,
@@ -198,9 +223,9 @@ fn resources(settings: &Settings) -> ResourceRequirements {
 }
 
 /// Root inside the container (to read other processes' /proc entries) but no privilege escalation,
-/// a read-only root filesystem and only [`CAPABILITIES`]. `runAsNonRoot: false` is explicit so a
-/// pod-level `runAsNonRoot: true` does not stop the sidecar from starting.
-fn security_context() -> SecurityContext {
+/// a read-only root filesystem and only the [`capabilities`] of the capture mode. `runAsNonRoot:
+/// false` is explicit so a pod-level `runAsNonRoot: true` does not stop the sidecar from starting.
+fn security_context(mode: Option<CaptureMode>) -> SecurityContext {
     SecurityContext {
         privileged: Some(false),
         run_as_user: Some(0),
@@ -208,7 +233,12 @@ fn security_context() -> SecurityContext {
         allow_privilege_escalation: Some(false),
         read_only_root_filesystem: Some(true),
         capabilities: Some(Capabilities {
-            add: Some(CAPABILITIES.iter().map(|cap| (*cap).to_owned()).collect()),
+            add: Some(
+                capabilities(mode)
+                    .iter()
+                    .map(|cap| (*cap).to_owned())
+                    .collect(),
+            ),
             drop: Some(vec!["ALL".to_owned()]),
         }),
         ..Default::default()

@@ -207,7 +207,7 @@ fn multiple_containers() -> Vec<Value> {
         json!({
             "allowPrivilegeEscalation": false,
             "capabilities": {
-                "add": ["BPF", "PERFMON", "SYS_PTRACE", "DAC_READ_SEARCH"],
+                "add": ["BPF", "PERFMON", "SYS_PTRACE", "DAC_READ_SEARCH", "NET_ADMIN"],
                 "drop": ["ALL"]
             },
             "privileged": false,
@@ -596,6 +596,65 @@ fn override_annotations() -> Vec<Value> {
     vec![admitted.patched, admitted_ports.patched]
 }
 
+/// `obi-injection/capture-mode` sets the sidecar's mode and grants what that mode needs, no more:
+/// NET_ADMIN for the pod-scoped modes (and by default), the four for the tracepoint modes.
+fn capture_mode_annotation() -> Vec<Value> {
+    let four = ["BPF", "PERFMON", "SYS_PTRACE", "DAC_READ_SEARCH"];
+    let five = [
+        "BPF",
+        "PERFMON",
+        "SYS_PTRACE",
+        "DAC_READ_SEARCH",
+        "NET_ADMIN",
+    ];
+    let mut patched = Vec::new();
+    for (mode, caps) in [
+        (None, &five[..]),
+        (Some("auto"), &five[..]),
+        (Some("pod"), &five[..]),
+        (Some("tracepoints"), &four[..]),
+        (Some("sys_exit"), &four[..]),
+    ] {
+        let mut object = deployment("web");
+        if let Some(mode) = mode {
+            annotate(&mut object, TEMPLATE, "obi-injection/capture-mode", mode);
+        }
+        let admitted = admit(&object);
+        assert!(admitted.warnings.is_empty(), "{:?}", admitted.warnings);
+        let obi = sidecar(&admitted.patched);
+        assert_eq!(
+            env_value(obi, "OTEL_EBPF_CAPTURE_MODE").as_deref(),
+            mode,
+            "{mode:?}"
+        );
+        assert_eq!(
+            obi["securityContext"]["capabilities"],
+            json!({"add": caps, "drop": ["ALL"]}),
+            "{mode:?}"
+        );
+        patched.push(admitted.patched);
+    }
+
+    // Switching an injected Deployment to a tracepoint mode re-derives the sidecar, dropping
+    // NET_ADMIN.
+    let injected = admit(&deployment("web")).patched;
+    let mut switched = injected.clone();
+    annotate(
+        &mut switched,
+        TEMPLATE,
+        "obi-injection/capture-mode",
+        "tracepoints",
+    );
+    let admitted = admit_as(&switched, "UPDATE", &defaults());
+    assert_eq!(admitted.outcome, Outcome::Updated);
+    assert_eq!(
+        sidecar(&admitted.patched)["securityContext"]["capabilities"]["add"],
+        json!(four)
+    );
+    patched.push(admitted.patched);
+    patched
+}
+
 /// Invalid values never block: defaults, one warning per annotation, named.
 fn invalid_annotations() -> Vec<Value> {
     let mut object = deployment("web");
@@ -612,6 +671,8 @@ fn invalid_annotations() -> Vec<Value> {
         ("obi-injection/env.PATH", "/evil"),
         ("obi-injection/env.otel_lower", "x"),
         ("obi-injection/sidecar-image", "typo"),
+        ("obi-injection/capture-mode", "cgroup"),
+        ("obi-injection/env.OTEL_EBPF_CAPTURE_MODE", "pod"),
     ];
     for (key, value) in invalid {
         annotate(&mut object, TEMPLATE, key, value);
@@ -646,6 +707,7 @@ fn invalid_annotations() -> Vec<Value> {
         Some("web-frontend")
     );
     assert_eq!(env_value(obi, "PATH"), None);
+    assert_eq!(env_value(obi, "OTEL_EBPF_CAPTURE_MODE"), None);
 
     // A valid request above a valid limit would make the Deployment invalid: both fall back.
     let mut conflicting = deployment("web");
@@ -902,6 +964,7 @@ scenarios!(
     share_process_namespace_false,
     native_sidecar,
     override_annotations,
+    capture_mode_annotation,
     invalid_annotations,
     service_name_sources,
     configuration_changes,

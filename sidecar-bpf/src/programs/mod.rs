@@ -15,6 +15,7 @@ use sidecar_bpf::{
     STAT_DROPPED, STAT_EVENTS,
 };
 
+mod cgroup;
 mod h2;
 mod syscalls;
 

@@ -1,12 +1,16 @@
-//! Decoding of ring buffer records (the ABI in `sidecar_bpf`) into borrowed, typed events.
+//! Decoding of ring buffer records (the ABI in `sidecar_bpf`) into borrowed, typed events:
+//! [`Event`] for the tracepoint modes (connections named by pid and fd), [`PodEvent`] for the
+//! pod-scoped mode (connections named by socket cookie).
 
 use std::mem::offset_of;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use sidecar_bpf::{
     ConnectEvent, DATA_EVENT_HEADER_LEN, DIRECTION_EGRESS, DataEvent, EVENT_CLOSE, EVENT_CONNECT,
-    EVENT_DATA, EVENT_PIECES, EventHeader, MAX_PAYLOAD, MAX_PIECE_BYTES, MAX_PIECES,
+    EVENT_DATA, EVENT_PIECES, EVENT_SEGMENT, EVENT_TCP_CLOSE, EVENT_TCP_CONNECT,
+    EVENT_TCP_ESTABLISHED, EventHeader, MAX_PAYLOAD, MAX_PIECE_BYTES, MAX_PIECES,
     PIECES_EVENT_HEADER_LEN, Piece, PiecesEvent, ROLE_CLIENT, ROLE_SERVER,
+    SEGMENT_EVENT_HEADER_LEN, SegmentEvent, TcpEvent,
 };
 
 use crate::{Error, Result};
@@ -221,6 +225,163 @@ impl<'a> Event<'a> {
             }
             EVENT_CLOSE => Ok(Event::Close { meta }),
             _ => Err(Error::MalformedEvent("unknown event kind")),
+        }
+    }
+}
+
+/// A task named by a pod-scoped record, ids in the sidecar's PID namespace.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Task {
+    pub pid: u32,
+    pub tid: u32,
+}
+
+impl Task {
+    /// The ids of a record, where 0 means the kernel named no task of the namespace.
+    fn of(pid: u32, tid: u32) -> Option<Self> {
+        (pid != 0).then_some(Self { pid, tid })
+    }
+}
+
+/// The flags of a TCP header.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TcpFlags(pub u8);
+
+impl TcpFlags {
+    pub fn fin(self) -> bool {
+        u32::from(self.0) & sidecar_bpf::TCP_FIN != 0
+    }
+
+    pub fn rst(self) -> bool {
+        u32::from(self.0) & sidecar_bpf::TCP_RST != 0
+    }
+
+    pub fn psh(self) -> bool {
+        u32::from(self.0) & sidecar_bpf::TCP_PSH != 0
+    }
+
+    pub fn syn(self) -> bool {
+        u32::from(self.0) & sidecar_bpf::TCP_SYN != 0
+    }
+}
+
+/// A TCP connection as a `sock_ops` record names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TcpConnection {
+    /// The socket cookie, which the segments of this socket carry too.
+    pub cookie: u64,
+    /// `CLOCK_MONOTONIC` nanoseconds of the callback.
+    pub timestamp_ns: u64,
+    pub local: Option<SocketAddr>,
+    pub peer: Option<SocketAddr>,
+    /// `snd_nxt` and `rcv_nxt`: where each direction's stream starts (establishment) or ends
+    /// (close, a FIN counting one); 0 for a connect.
+    pub send_next: u32,
+    pub recv_next: u32,
+}
+
+/// One decoded record of the pod-scoped capture.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PodEvent<'a> {
+    /// One skb of a socket of an attached container, with payload, FIN or RST.
+    Segment {
+        cookie: u64,
+        /// Ingress: the socket received it; egress: the socket sent it.
+        direction: Direction,
+        /// Sequence number of the first payload byte.
+        seq: u32,
+        /// Payload bytes of the skb; `payload` holds the first of them.
+        len: u32,
+        flags: TcpFlags,
+        timestamp_ns: u64,
+        /// Egress only: the task running when the segment left, if of the sidecar's PID
+        /// namespace (the writer for segments sent by the write itself; see `SegmentEvent`).
+        task: Option<Task>,
+        payload: &'a [u8],
+    },
+    /// `connect(2)` on a TCP socket of an attached container, in the connecting task.
+    Connect {
+        connection: TcpConnection,
+        task: Option<Task>,
+    },
+    /// The handshake completed: `Client` after an active open, `Server` after a passive one.
+    Established {
+        connection: TcpConnection,
+        role: Role,
+    },
+    /// An established socket entered `TCP_CLOSE`.
+    Closed { connection: TcpConnection },
+}
+
+impl<'a> PodEvent<'a> {
+    /// Decodes one ring buffer record of the pod-scoped programs.
+    pub fn decode(bytes: &'a [u8]) -> Result<Self> {
+        let kind: u32 = read(bytes)?;
+        match kind {
+            EVENT_SEGMENT => {
+                if bytes.len() < SEGMENT_EVENT_HEADER_LEN {
+                    return Err(Error::MalformedEvent(
+                        "segment record shorter than its header",
+                    ));
+                }
+                let field = |offset: usize| read::<u32>(bytes.get(offset..).unwrap_or_default());
+                let wide = |offset: usize| read::<u64>(bytes.get(offset..).unwrap_or_default());
+                let captured = field(offset_of!(SegmentEvent, captured_len))? as usize;
+                let len = field(offset_of!(SegmentEvent, payload_len))?;
+                if captured > MAX_PAYLOAD
+                    || captured > len as usize
+                    || bytes.len() < SEGMENT_EVENT_HEADER_LEN + captured
+                {
+                    return Err(Error::MalformedEvent(
+                        "segment record shorter than its payload",
+                    ));
+                }
+                let direction = if field(offset_of!(SegmentEvent, direction))? == DIRECTION_EGRESS {
+                    Direction::Egress
+                } else {
+                    Direction::Ingress
+                };
+                Ok(PodEvent::Segment {
+                    cookie: wide(offset_of!(SegmentEvent, cookie))?,
+                    direction,
+                    seq: field(offset_of!(SegmentEvent, seq))?,
+                    len,
+                    flags: TcpFlags(field(offset_of!(SegmentEvent, tcp_flags))? as u8),
+                    timestamp_ns: wide(offset_of!(SegmentEvent, timestamp_ns))?,
+                    task: Task::of(
+                        field(offset_of!(SegmentEvent, pid))?,
+                        field(offset_of!(SegmentEvent, tid))?,
+                    ),
+                    payload: &bytes[SEGMENT_EVENT_HEADER_LEN..SEGMENT_EVENT_HEADER_LEN + captured],
+                })
+            }
+            EVENT_TCP_CONNECT | EVENT_TCP_ESTABLISHED | EVENT_TCP_CLOSE => {
+                let event: TcpEvent = read(bytes)?;
+                let connection = TcpConnection {
+                    cookie: event.cookie,
+                    timestamp_ns: event.timestamp_ns,
+                    local: socket_addr(event.family, event.local_addr, event.local_port),
+                    peer: socket_addr(event.family, event.peer_addr, event.peer_port),
+                    send_next: event.send_next,
+                    recv_next: event.recv_next,
+                };
+                Ok(match kind {
+                    EVENT_TCP_CONNECT => PodEvent::Connect {
+                        connection,
+                        task: Task::of(event.pid, event.tid),
+                    },
+                    EVENT_TCP_ESTABLISHED => PodEvent::Established {
+                        connection,
+                        role: match event.role {
+                            ROLE_SERVER => Role::Server,
+                            ROLE_CLIENT => Role::Client,
+                            _ => Role::Unknown,
+                        },
+                    },
+                    _ => PodEvent::Closed { connection },
+                })
+            }
+            _ => Err(Error::MalformedEvent("unknown pod-scoped event kind")),
         }
     }
 }
@@ -440,5 +601,109 @@ pub(crate) mod tests {
         let mut short = pieces_event(header(EVENT_PIECES), &[(0, b"abcd")], 100);
         short.pop();
         assert!(Event::decode(&short).is_err());
+    }
+
+    #[test]
+    fn decodes_a_trimmed_segment_record() {
+        let mut event = SegmentEvent {
+            kind: EVENT_SEGMENT,
+            direction: DIRECTION_EGRESS,
+            pid: 5,
+            tid: 6,
+            cookie: 77,
+            timestamp_ns: 42,
+            seq: u32::MAX,
+            payload_len: 3000,
+            captured_len: 4,
+            tcp_flags: sidecar_bpf::TCP_PSH | sidecar_bpf::TCP_ACK,
+            payload: [0; MAX_PAYLOAD],
+        };
+        event.payload[..4].copy_from_slice(b"HTTP");
+        let bytes = &as_bytes(&event)[..SEGMENT_EVENT_HEADER_LEN + 4];
+        assert_eq!(
+            PodEvent::decode(bytes).unwrap(),
+            PodEvent::Segment {
+                cookie: 77,
+                direction: Direction::Egress,
+                seq: u32::MAX,
+                len: 3000,
+                flags: TcpFlags(0x18),
+                timestamp_ns: 42,
+                task: Some(Task { pid: 5, tid: 6 }),
+                payload: b"HTTP",
+            }
+        );
+        // Ingress segments name no task.
+        event.direction = sidecar_bpf::DIRECTION_INGRESS;
+        event.pid = 0;
+        event.tid = 0;
+        let Ok(PodEvent::Segment {
+            direction, task, ..
+        }) = PodEvent::decode(&as_bytes(&event)[..SEGMENT_EVENT_HEADER_LEN + 4])
+        else {
+            panic!("not a segment");
+        };
+        assert_eq!((direction, task), (Direction::Ingress, None));
+        // Truncated, or claiming more than it carries or than the segment's length.
+        assert!(PodEvent::decode(&as_bytes(&event)[..SEGMENT_EVENT_HEADER_LEN + 3]).is_err());
+        assert!(PodEvent::decode(&as_bytes(&event)[..SEGMENT_EVENT_HEADER_LEN - 1]).is_err());
+        event.payload_len = 2;
+        assert!(PodEvent::decode(as_bytes(&event)).is_err());
+        event.payload_len = 5000;
+        event.captured_len = MAX_PAYLOAD as u32 + 1;
+        assert!(PodEvent::decode(as_bytes(&event)).is_err());
+    }
+
+    #[test]
+    fn decodes_tcp_lifecycle_records() {
+        let mut local = [0u8; 16];
+        local[..4].copy_from_slice(&[10, 0, 0, 7]);
+        let mut peer = [0u8; 16];
+        peer[..4].copy_from_slice(&[10, 0, 0, 9]);
+        let mut event = TcpEvent {
+            kind: EVENT_TCP_ESTABLISHED,
+            role: ROLE_SERVER,
+            cookie: 9,
+            timestamp_ns: 1,
+            family: libc::AF_INET as u16,
+            local_port: 8080,
+            peer_port: 40000,
+            local_addr: local,
+            peer_addr: peer,
+            send_next: 100,
+            recv_next: 200,
+            ..TcpEvent::default()
+        };
+        let connection = TcpConnection {
+            cookie: 9,
+            timestamp_ns: 1,
+            local: Some("10.0.0.7:8080".parse().unwrap()),
+            peer: Some("10.0.0.9:40000".parse().unwrap()),
+            send_next: 100,
+            recv_next: 200,
+        };
+        assert_eq!(
+            PodEvent::decode(as_bytes(&event)).unwrap(),
+            PodEvent::Established {
+                connection,
+                role: Role::Server
+            }
+        );
+        event.kind = EVENT_TCP_CLOSE;
+        assert_eq!(
+            PodEvent::decode(as_bytes(&event)).unwrap(),
+            PodEvent::Closed { connection }
+        );
+        event.kind = EVENT_TCP_CONNECT;
+        event.role = ROLE_CLIENT;
+        event.pid = 3;
+        event.tid = 4;
+        let Ok(PodEvent::Connect { task, .. }) = PodEvent::decode(as_bytes(&event)) else {
+            panic!("not a connect");
+        };
+        assert_eq!(task, Some(Task { pid: 3, tid: 4 }));
+        assert!(PodEvent::decode(&as_bytes(&event)[..79]).is_err());
+        event.kind = EVENT_DATA;
+        assert!(PodEvent::decode(as_bytes(&event)).is_err());
     }
 }

@@ -2,9 +2,11 @@
 //! capture modes (one submodule each), and the maps and ring buffer userspace drives.
 //!
 //! The object is compiled by the build script and embedded, so the binary carries everything it
-//! needs. The programs attach to BTF or raw tracepoints, which need only CAP_BPF + CAP_PERFMON:
-//! no kprobes, no tracefs, no hostPath volume. Preferred are the socket tracepoints (Linux 6.3+),
-//! which run only for socket I/O; older kernels get a `sys_exit` program instead.
+//! needs. The tracepoint modes attach to BTF or raw tracepoints, which need only CAP_BPF +
+//! CAP_PERFMON: no kprobes, no tracefs, no hostPath volume. Preferred are the socket tracepoints
+//! (Linux 6.3+), which run only for socket I/O; older kernels get a `sys_exit` program instead.
+//! The pod-scoped mode ([`cgroup`]) attaches to the app containers' cgroups and also needs
+//! CAP_NET_ADMIN.
 
 use std::{io, os::unix::fs::MetadataExt, path::Path};
 
@@ -20,6 +22,7 @@ use sidecar_bpf::{
 
 use crate::{Error, Result};
 
+pub mod cgroup;
 pub mod events;
 pub mod tracepoints;
 
@@ -221,18 +224,20 @@ impl Probes {
 
     /// The programs' counters, summed over CPUs.
     pub fn stats(&self) -> Result<KernelStats> {
-        let sum = |index: u32| -> Result<u64> {
-            let values = self
-                .stats
-                .get(&index, 0)
-                .map_err(map_error("STATS lookup"))?;
-            Ok(values.iter().sum())
-        };
-        Ok(KernelStats {
-            events: sum(STAT_EVENTS)?,
-            dropped: sum(STAT_DROPPED)?,
-        })
+        read_stats(&self.stats)
     }
+}
+
+/// The counters of [`names::STATS`], summed over CPUs.
+fn read_stats(stats: &PerCpuArray<MapData, u64>) -> Result<KernelStats> {
+    let sum = |index: u32| -> Result<u64> {
+        let values = stats.get(&index, 0).map_err(map_error("STATS lookup"))?;
+        Ok(values.iter().sum())
+    };
+    Ok(KernelStats {
+        events: sum(STAT_EVENTS)?,
+        dropped: sum(STAT_DROPPED)?,
+    })
 }
 
 /// A key removed concurrently by the kernel (close) or evicted (LRU) is already gone: fine.

@@ -14,6 +14,7 @@ use crate::protocol::{self, Context, Parser, Side, Verdict};
 use crate::transaction::{SpanKind, Transaction};
 
 pub mod context;
+pub mod reassembly;
 pub mod stream;
 
 use context::TraceBook;

@@ -1,6 +1,12 @@
 //! A stand-in for a Kubernetes pod with `shareProcessNamespace: true`: a fresh PID namespace
 //! (with its own /proc) whose init is a sleeping process, and helpers to start the sidecar and
-//! real servers and clients inside it, as containers would be.
+//! real servers and clients inside it.
+//!
+//! [`Pod::spawn`] starts a process in the pod's namespaces only. [`Pod::container`] makes a
+//! container as runtimes do: a cgroup v2 directory of its own under the test's pod cgroup, and
+//! processes that join it, then a cgroup namespace rooted there and a mount namespace where
+//! cgroup2 is mounted at `/sys/fs/cgroup` (so `/proc/<pid>/root/sys/fs/cgroup` is the
+//! container's cgroup, as in a real pod). Cgroups are removed when the pod is dropped.
 
 #![allow(
     dead_code,
@@ -18,6 +24,7 @@ use std::{
     net::TcpListener,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
+    sync::atomic::{AtomicU32, Ordering},
     time::{Duration, Instant},
 };
 
@@ -64,7 +71,78 @@ pub struct Pod {
     init_pid: u32,
     pub dir: tempfile::TempDir,
     children: Vec<Child>,
+    /// The pod's cgroup directory (under the cgroup v2 mount), made with its first container.
+    cgroup: Option<PathBuf>,
+    /// Every container cgroup made, removed on drop (children first).
+    container_cgroups: Vec<PathBuf>,
 }
+
+/// A container of a [`Pod`]: a cgroup of its own and namespaces its processes join.
+#[derive(Clone, Debug)]
+pub struct Container {
+    pub name: String,
+    /// The container's cgroup directory, as the test sees it.
+    pub cgroup: PathBuf,
+    /// The container's init (a sleeping process), pid as seen from the test.
+    init_pid: u32,
+}
+
+impl Container {
+    /// Pids (as seen from the test) of the processes in the container's cgroup.
+    pub fn pids(&self) -> Vec<u32> {
+        std::fs::read_to_string(self.cgroup.join("cgroup.procs"))
+            .unwrap_or_default()
+            .split_whitespace()
+            .filter_map(|pid| pid.parse().ok())
+            .collect()
+    }
+
+    /// Device and inode of the container's cgroup directory: how the sidecar knows it.
+    pub fn cgroup_id(&self) -> (u64, u64) {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(&self.cgroup).expect("container cgroup");
+        (meta.dev(), meta.ino())
+    }
+}
+
+/// Where cgroup v2 is mounted in the test's mount namespace: `/sys/fs/cgroup` on unified hosts,
+/// `/sys/fs/cgroup/unified` on hybrid ones.
+pub fn cgroup2_mount() -> PathBuf {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    mountinfo
+        .lines()
+        .find_map(|line| {
+            let (fields, rest) = line.split_once(" - ")?;
+            let point = fields.split(' ').nth(4)?;
+            rest.starts_with("cgroup2 ").then(|| PathBuf::from(point))
+        })
+        .expect("these tests need a cgroup v2 mount")
+}
+
+/// The pid of a process in the innermost PID namespace it is in (the pod's), from its host pid.
+pub fn pid_in_namespace(pid: u32) -> u32 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("process status");
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("NSpid:"))
+        .and_then(|ids| ids.split_whitespace().last())
+        .and_then(|id| id.parse().ok())
+        .expect("NSpid in /proc/<pid>/status")
+}
+
+/// Removes a cgroup directory once its processes are gone (they may take a moment to exit).
+fn remove_cgroup(dir: &Path) {
+    if !dir.exists() {
+        return;
+    }
+    let _ = std::fs::write(dir.join("cgroup.kill"), "1");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while std::fs::remove_dir(dir).is_err() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+static POD_SEQ: AtomicU32 = AtomicU32::new(0);
 
 impl Pod {
     pub fn new() -> Self {
@@ -86,17 +164,144 @@ impl Pod {
             init_pid,
             dir: tempfile::tempdir().expect("temp dir"),
             children: Vec::new(),
+            cgroup: None,
+            container_cgroups: Vec::new(),
         }
+    }
+
+    /// Makes a container named `name`: a fresh cgroup under the pod's, whose init runs in a
+    /// cgroup namespace rooted there and a mount namespace with cgroup2 at `/sys/fs/cgroup`.
+    pub fn container(&mut self, name: &str) -> Container {
+        self.make_container(name, true)
+    }
+
+    /// As [`Pod::container`], but the container sees a tmpfs at `/sys/fs/cgroup`, as on a node
+    /// with cgroup v1 only.
+    pub fn container_without_cgroup2(&mut self, name: &str) -> Container {
+        self.make_container(name, false)
+    }
+
+    fn make_container(&mut self, name: &str, cgroup2: bool) -> Container {
+        let pod_cgroup = self
+            .cgroup
+            .get_or_insert_with(|| {
+                let seq = POD_SEQ.fetch_add(1, Ordering::Relaxed);
+                let dir = cgroup2_mount().join(format!("obi-test-{}-{seq}", std::process::id()));
+                std::fs::create_dir(&dir).expect("the pod's cgroup");
+                dir
+            })
+            .clone();
+        // A restarted container gets a new cgroup, as runtimes do.
+        let generation = self
+            .container_cgroups
+            .iter()
+            .filter(|dir| {
+                dir.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with(&format!("{name}.")))
+            })
+            .count();
+        let cgroup = pod_cgroup.join(format!("{name}.{generation}"));
+        std::fs::create_dir(&cgroup).expect("the container's cgroup");
+        self.container_cgroups.push(cgroup.clone());
+        let fs = if cgroup2 {
+            "mount -t cgroup2 cgroup2 /sys/fs/cgroup"
+        } else {
+            "mount -t tmpfs tmpfs /sys/fs/cgroup"
+        };
+        // Join the cgroup first, then the pod's PID and mount namespaces; then the container's
+        // own cgroup namespace (rooted at the cgroup just joined) and mount namespace.
+        let script = format!(
+            "echo $$ > {procs} && exec nsenter --target={pod} --pid --mount -- \
+             unshare --cgroup --mount --propagation private -- \
+             sh -c '{fs} && exec sleep 3600'",
+            procs = cgroup.join("cgroup.procs").display(),
+            pod = self.init_pid,
+        );
+        let child = Command::new("sh")
+            .args(["-c", &script])
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("sh");
+        let wrapper = child.id();
+        self.children.push(child);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let init_pid = loop {
+            if let Some(pid) = child_of(wrapper)
+                && std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                    .is_ok_and(|comm| comm.trim() == "sleep")
+            {
+                break pid;
+            }
+            assert!(Instant::now() < deadline, "container {name} never started");
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        Container {
+            name: name.to_owned(),
+            cgroup,
+            init_pid,
+        }
+    }
+
+    /// Stops every process of a container and removes its cgroup; then makes it again with a
+    /// new cgroup (a container restart). Returns the new container.
+    pub fn restart(&mut self, container: &Container) -> Container {
+        remove_cgroup(&container.cgroup);
+        self.make_container(&container.name, true)
+    }
+
+    /// Starts a program inside a container of the pod; output as with [`Pod::spawn`].
+    pub fn spawn_in(
+        &mut self,
+        container: &Container,
+        name: &str,
+        argv: &[&str],
+        env: &[(&str, &str)],
+    ) -> u32 {
+        let procs = container.cgroup.join("cgroup.procs");
+        let mut wrapped = vec![
+            "sh".to_owned(),
+            "-c".to_owned(),
+            // $$ is the shell, which becomes nsenter: its child, the program, starts in the
+            // container's cgroup.
+            format!(
+                "echo $$ > {} && exec nsenter --target={} --pid --mount --cgroup -- \"$@\"",
+                procs.display(),
+                container.init_pid
+            ),
+            "sh".to_owned(),
+        ];
+        wrapped.extend(argv.iter().map(|a| (*a).to_owned()));
+        let args: Vec<&str> = wrapped.iter().map(String::as_str).collect();
+        self.spawn_raw(name, &args, env)
+    }
+
+    /// Starts `tests/servers/app.py` on `port` in a container.
+    pub fn start_app_in(&mut self, container: &Container, name: &str, port: u16) {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/servers/app.py");
+        let port_arg = port.to_string();
+        self.spawn_in(
+            container,
+            name,
+            &["python3", &script.to_string_lossy(), &port_arg],
+            &[],
+        );
+        wait_for_port(port, Duration::from_secs(10));
     }
 
     /// Starts a program inside the pod; its output goes to `<dir>/<name>.out|.err`.
     pub fn spawn(&mut self, name: &str, argv: &[&str], env: &[(&str, &str)]) -> u32 {
+        let target = format!("--target={}", self.init_pid);
+        let mut args = vec!["nsenter", &target, "--pid", "--mount", "--"];
+        args.extend_from_slice(argv);
+        self.spawn_raw(name, &args, env)
+    }
+
+    /// Runs `argv` (which enters the pod itself) with its output in the pod's directory.
+    fn spawn_raw(&mut self, name: &str, argv: &[&str], env: &[(&str, &str)]) -> u32 {
         let out = File::create(self.path(&format!("{name}.out"))).expect("log file");
         let err = File::create(self.path(&format!("{name}.err"))).expect("log file");
-        let child = Command::new("nsenter")
-            .arg(format!("--target={}", self.init_pid))
-            .args(["--pid", "--mount", "--"])
-            .args(argv)
+        let child = Command::new(argv[0])
+            .args(&argv[1..])
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(out)
@@ -195,6 +400,12 @@ impl Drop for Pod {
         for child in &mut self.children {
             let _ = child.kill();
             let _ = child.wait();
+        }
+        for dir in self.container_cgroups.iter().rev() {
+            remove_cgroup(dir);
+        }
+        if let Some(dir) = &self.cgroup {
+            remove_cgroup(dir);
         }
     }
 }
