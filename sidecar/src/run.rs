@@ -15,7 +15,7 @@ use crate::{
         events::{Event, Role},
     },
     config::Config,
-    connection::{Connections, Limits},
+    connection::{ConnKey, Connections, Limits},
     discovery::{Discovery, Selected, Selection},
     telemetry::{ProcessInfo, Telemetry},
     transaction::Transaction,
@@ -140,8 +140,15 @@ impl Sidecar {
             if let Some(process) = self.processes.get(&meta.pid)
                 && let [local] = process.listening.as_slice()
             {
-                self.connections
-                    .set_addresses(meta.pid, meta.fd, Some(*local), peer);
+                self.connections.set_addresses(
+                    ConnKey::Fd {
+                        pid: meta.pid,
+                        fd: meta.fd,
+                    },
+                    meta.pid,
+                    Some(*local),
+                    peer,
+                );
             }
         }
         self.flush();
@@ -203,8 +210,12 @@ impl Sidecar {
                 tracing::warn!(pid, fd = socket.fd, %error, "cannot track socket");
                 continue;
             }
-            self.connections
-                .set_addresses(pid, socket.fd, Some(socket.local), Some(socket.peer));
+            self.connections.set_addresses(
+                ConnKey::Fd { pid, fd: socket.fd },
+                pid,
+                Some(socket.local),
+                Some(socket.peer),
+            );
         }
         let exe = snapshot.exe.to_string_lossy().into_owned();
         tracing::info!(

@@ -59,8 +59,30 @@ pub struct Stats {
     pub discarded_requests: u64,
 }
 
-/// A connection as the capture identifies it: a socket descriptor of a process.
-pub type ConnKey = (u32, i32);
+/// A connection as the capture identifies it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ConnKey {
+    /// A socket descriptor of a process (the tracepoint capture modes).
+    Fd { pid: u32, fd: i32 },
+    /// A kernel socket by its cookie (the pod-scoped capture), whose process may be learned
+    /// only after its first bytes.
+    Socket(u64),
+}
+
+impl ConnKey {
+    fn fd(pid: u32, fd: i32) -> Self {
+        Self::Fd { pid, fd }
+    }
+}
+
+/// What the capture saw of a connection being set up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Opened {
+    /// `Unknown` when the capture did not see who accepted and who connected.
+    pub role: Role,
+    pub local: Option<SocketAddr>,
+    pub peer: Option<SocketAddr>,
+}
 
 /// What is known of a connection's protocol.
 #[derive(Debug)]
@@ -95,6 +117,7 @@ struct Shared<'a> {
 }
 
 impl Conn {
+    /// `pid` 0: the process is not known yet.
     fn new(pid: u32, role: Role, peer: Option<SocketAddr>) -> Self {
         Self {
             pid,
@@ -252,7 +275,8 @@ impl Connections {
         }
     }
 
-    /// Feeds one decoded capture event; completed transactions are appended to `out`.
+    /// Feeds one decoded event of the tracepoint capture modes; completed transactions are
+    /// appended to `out`.
     pub fn on_event(&mut self, event: &Event<'_>, out: &mut Vec<Transaction>) {
         match *event {
             Event::Connect {
@@ -260,23 +284,15 @@ impl Connections {
                 role,
                 peer,
                 local,
-            } => {
-                let key = (meta.pid, meta.fd);
-                // Addresses the lead resolved for this socket before its connect event.
-                let resolved = self
-                    .conns
-                    .get(&key)
-                    .filter(|c| c.role == Role::Unknown && c.last_event_ns == 0)
-                    .map(|c| (c.local, c.peer));
-                // A known (pid, fd) being connected again means its close was missed.
-                self.end_connection(key, meta.timestamp_ns, out);
-                let (resolved_local, resolved_peer) = resolved.unwrap_or_default();
-                let mut conn = Conn::new(meta.pid, role, peer.or(resolved_peer));
-                conn.local = local.or(resolved_local);
-                self.insert(key, conn);
-            }
+            } => self.open(
+                ConnKey::fd(meta.pid, meta.fd),
+                meta.pid,
+                Opened { role, local, peer },
+                meta.timestamp_ns,
+                out,
+            ),
             Event::Close { meta } => {
-                self.end_connection((meta.pid, meta.fd), meta.timestamp_ns, out);
+                self.close(ConnKey::fd(meta.pid, meta.fd), meta.timestamp_ns, out);
             }
             Event::Data {
                 meta,
@@ -286,7 +302,13 @@ impl Connections {
             } => {
                 let chunk =
                     Chunk::of_call(payload, u64::from(total_len), meta.timestamp_ns, meta.tid);
-                self.on_chunk((meta.pid, meta.fd), meta.pid, direction, &chunk, out);
+                self.chunk(
+                    ConnKey::fd(meta.pid, meta.fd),
+                    meta.pid,
+                    direction,
+                    &chunk,
+                    out,
+                );
             }
             Event::Pieces {
                 meta,
@@ -296,7 +318,7 @@ impl Connections {
             } => {
                 // One chunk per piece, each followed by the bytes up to the next piece; bytes
                 // before the first piece are a chunk of their own, with nothing visible.
-                let key = (meta.pid, meta.fd);
+                let key = ConnKey::fd(meta.pid, meta.fd);
                 let total = u64::from(total_len);
                 let mut chunk = Chunk {
                     visible: &[],
@@ -309,7 +331,7 @@ impl Connections {
                 for (offset, bytes) in pieces.iter() {
                     chunk.unseen = offset.saturating_sub(end);
                     if !chunk.is_empty() {
-                        self.on_chunk(key, meta.pid, direction, &chunk, out);
+                        self.chunk(key, meta.pid, direction, &chunk, out);
                         chunk.at_boundary = false;
                     }
                     chunk.visible = bytes;
@@ -317,10 +339,55 @@ impl Connections {
                 }
                 chunk.unseen = total.saturating_sub(end);
                 if !chunk.is_empty() || end == 0 {
-                    self.on_chunk(key, meta.pid, direction, &chunk, out);
+                    self.chunk(key, meta.pid, direction, &chunk, out);
                 }
             }
         }
+    }
+
+    /// A connection starts being tracked, by process `pid` (0: not known yet), as `opened` says. A key already tracked means its end was
+    /// missed: that connection ends first.
+    pub fn open(
+        &mut self,
+        key: ConnKey,
+        pid: u32,
+        opened: Opened,
+        timestamp_ns: u64,
+        out: &mut Vec<Transaction>,
+    ) {
+        let Opened { role, local, peer } = opened;
+        // Addresses the lead resolved for this socket before its connect event.
+        let resolved = self
+            .conns
+            .get(&key)
+            .filter(|c| c.role == Role::Unknown && c.last_event_ns == 0)
+            .map(|c| (c.local, c.peer));
+        self.end_connection(key, timestamp_ns, out);
+        let (resolved_local, resolved_peer) = resolved.unwrap_or_default();
+        let mut conn = Conn::new(pid, role, peer.or(resolved_peer));
+        conn.local = local.or(resolved_local);
+        self.insert(key, conn);
+        self.compact_lru();
+    }
+
+    /// The connection ended at `timestamp_ns`.
+    pub fn close(&mut self, key: ConnKey, timestamp_ns: u64, out: &mut Vec<Transaction>) {
+        self.end_connection(key, timestamp_ns, out);
+        self.compact_lru();
+    }
+
+    /// The next chunk of a connection, moving in `direction`, by process `pid` (0: not known
+    /// yet; a known one is kept). A connection not seen before is tracked from here, with an
+    /// unknown role.
+    pub fn chunk(
+        &mut self,
+        key: ConnKey,
+        pid: u32,
+        direction: Direction,
+        chunk: &Chunk<'_>,
+        out: &mut Vec<Transaction>,
+    ) {
+        self.on_chunk(key, pid, direction, chunk, out);
         self.compact_lru();
     }
 
@@ -341,6 +408,9 @@ impl Connections {
         let Some(conn) = self.conns.get_mut(&key) else {
             return;
         };
+        if conn.pid == 0 {
+            conn.pid = pid;
+        }
         Self::touch(&mut self.lru, seq, key, conn);
         if matches!(conn.state, State::Abandoned) {
             return;
@@ -362,12 +432,11 @@ impl Connections {
     /// predate the sidecar are kept for their first requests.
     pub fn set_addresses(
         &mut self,
+        key: ConnKey,
         pid: u32,
-        fd: i32,
         local: Option<SocketAddr>,
         peer: Option<SocketAddr>,
     ) {
-        let key = (pid, fd);
         if !self.conns.contains_key(&key) {
             self.insert(key, Conn::new(pid, Role::Unknown, None));
         }

@@ -62,8 +62,12 @@ fn fd_reuse_resets_the_connection() {
 fn unknown_role_is_inferred_from_the_first_request() {
     let mut sim = Sim::new();
     // A connection that predates the sidecar, caught in the middle of a response body.
-    sim.conns
-        .set_addresses(PID, FD, Some("10.0.0.1:8080".parse().unwrap()), None);
+    sim.conns.set_addresses(
+        ConnKey::Fd { pid: PID, fd: FD },
+        PID,
+        Some("10.0.0.1:8080".parse().unwrap()),
+        None,
+    );
     sim.write(FD, b"tail of an earlier response body");
     sim.read(FD, b"GET /seen HTTP/1.1\r\n\r\n");
     sim.write(FD, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
@@ -219,7 +223,8 @@ fn client_requests_while_serving_join_the_server_trace() {
 fn addresses_resolved_before_the_connect_event_are_kept() {
     let mut sim = Sim::new();
     let local: SocketAddr = "10.0.0.1:8080".parse().unwrap();
-    sim.conns.set_addresses(PID, FD, Some(local), None);
+    sim.conns
+        .set_addresses(ConnKey::Fd { pid: PID, fd: FD }, PID, Some(local), None);
     sim.connect(FD, Role::Server);
     sim.read(FD, b"GET / HTTP/1.1\r\n\r\n");
     sim.write(FD, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
@@ -287,7 +292,11 @@ fn recent_activity_protects_an_old_connection_and_stale_entries_are_compacted() 
         (4, true),
         (5, true),
     ] {
-        assert_eq!(sim.conns.conns.contains_key(&(PID, fd)), kept, "fd {fd}");
+        assert_eq!(
+            sim.conns.conns.contains_key(&ConnKey::Fd { pid: PID, fd }),
+            kept,
+            "fd {fd}"
+        );
     }
 }
 
