@@ -2,6 +2,8 @@
 //! OTLP/gRPC and OTLP/HTTP to a real receiver that decodes the protobuf, the Prometheus endpoint
 //! fetched over HTTP, and a collector that goes down, hangs, and comes back.
 
+#[path = "support/golden.rs"]
+mod golden;
 #[path = "support/otlp.rs"]
 mod otlp;
 
@@ -314,6 +316,256 @@ async fn exports_spans_and_metrics_over_grpc() -> TestResult {
 #[tokio::test]
 async fn exports_spans_and_metrics_over_http_protobuf() -> TestResult {
     roundtrip("http/protobuf").await
+}
+
+fn nginx() -> ProcessInfo {
+    ProcessInfo {
+        pid: 77,
+        exe: "/usr/sbin/nginx".to_owned(),
+        container: None,
+    }
+}
+
+/// An HTTP/1.1 exchange of the golden set.
+fn exchange(
+    method: &str,
+    target: &str,
+    host: Option<&str>,
+    status: u16,
+    (request_body_size, response_body_size): (Option<u64>, Option<u64>),
+) -> HttpExchange {
+    HttpExchange {
+        method: method.to_owned(),
+        target: target.to_owned(),
+        host: host.map(str::to_owned),
+        version: HttpVersion::Http11,
+        status,
+        request_body_size,
+        response_body_size,
+    }
+}
+
+/// A transaction of the golden set: `index` ms after `base_ns`, taking `duration_ns`.
+fn golden_transaction(
+    base_ns: u64,
+    index: u8,
+    duration_ns: u64,
+    kind: SpanKind,
+    exchange: HttpExchange,
+) -> Transaction {
+    let start_ns = base_ns + u64::from(index) * 1_000_000;
+    Transaction {
+        kind,
+        pid: 4242,
+        tid: 4243,
+        facts: Facts::Http(exchange),
+        start_ns,
+        end_ns: start_ns + duration_ns,
+        local: Some(SocketAddr::from(([127, 0, 0, 1], 8080))),
+        peer: Some(SocketAddr::from(([127, 0, 0, 2], 40000))),
+        trace: TraceContext {
+            trace_id: [0xab; 16],
+            span_id: [index; 8],
+            parent_span_id: None,
+            sampled: true,
+        },
+    }
+}
+
+/// The golden transactions, with the process each belongs to: every kind of span and metric
+/// point the HTTP mapping makes (errors, missing responses, non-standard methods, remote and
+/// local parents, IPv6 peers, a span the sampler drops, two resources).
+fn golden_transactions(base_ns: u64) -> Vec<(Transaction, ProcessInfo)> {
+    use SpanKind::{Client, Server};
+    const MS: u64 = 1_000_000;
+    let shop = Some("shop.example");
+    let table = [
+        (
+            5 * MS,
+            Server,
+            exchange(
+                "GET",
+                "/users/7?token=secret",
+                shop,
+                200,
+                (Some(0), Some(5000)),
+            ),
+        ),
+        (
+            120 * MS,
+            Server,
+            exchange("POST", "/api/orders/99", shop, 201, (Some(2048), Some(17))),
+        ),
+        (
+            300 * MS,
+            Server,
+            exchange("get", "/users/8", None, 404, (None, Some(120))),
+        ),
+        (
+            2_600 * MS,
+            Server,
+            exchange("PURGE", "/cache/x", shop, 500, (None, None)),
+        ),
+        (
+            12_000 * MS,
+            Server,
+            exchange("GET", "/slow", shop, 0, (None, None)),
+        ),
+        (
+            40 * MS,
+            Client,
+            HttpExchange {
+                version: HttpVersion::Http10,
+                ..exchange(
+                    "POST",
+                    "/v1/items/9?q=1",
+                    Some("api.internal:9090"),
+                    503,
+                    (Some(64), Some(0)),
+                )
+            },
+        ),
+        (
+            2 * MS,
+            Client,
+            exchange("GET", "/health", None, 200, (None, Some(2))),
+        ),
+        (
+            7 * MS,
+            Server,
+            exchange("GET", "/", shop, 200, (None, Some(612))),
+        ),
+        (
+            MS,
+            Server,
+            exchange("GET", "/", Some("web:80"), 200, (None, Some(612))),
+        ),
+        (
+            3 * MS,
+            Server,
+            exchange(
+                "GET",
+                "/static/app.3f2a9c1b.js",
+                Some("web"),
+                304,
+                (None, Some(0)),
+            ),
+        ),
+        (0, Server, exchange("OPTIONS", "*", shop, 204, (None, None))),
+        (
+            90 * MS,
+            Client,
+            exchange("CONNECT", "db:5432", Some("db:5432"), 200, (None, None)),
+        ),
+        (
+            5 * MS,
+            Server,
+            exchange("GET", "/users/7", shop, 200, (Some(0), Some(4100))),
+        ),
+    ];
+    let mut set: Vec<Transaction> = (1..)
+        .zip(table)
+        .map(|(index, (duration, kind, exchange))| {
+            golden_transaction(base_ns, index, duration, kind, exchange)
+        })
+        .collect();
+    // 2: called by a remote service that sampled it.
+    set[1].trace.parent_span_id = Some([0x99; 8]);
+    // 6: sent while serving 1 (a local parent).
+    set[5].trace.parent_span_id = Some([1; 8]);
+    // 7: to an IPv6 peer without a Host header.
+    set[6].peer = Some(SocketAddr::from(([0, 0, 0, 0, 0, 0, 0, 1], 9000)));
+    // 8: its caller did not sample it: metrics only.
+    set[7].trace.parent_span_id = Some([0x98; 8]);
+    set[7].trace.sampled = false;
+    // 9 and 10: another process, on other addresses.
+    for tx in &mut set[8..10] {
+        tx.pid = 77;
+        tx.local = Some(SocketAddr::from(([10, 1, 2, 3], 80)));
+        tx.peer = Some(SocketAddr::from(([10, 9, 8, 7], 5555)));
+    }
+    set.into_iter()
+        .map(|tx| {
+            let process = if tx.pid == 77 { nginx() } else { process() };
+            (tx, process)
+        })
+        .collect()
+}
+
+/// The golden transactions through one transport: spans, metric points (resources and scopes
+/// included) and the Prometheus exposition, compared field by field with testdata/otlp/, which
+/// was recorded from the opentelemetry-otlp exporter.
+async fn golden(protocol: &str) -> TestResult {
+    let receiver = OtlpReceiver::start().await?;
+    let endpoint = match protocol {
+        "grpc" => receiver.grpc_endpoint(),
+        _ => receiver.http_endpoint(),
+    };
+    let mut config = config(&[
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", protocol),
+        ("OTEL_BSP_SCHEDULE_DELAY", "50"),
+        ("OTEL_METRIC_EXPORT_INTERVAL", "100"),
+        (
+            "OTEL_RESOURCE_ATTRIBUTES",
+            "k8s.namespace.name=shop,k8s.pod.name=web-1,k8s.pod.uid=u-1",
+        ),
+        ("OTEL_EBPF_ROUTES_PATTERNS", "/users/{id}"),
+        ("OTEL_EBPF_HTTP_INCLUDE_QUERY", "true"),
+    ])?;
+    config.prometheus_port = Some(0);
+    let telemetry = Telemetry::start(&config).await?;
+    let base_ns = WallClock::monotonic_now_ns() - 20_000_000_000;
+    let transactions = golden_transactions(base_ns);
+    for (tx, process) in &transactions {
+        telemetry.record(tx, process);
+    }
+    let metrics = telemetry.self_metrics();
+    metrics.events_captured.add(10);
+    metrics.events_dropped.set_total(3);
+    metrics.processes_instrumented.set(2);
+
+    let sampled = transactions.len() - 1;
+    assert_eq!(receiver.wait_for_spans(sampled, WAIT).await.len(), sampled);
+    receiver
+        .wait_for_metric(WAIT, |_, m| {
+            m.name == "obi.sidecar.spans.exported" && sum_value(m) == Some(sampled as i64)
+        })
+        .await
+        .ok_or("obi.sidecar.spans.exported never reached the number of spans")?;
+    // One more export of every resource, all of it after the last change.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let addr = telemetry.prometheus_addr().ok_or("no Prometheus address")?;
+    let exposition = reqwest::get(format!("http://127.0.0.1:{}/metrics", addr.port()))
+        .await?
+        .text()
+        .await?;
+    telemetry.shutdown().await;
+
+    // The span of the first golden transaction starts 1 ms after base_ns.
+    let first = receiver
+        .spans()
+        .into_iter()
+        .find(|(_, s)| s.span_id == [1; 8])
+        .ok_or("no span 1")?;
+    let base_unix_nano = first.1.start_time_unix_nano - 1_000_000;
+    golden::check(
+        "spans.txt",
+        &golden::spans(&receiver.trace_requests(), base_unix_nano),
+    );
+    golden::check("metrics.txt", &golden::metrics(&receiver.metric_requests()));
+    golden::check("prometheus.txt", &golden::prometheus(&exposition));
+    Ok(())
+}
+
+#[tokio::test]
+async fn golden_export_over_grpc() -> TestResult {
+    golden("grpc").await
+}
+
+#[tokio::test]
+async fn golden_export_over_http_protobuf() -> TestResult {
+    golden("http/protobuf").await
 }
 
 #[tokio::test]

@@ -265,6 +265,37 @@ mod tests {
         assert!(!line.contains('\n'));
     }
 
+    /// A client span without a response or parent, unsampled, with a query: both formats,
+    /// exactly as the printer wrote them before spans were encoded without the SDK.
+    #[test]
+    fn client_lines() {
+        let mut tx = transaction(TxKind::Client, "post", "/v1/items/9?q=1", 0);
+        tx.trace.parent_span_id = None;
+        let facts = facts_of(&tx, &RouteMatcher::default(), true);
+        let clock = WallClock::with_offset(1_700_000_000_000_000_000);
+        let job = PrintJob {
+            span: span_of(&tx, facts, &clock),
+            service_name: "shop".to_owned(),
+            pid: 42,
+            sampled: false,
+        };
+        assert_eq!(
+            format_text(&job),
+            "2023-11-14T22:13:21.000000Z (250.000ms) CLIENT POST /v1/items/* [shop pid=42] \
+             trace_id=11111111111111111111111111111111 span_id=2222222222222222 parent_id=- \
+             unsampled status=error(no response) http.request.method=POST \
+             http.route=/v1/items/* server.port=51000 url.path=/v1/items/9 url.scheme=http \
+             network.protocol.version=1.1 http.request.method_original=post url.query=\"q=1\" \
+             server.address=shop.example \
+             url.full=\"http://shop.example:8080/v1/items/9?q=1\" error.type=_OTHER \
+             http.request.body.size=12"
+        );
+        assert_eq!(
+            format_json(&job),
+            r#"{"attributes":{"error.type":"_OTHER","http.request.body.size":12,"http.request.method":"POST","http.request.method_original":"post","http.route":"/v1/items/*","network.protocol.version":"1.1","server.address":"shop.example","server.port":51000,"url.full":"http://shop.example:8080/v1/items/9?q=1","url.path":"/v1/items/9","url.query":"q=1","url.scheme":"http"},"duration_ns":250000000,"end":"2023-11-14T22:13:21.250000Z","kind":"client","name":"POST /v1/items/*","parent_span_id":null,"process.pid":42,"sampled":false,"service.name":"shop","span_id":"2222222222222222","start":"2023-11-14T22:13:21.000000Z","status":"error","status_message":"no response","trace_id":"11111111111111111111111111111111"}"#
+        );
+    }
+
     /// A writer tests can read back.
     #[derive(Clone, Default)]
     struct Shared(Arc<Mutex<Vec<u8>>>);

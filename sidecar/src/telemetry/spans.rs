@@ -246,4 +246,43 @@ mod tests {
             assert_eq!(got, want, "{config:?}");
         }
     }
+
+    /// Trace-id ratio decisions for a fixed series of trace ids, as the opentelemetry SDK's
+    /// `TraceIdRatioBased` sampler made them (recorded with opentelemetry_sdk 0.33.1).
+    #[test]
+    fn ratio_decisions_as_the_sdk_made_them() {
+        let table = [
+            (
+                0.1,
+                "0000000000000000000000100000100000000000000001000000000100101000",
+            ),
+            (
+                0.5,
+                "1010001000110101100110101010010011110110101101011101001101011110",
+            ),
+            (
+                0.9,
+                "1111111111110111110111111111111110111111111111111111111111111111",
+            ),
+        ];
+        let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+        for (ratio, want) in table {
+            let sampler = sampler(TraceSampler::TraceIdRatio(ratio));
+            let mut got = String::new();
+            for _ in 0..want.len() {
+                state = state
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1_442_695_040_888_963_407);
+                let mut tx = transaction(SpanKind::Server, "GET", "/", 200);
+                tx.trace.trace_id[..8].copy_from_slice(&state.to_be_bytes());
+                tx.trace.trace_id[8..].copy_from_slice(&state.rotate_left(29).to_be_bytes());
+                got.push(if is_sampled(&sampler, &tx, "GET") {
+                    '1'
+                } else {
+                    '0'
+                });
+            }
+            assert_eq!(got, want, "ratio {ratio}");
+        }
+    }
 }

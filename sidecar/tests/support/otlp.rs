@@ -62,6 +62,9 @@ struct Store {
     spans: Mutex<Vec<(Resource, Span)>>,
     metrics: Mutex<Vec<(Resource, Metric)>>,
     requests: Mutex<Vec<ExportRequest>>,
+    /// The decoded requests themselves, scopes and schema URLs included.
+    trace_requests: Mutex<Vec<ExportTraceServiceRequest>>,
+    metric_requests: Mutex<Vec<ExportMetricsServiceRequest>>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -82,6 +85,7 @@ fn header_pairs(headers: &HeaderMap) -> Vec<(String, String)> {
 
 impl Store {
     fn add_traces(&self, request: ExportTraceServiceRequest, info: ExportRequest) {
+        lock(&self.trace_requests).push(request.clone());
         let mut spans = lock(&self.spans);
         for resource_spans in request.resource_spans {
             let resource = resource_spans.resource.unwrap_or_default();
@@ -95,6 +99,7 @@ impl Store {
     }
 
     fn add_metrics(&self, request: ExportMetricsServiceRequest, info: ExportRequest) {
+        lock(&self.metric_requests).push(request.clone());
         let mut metrics = lock(&self.metrics);
         for resource_metrics in request.resource_metrics {
             let resource = resource_metrics.resource.unwrap_or_default();
@@ -305,6 +310,16 @@ impl OtlpReceiver {
     /// Every export request received so far.
     pub fn requests(&self) -> Vec<ExportRequest> {
         lock(&self.store.requests).clone()
+    }
+
+    /// Every trace export received so far, as decoded.
+    pub fn trace_requests(&self) -> Vec<ExportTraceServiceRequest> {
+        lock(&self.store.trace_requests).clone()
+    }
+
+    /// Every metric export received so far, as decoded.
+    pub fn metric_requests(&self) -> Vec<ExportMetricsServiceRequest> {
+        lock(&self.store.metric_requests).clone()
     }
 
     /// Waits until at least `n` spans arrived or `timeout` passed; returns all spans.
