@@ -552,9 +552,9 @@ async fn golden(protocol: &str) -> TestResult {
     golden::check(
         "spans.txt",
         &golden::spans(&receiver.trace_requests(), base_unix_nano),
-    );
-    golden::check("metrics.txt", &golden::metrics(&receiver.metric_requests()));
-    golden::check("prometheus.txt", &golden::prometheus(&exposition));
+    )?;
+    golden::check("metrics.txt", &golden::metrics(&receiver.metric_requests()))?;
+    golden::check("prometheus.txt", &golden::prometheus(&exposition))?;
     Ok(())
 }
 

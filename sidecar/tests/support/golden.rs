@@ -518,31 +518,31 @@ pub fn prometheus(text: &str) -> String {
 }
 
 /// Compares `actual` with `testdata/otlp/<name>`, or rewrites it when [`UPDATE_VAR`] is set.
-pub fn check(name: &str, actual: &str) {
+pub fn check(name: &str, actual: &str) -> Result<(), String> {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("testdata/otlp")
         .join(name);
     if std::env::var_os(UPDATE_VAR).is_some() {
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+            std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         }
-        std::fs::write(&path, actual).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        return;
+        return std::fs::write(&path, actual).map_err(|e| format!("{}: {e}", path.display()));
     }
     let expected = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("{}: {e} (set {UPDATE_VAR}=1 to record it)", path.display()));
-    if expected != actual {
-        let first = expected
-            .lines()
-            .zip(actual.lines())
-            .position(|(e, a)| e != a)
-            .unwrap_or(expected.lines().count().min(actual.lines().count()));
-        panic!(
-            "{} differs from the export, first at line {}:\n  expected: {:?}\n  actual:   {:?}\n--- actual ---\n{actual}",
-            path.display(),
-            first + 1,
-            expected.lines().nth(first),
-            actual.lines().nth(first),
-        );
+        .map_err(|e| format!("{}: {e} (set {UPDATE_VAR}=1 to record it)", path.display()))?;
+    if expected == actual {
+        return Ok(());
     }
+    let first = expected
+        .lines()
+        .zip(actual.lines())
+        .position(|(e, a)| e != a)
+        .unwrap_or(expected.lines().count().min(actual.lines().count()));
+    Err(format!(
+        "{} differs from the export, first at line {}:\n  expected: {:?}\n  actual:   {:?}\n--- actual ---\n{actual}",
+        path.display(),
+        first + 1,
+        expected.lines().nth(first),
+        actual.lines().nth(first),
+    ))
 }
