@@ -116,7 +116,7 @@ async fn roundtrip(protocol: &str) -> TestResult {
         ),
         ("OTEL_EBPF_ROUTES_PATTERNS", "/users/{id}"),
     ])?;
-    let telemetry = Telemetry::start(&config).await?;
+    let mut telemetry = Telemetry::start(&config).await?;
 
     let server = transaction(SpanKind::Server, "GET", "/users/7?token=secret", 200, 1);
     let mut client = transaction(SpanKind::Client, "POST", "/api/orders/99", 503, 2);
@@ -514,7 +514,7 @@ async fn golden(protocol: &str) -> TestResult {
         ("OTEL_EBPF_HTTP_INCLUDE_QUERY", "true"),
     ])?;
     config.prometheus_port = Some(0);
-    let telemetry = Telemetry::start(&config).await?;
+    let mut telemetry = Telemetry::start(&config).await?;
     let base_ns = WallClock::monotonic_now_ns() - 20_000_000_000;
     let transactions = golden_transactions(base_ns);
     for (tx, process) in &transactions {
@@ -580,7 +580,7 @@ async fn parent_based_sampling_follows_the_caller() -> TestResult {
         ("OTEL_TRACES_SAMPLER", "parentbased_always_off"),
         ("OTEL_BSP_SCHEDULE_DELAY", "20"),
     ])?;
-    let telemetry = Telemetry::start(&config).await?;
+    let mut telemetry = Telemetry::start(&config).await?;
     let root = transaction(SpanKind::Server, "GET", "/", 200, 1);
     let mut sampled_child = transaction(SpanKind::Server, "GET", "/", 200, 2);
     sampled_child.trace.parent_span_id = Some([9; 8]);
@@ -606,7 +606,7 @@ async fn prometheus_endpoint_serves_http_and_self_metrics() -> TestResult {
     assert!(config.traces.is_none() && config.metrics.is_none());
     // Port 0: an ephemeral port, so tests never collide.
     config.prometheus_port = Some(0);
-    let telemetry = Telemetry::start(&config).await?;
+    let mut telemetry = Telemetry::start(&config).await?;
     let addr = telemetry.prometheus_addr().ok_or("no Prometheus address")?;
     telemetry.record(
         &transaction(SpanKind::Server, "GET", "/items/12", 404, 1),
@@ -660,7 +660,7 @@ async fn prometheus_endpoint_serves_http_and_self_metrics() -> TestResult {
 }
 
 /// Records spans with ids from `ids`.
-fn record_many(telemetry: &Telemetry, ids: std::ops::Range<u32>) {
+fn record_many(telemetry: &mut Telemetry, ids: std::ops::Range<u32>) {
     for id in ids {
         let mut tx = transaction(SpanKind::Server, "GET", "/", 200, 0);
         tx.trace.span_id[..4].copy_from_slice(&id.to_be_bytes());
@@ -692,11 +692,11 @@ async fn collector_down_then_up(protocol: &str) -> TestResult {
         ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "10"),
         ("OTEL_BSP_SCHEDULE_DELAY", "20"),
     ])?;
-    let telemetry = Telemetry::start(&config).await?;
+    let mut telemetry = Telemetry::start(&config).await?;
     let metrics = telemetry.self_metrics().clone();
 
     // Up: spans flow.
-    record_many(&telemetry, 0..5);
+    record_many(&mut telemetry, 0..5);
     assert_eq!(receiver.wait_for_spans(5, WAIT).await.len(), 5);
     // The exporter counts once the collector answered, just after the receiver stored them.
     let deadline = tokio::time::Instant::now() + WAIT;
@@ -707,7 +707,7 @@ async fn collector_down_then_up(protocol: &str) -> TestResult {
 
     // Down: every span is dropped and counted, none is kept around.
     receiver.stop().await;
-    record_many(&telemetry, 1000..3000);
+    record_many(&mut telemetry, 1000..3000);
     let deadline = tokio::time::Instant::now() + WAIT;
     while metrics.spans_dropped.get() < 2000 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -724,11 +724,11 @@ async fn collector_down_then_up(protocol: &str) -> TestResult {
             tokio::time::Instant::now() < deadline,
             "export never resumed"
         );
-        record_many(&telemetry, next..next + 1);
+        record_many(&mut telemetry, next..next + 1);
         next += 1;
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    record_many(&telemetry, 9000..9020);
+    record_many(&mut telemetry, 9000..9020);
     telemetry.shutdown().await;
 
     let ids = received_ids(&receiver);
@@ -780,14 +780,14 @@ async fn hung_collector_bounds_the_queue_and_shutdown() -> TestResult {
         ("OTEL_BSP_SCHEDULE_DELAY", "20"),
         ("OTEL_METRIC_EXPORT_INTERVAL", "60000"),
     ])?;
-    let telemetry = Telemetry::start(&config).await?;
+    let mut telemetry = Telemetry::start(&config).await?;
     let metrics = telemetry.self_metrics().clone();
-    record_many(&telemetry, 0..1);
+    record_many(&mut telemetry, 0..1);
     // Let the export task take that span and get stuck exporting it.
     tokio::time::sleep(Duration::from_millis(150)).await;
     // This runtime is single-threaded: nothing else runs during these calls, so the queue
     // (50) takes exactly 50 and the rest is dropped on the spot.
-    record_many(&telemetry, 1..2001);
+    record_many(&mut telemetry, 1..2001);
     assert_eq!(metrics.spans_dropped.get(), 1950);
     assert_eq!(metrics.spans_exported.get(), 0);
     tokio::time::timeout(Duration::from_secs(10), telemetry.shutdown())
@@ -811,7 +811,7 @@ async fn printer_child() -> TestResult {
         ("OTEL_EBPF_TRACE_PRINTER", &format),
         ("OTEL_TRACES_SAMPLER", "parentbased_always_on"),
     ])?;
-    let telemetry = Telemetry::start(&config).await?;
+    let mut telemetry = Telemetry::start(&config).await?;
     for (id, status) in [(1, 200), (2, 404), (3, 500)] {
         let mut tx = transaction(SpanKind::Server, "GET", "/users/1", status, id);
         if id == 2 {
