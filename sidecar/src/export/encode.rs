@@ -12,6 +12,8 @@
 //! Fields are written in field-number order and defaults are left out, as prost does, so a
 //! decoder sees exactly the messages the generated types would give.
 
+use std::mem::MaybeUninit;
+
 use opentelemetry::trace::Status;
 use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
 use opentelemetry_proto::tonic::resource::v1::Resource;
@@ -127,21 +129,24 @@ fn any_value_len(value: AttributeValue<'_>) -> usize {
     }
 }
 
-/// Writes a message's bytes into space already added to a `Vec`: the key-values of a span are
-/// many short fields, and growing the `Vec` byte by byte (or copying varints gathered on the
-/// stack, which the CPU cannot forward to the copy's wider loads) cost more than the strings.
+/// Writes a message's bytes straight into a `Vec`'s spare capacity: the key-values of a span
+/// are many short fields, and growing the `Vec` byte by byte, zero-filling space first, or
+/// copying varints gathered on the stack (which the CPU cannot forward to the copy's wider
+/// loads) each cost more than the strings themselves.
 struct Slot<'b> {
-    bytes: &'b mut [u8],
+    bytes: &'b mut [MaybeUninit<u8>],
+    /// Bytes written, all of them from the start of `bytes`.
     at: usize,
 }
 
 impl Slot<'_> {
     fn byte(&mut self, byte: u8) {
-        // The slot is sized from the same lengths: writes always fit.
+        // Sized from the same lengths, the slot always has room; a write that did not fit is
+        // left out rather than counted.
         if let Some(slot) = self.bytes.get_mut(self.at) {
-            *slot = byte;
+            slot.write(byte);
+            self.at += 1;
         }
-        self.at += 1;
     }
 
     fn varint(&mut self, mut value: u64) {
@@ -163,10 +168,25 @@ impl Slot<'_> {
 
     fn copy(&mut self, bytes: &[u8]) {
         if let Some(slot) = self.bytes.get_mut(self.at..self.at + bytes.len()) {
-            slot.copy_from_slice(bytes);
+            slot.write_copy_of_slice(bytes);
+            self.at += bytes.len();
         }
-        self.at += bytes.len();
     }
+}
+
+/// Appends the `len` bytes `write` puts into a [`Slot`].
+fn append(out: &mut Vec<u8>, len: usize, write: impl FnOnce(&mut Slot<'_>)) {
+    out.reserve(len);
+    let mut slot = Slot {
+        bytes: &mut out.spare_capacity_mut()[..len],
+        at: 0,
+    };
+    write(&mut slot);
+    let written = slot.at;
+    // SAFETY: a slot writes in order from the start of the spare capacity and counts a byte
+    // only once it is written, so the `written` bytes past the length are initialized, and
+    // `written <= len <= capacity - length` since writes beyond the slot are refused.
+    unsafe { out.set_len(out.len() + written) };
 }
 
 /// Appends one `KeyValue` as field `tag` of its parent message.
@@ -174,34 +194,30 @@ pub(crate) fn put_key_value(out: &mut Vec<u8>, tag: u32, key: &str, value: Attri
     let any_len = any_value_len(value);
     let kv_len = len_field_len(field::KEY_VALUE_KEY, key.len())
         + len_field_len(field::KEY_VALUE_VALUE, any_len);
-    let start = out.len();
-    out.resize(start + len_field_len(tag, kv_len), 0);
-    let mut slot = Slot {
-        bytes: &mut out[start..],
-        at: 0,
-    };
-    slot.len_prefix(tag, kv_len);
-    slot.len_prefix(field::KEY_VALUE_KEY, key.len());
-    slot.copy(key.as_bytes());
-    slot.len_prefix(field::KEY_VALUE_VALUE, any_len);
-    match value {
-        AttributeValue::Str(s) => {
-            slot.len_prefix(field::ANY_STRING, s.len());
-            slot.copy(s.as_bytes());
+    append(out, len_field_len(tag, kv_len), |slot| {
+        slot.len_prefix(tag, kv_len);
+        slot.len_prefix(field::KEY_VALUE_KEY, key.len());
+        slot.copy(key.as_bytes());
+        slot.len_prefix(field::KEY_VALUE_VALUE, any_len);
+        match value {
+            AttributeValue::Str(s) => {
+                slot.len_prefix(field::ANY_STRING, s.len());
+                slot.copy(s.as_bytes());
+            }
+            AttributeValue::Bool(b) => {
+                slot.key(field::ANY_BOOL, WireType::Varint);
+                slot.varint(u64::from(b));
+            }
+            AttributeValue::I64(i) => {
+                slot.key(field::ANY_INT, WireType::Varint);
+                slot.varint(i as u64);
+            }
+            AttributeValue::F64(f) => {
+                slot.key(field::ANY_DOUBLE, WireType::SixtyFourBit);
+                slot.copy(&f.to_bits().to_le_bytes());
+            }
         }
-        AttributeValue::Bool(b) => {
-            slot.key(field::ANY_BOOL, WireType::Varint);
-            slot.varint(u64::from(b));
-        }
-        AttributeValue::I64(i) => {
-            slot.key(field::ANY_INT, WireType::Varint);
-            slot.varint(i as u64);
-        }
-        AttributeValue::F64(f) => {
-            slot.key(field::ANY_DOUBLE, WireType::SixtyFourBit);
-            slot.copy(&f.to_bits().to_le_bytes());
-        }
-    }
+    });
 }
 
 /// Attributes written as repeated `KeyValue` fields numbered `tag` (9 both in a span and in a
@@ -243,12 +259,35 @@ pub(crate) struct SpanFields<'a> {
     pub(crate) status: &'a Status,
 }
 
-/// Buffers one span is encoded with, reused from span to span.
+/// What encoding a span reuses from span to span: where `add_written` strings are made.
 #[derive(Debug, Default)]
 pub(crate) struct SpanScratch {
-    /// The span message itself, before it is appended with its length.
-    body: Vec<u8>,
     text: String,
+}
+
+/// Room set aside for a span's length, which comes first but is known last: two bytes, for
+/// spans of 128 B to 16 KiB (nearly all); others are moved once written.
+const SPAN_LEN_ROOM: usize = 2;
+
+/// Writes the length of the span that starts `SPAN_LEN_ROOM` bytes after `at`.
+fn set_span_len(out: &mut Vec<u8>, at: usize) {
+    let body = at + SPAN_LEN_ROOM;
+    let len = out.len() - body;
+    let needed = encoded_len_varint(len as u64);
+    if needed < SPAN_LEN_ROOM {
+        out.copy_within(body.., at + needed);
+        out.truncate(out.len() - (SPAN_LEN_ROOM - needed));
+    } else if needed > SPAN_LEN_ROOM {
+        out.splice(body..body, std::iter::repeat_n(0, needed - SPAN_LEN_ROOM));
+    }
+    let mut value = len as u64;
+    for byte in &mut out[at..at + needed] {
+        *byte = value as u8 & 0x7f;
+        value >>= 7;
+        if value != 0 {
+            *byte |= 0x80;
+        }
+    }
 }
 
 /// Appends a span to `out` as a `ScopeSpans.spans` field: its envelope, then the attributes
@@ -259,25 +298,26 @@ pub(crate) fn put_span(
     span: &SpanFields<'_>,
     attributes: impl FnOnce(&mut dyn Attributes),
 ) {
-    let body = &mut scratch.body;
-    body.clear();
-    put_bytes(body, field::SPAN_TRACE_ID, span.trace_id);
-    put_bytes(body, field::SPAN_SPAN_ID, span.span_id);
+    put_key(out, field::SCOPE_SPANS_SPANS, WireType::LengthDelimited);
+    let len_at = out.len();
+    out.extend_from_slice(&[0; SPAN_LEN_ROOM]);
+    put_bytes(out, field::SPAN_TRACE_ID, span.trace_id);
+    put_bytes(out, field::SPAN_SPAN_ID, span.span_id);
     if let Some(parent) = span.parent_span_id {
-        put_bytes(body, field::SPAN_PARENT_SPAN_ID, parent);
+        put_bytes(out, field::SPAN_PARENT_SPAN_ID, parent);
     }
     if !span.name.is_empty() {
-        put_bytes(body, field::SPAN_NAME, span.name.as_bytes());
+        put_bytes(out, field::SPAN_NAME, span.name.as_bytes());
     }
-    put_varint(body, field::SPAN_KIND, kind_number(span.kind));
+    put_varint(out, field::SPAN_KIND, kind_number(span.kind));
     if span.start_unix_nano != 0 {
-        put_fixed64(body, field::SPAN_START_TIME, span.start_unix_nano);
+        put_fixed64(out, field::SPAN_START_TIME, span.start_unix_nano);
     }
     if span.end_unix_nano != 0 {
-        put_fixed64(body, field::SPAN_END_TIME, span.end_unix_nano);
+        put_fixed64(out, field::SPAN_END_TIME, span.end_unix_nano);
     }
     attributes(&mut KeyValueWriter {
-        out: body,
+        out,
         text: &mut scratch.text,
         tag: field::SPAN_ATTRIBUTES,
     });
@@ -296,12 +336,12 @@ pub(crate) fn put_span(
     } else {
         key_len(field::STATUS_CODE) + 1
     };
-    put_len_prefix(body, field::SPAN_STATUS, status_len);
+    put_len_prefix(out, field::SPAN_STATUS, status_len);
     if !message.is_empty() {
-        put_bytes(body, field::STATUS_MESSAGE, message.as_bytes());
+        put_bytes(out, field::STATUS_MESSAGE, message.as_bytes());
     }
     if code != 0 {
-        put_varint(body, field::STATUS_CODE, code);
+        put_varint(out, field::STATUS_CODE, code);
     }
     let remote = if span.parent_is_remote {
         FLAG_IS_REMOTE
@@ -309,11 +349,11 @@ pub(crate) fn put_span(
         0
     };
     put_fixed32(
-        body,
+        out,
         field::SPAN_FLAGS,
         FLAG_SAMPLED | FLAG_HAS_IS_REMOTE | remote,
     );
-    put_bytes(out, field::SCOPE_SPANS_SPANS, body);
+    set_span_len(out, len_at);
 }
 
 /// A resource, built once per process: the generated type (metrics are built with it) and its

@@ -110,7 +110,7 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 #[derive(Debug, Default)]
 struct PipelineSet {
-    live: HashMap<u32, (Arc<Pipeline>, u64)>,
+    live: HashMap<u32, (Arc<Pipeline>, u64), foldhash::fast::RandomState>,
     /// Evicted or replaced pipelines whose metrics still need one last OTLP export.
     retired: Vec<Arc<Pipeline>>,
     stamp: u64,
@@ -505,6 +505,11 @@ impl Telemetry {
     /// blocks.
     pub fn record(&mut self, tx: &Transaction, process: &ProcessInfo) {
         let shared = &*self.shared;
+        let spans_wanted = self.spans.is_some() || self.printer.is_some();
+        // Nothing exported or printed: nothing to make.
+        if !spans_wanted && shared.series_limit.is_none() {
+            return;
+        }
         let pipeline = shared.pipeline(process);
         let Scratch {
             route,
@@ -523,7 +528,7 @@ impl Telemetry {
             });
             lock(series).record(key, &mapped);
         }
-        if self.spans.is_none() && self.printer.is_none() {
+        if !spans_wanted {
             return;
         }
         let sampled = spans::is_sampled(shared.sampler, tx);
