@@ -19,6 +19,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -89,11 +90,19 @@ pub(crate) struct Pipeline {
     pub(crate) resource: Arc<EncodedResource>,
     /// The process's metric series, when metrics are exported at all.
     pub(crate) series: Option<Mutex<SeriesTable>>,
+    /// When it was last used, on the clock of [`Pipelines`]: the least recently used is evicted.
+    used: AtomicU64,
+    /// Evicted: measurements must go to the process's new pipeline.
+    retired: AtomicBool,
 }
 
 impl Pipeline {
     fn matches(&self, process: &ProcessInfo) -> bool {
         self.pid == process.pid && self.exe == process.exe && self.container == process.container
+    }
+
+    fn is_retired(&self) -> bool {
+        self.retired.load(Ordering::Relaxed)
     }
 
     /// `k8s.container.name`, empty when unknown (a Prometheus label).
@@ -110,30 +119,33 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 #[derive(Debug, Default)]
 struct PipelineSet {
-    live: HashMap<u32, (Arc<Pipeline>, u64), foldhash::fast::RandomState>,
+    live: HashMap<u32, Arc<Pipeline>, foldhash::fast::RandomState>,
     /// Evicted or replaced pipelines whose metrics still need one last OTLP export.
     retired: Vec<Arc<Pipeline>>,
-    stamp: u64,
 }
 
-/// The live pipelines, by pid, with a use stamp for least-recently-used eviction; shared with
-/// the metric export and the Prometheus endpoint.
+/// The live pipelines, by pid, shared with the metric export and the Prometheus endpoint, and
+/// the clock their use is stamped with.
 #[derive(Debug, Default)]
-pub(crate) struct Pipelines(Mutex<PipelineSet>);
+pub(crate) struct Pipelines {
+    set: Mutex<PipelineSet>,
+    clock: AtomicU64,
+}
 
 impl Pipelines {
     /// The live pipelines.
     pub(crate) fn live(&self) -> Vec<Arc<Pipeline>> {
-        lock(&self.0)
-            .live
-            .values()
-            .map(|(p, _)| p.clone())
-            .collect()
+        lock(&self.set).live.values().cloned().collect()
     }
 
     /// The retired pipelines, taken out for their last export.
     pub(crate) fn take_retired(&self) -> Vec<Arc<Pipeline>> {
-        std::mem::take(&mut lock(&self.0).retired)
+        std::mem::take(&mut lock(&self.set).retired)
+    }
+
+    fn touch(&self, pipeline: &Pipeline) {
+        let now = self.clock.fetch_add(1, Ordering::Relaxed);
+        pipeline.used.store(now, Ordering::Relaxed);
     }
 }
 
@@ -254,6 +266,8 @@ pub struct Telemetry {
     /// The longest single export may take; bounds shutdown.
     export_timeout: Duration,
     scratch: Scratch,
+    /// The pipeline of the last transaction.
+    last: Option<Arc<Pipeline>>,
 }
 
 /// The executable's file name, from its full path.
@@ -344,37 +358,42 @@ impl Shared {
             series: self.series_limit.map(|limit| {
                 Mutex::new(SeriesTable::new(limit, self.delta, spans::unix_nanos_now()))
             }),
+            used: AtomicU64::new(0),
+            retired: AtomicBool::new(false),
         }
     }
 
     /// The pipeline of a process, created (and the least recently used one retired) as needed.
     fn pipeline(&self, process: &ProcessInfo) -> Arc<Pipeline> {
-        let mut set = lock(&self.pipelines.0);
-        set.stamp += 1;
-        let stamp = set.stamp;
-        if let Some((pipeline, used)) = set.live.get_mut(&process.pid)
+        let pipelines = &*self.pipelines;
+        let mut set = lock(&pipelines.set);
+        if let Some(pipeline) = set.live.get(&process.pid)
             && pipeline.matches(process)
         {
-            *used = stamp;
+            pipelines.touch(pipeline);
             return pipeline.clone();
         }
         let mut evicted = Vec::new();
         // A new process, or a pid reused by another executable/container.
-        if let Some((old, _)) = set.live.remove(&process.pid) {
+        if let Some(old) = set.live.remove(&process.pid) {
             evicted.push(old);
         }
         if set.live.len() >= MAX_PIPELINES {
             let oldest = set
                 .live
                 .iter()
-                .min_by_key(|(_, (_, used))| *used)
+                .min_by_key(|(_, p)| p.used.load(Ordering::Relaxed))
                 .map(|(pid, _)| *pid);
-            if let Some((old, _)) = oldest.and_then(|pid| set.live.remove(&pid)) {
+            if let Some(old) = oldest.and_then(|pid| set.live.remove(&pid)) {
                 evicted.push(old);
             }
         }
+        for old in &evicted {
+            old.retired.store(true, Ordering::Relaxed);
+        }
         let pipeline = Arc::new(self.new_pipeline(process));
-        set.live.insert(process.pid, (pipeline.clone(), stamp));
+        pipelines.touch(&pipeline);
+        set.live.insert(process.pid, pipeline.clone());
         if self.otlp_metrics {
             set.retired.extend(evicted);
         } else if let Some(prometheus) = &self.prometheus {
@@ -498,19 +517,32 @@ impl Telemetry {
             prometheus_addr,
             export_timeout,
             scratch: Scratch::default(),
+            last: None,
         })
     }
 
     /// One transaction: its metric measurements, and its span (exported and printed). Never
     /// blocks.
     pub fn record(&mut self, tx: &Transaction, process: &ProcessInfo) {
-        let shared = &*self.shared;
-        let spans_wanted = self.spans.is_some() || self.printer.is_some();
         // Nothing exported or printed: nothing to make.
-        if !spans_wanted && shared.series_limit.is_none() {
+        if self.spans.is_none() && self.printer.is_none() && self.shared.series_limit.is_none() {
             return;
         }
-        let pipeline = shared.pipeline(process);
+        // The process of the last transaction, most often the same again: no lookup then.
+        let pipeline = match self.last.take() {
+            Some(last) if last.matches(process) && !last.is_retired() => {
+                self.shared.pipelines.touch(&last);
+                last
+            }
+            _ => self.shared.pipeline(process),
+        };
+        self.record_into(&pipeline, tx, process);
+        self.last = Some(pipeline);
+    }
+
+    fn record_into(&mut self, pipeline: &Pipeline, tx: &Transaction, process: &ProcessInfo) {
+        let shared = &*self.shared;
+        let spans_wanted = self.spans.is_some() || self.printer.is_some();
         let Scratch {
             route,
             name,
@@ -731,6 +763,58 @@ mod tests {
             assert!(shared.pipeline(&process(pid)).series.is_none());
         }
         assert!(shared.pipelines.take_retired().is_empty());
+        telemetry.shutdown().await;
+        Ok(())
+    }
+
+    fn count_line<'a>(text: &'a str, route: &str) -> Option<&'a str> {
+        text.lines().find(|l| {
+            l.starts_with("http_server_request_duration_seconds_count{")
+                && l.contains(&format!("http_route=\"{route}\""))
+        })
+    }
+
+    /// Processes of one service and container make one Prometheus series; a process's totals
+    /// outlive its pipeline.
+    #[tokio::test]
+    async fn prometheus_sums_processes_and_keeps_retired_totals() -> Result<()> {
+        let mut config = Config::from_iter([("OTEL_SERVICE_NAME".to_owned(), "shop".to_owned())])?;
+        config.prometheus_port = Some(0);
+        let mut telemetry = Telemetry::start(&config).await?;
+        let tx = crate::telemetry::http::tests::transaction(SpanKind::Server, "GET", "/a", 200);
+        for pid in [1, 2, 2] {
+            telemetry.record(&tx, &process(pid));
+        }
+        let encode = |telemetry: &Telemetry| {
+            telemetry
+                .shared
+                .prometheus
+                .as_ref()
+                .map(|p| p.encode())
+                .unwrap_or_default()
+        };
+        let text = encode(&telemetry);
+        let line = count_line(&text, "/a").unwrap_or_default().to_owned();
+        assert!(line.ends_with(" 3"), "{text}");
+        assert_eq!(
+            text.matches("http_server_request_duration_seconds_count{")
+                .count(),
+            1
+        );
+        // Evict every pipeline: the totals stay, and new measurements add to them (not to the
+        // evicted pipeline of pid 2, the last one used).
+        for pid in 10..(10 + MAX_PIPELINES as u32) {
+            telemetry.shared.pipeline(&process(pid));
+        }
+        assert!(!telemetry.shared.pipelines.live().iter().any(|p| p.pid <= 2));
+        let text = encode(&telemetry);
+        assert_eq!(count_line(&text, "/a"), Some(line.as_str()), "{text}");
+        telemetry.record(&tx, &process(2));
+        let text = encode(&telemetry);
+        assert!(
+            count_line(&text, "/a").is_some_and(|l| l.ends_with(" 4")),
+            "{text}"
+        );
         telemetry.shutdown().await;
         Ok(())
     }
