@@ -200,13 +200,19 @@ pub(crate) async fn export_metrics(
         if counters_delta {
             own_start = now;
         }
-        send(&mut exporter, export.request(&export.own_resource, own)).await;
+        // One failed export (the collector down or hanging) ends the interval: each would wait
+        // out its own timeout, and with cumulative temporality the next interval carries what
+        // this one did not send.
+        let mut up = send(&mut exporter, export.request(&export.own_resource, own)).await;
         let live = export.pipelines.live();
         let retired = export.pipelines.take_retired();
         for pipeline in live.iter().chain(&retired) {
+            if !up {
+                break;
+            }
             let metrics = pipeline_metrics(pipeline, histograms_delta, now);
             if !metrics.is_empty() {
-                send(
+                up = send(
                     &mut exporter,
                     export.request(&pipeline.resource.proto, metrics),
                 )
@@ -224,12 +230,9 @@ pub(crate) async fn export_metrics(
     }
 }
 
-async fn send(exporter: &mut Exporter<Metrics>, request: Bytes) {
-    // Failures are logged by the exporter; metrics are cumulative by default, so the next
-    // export carries what this one lost.
-    if let Outcome::Failed = exporter.export(request).await {
-        tracing::debug!("a metric export was dropped");
-    }
+/// Whether the collector took the request (failures are logged by the exporter).
+async fn send(exporter: &mut Exporter<Metrics>, request: Bytes) -> bool {
+    matches!(exporter.export(request).await, Outcome::Accepted { .. })
 }
 
 #[cfg(test)]
