@@ -49,11 +49,13 @@ use crate::export::{
 use crate::transaction::{Facts, Transaction};
 use crate::{Error, Result};
 
+pub mod db;
 pub mod http;
 pub mod metrics;
 pub mod route;
 pub mod spans;
 
+use db::DbFacts;
 use http::HttpFacts;
 use metrics::{
     HistogramDef, OtelInstruments, PrometheusMetrics, SelfMetrics, register_self_metrics,
@@ -147,6 +149,7 @@ struct PipelineSet {
 struct Shared {
     routes: RouteMatcher,
     include_url_query: bool,
+    include_db_query_text: bool,
     service_name: Option<String>,
     resource_attributes: Vec<KeyValue>,
     sampler: Sampler,
@@ -159,7 +162,8 @@ struct Shared {
 }
 
 /// Every histogram a protocol's mapping records into.
-static HISTOGRAMS: [&HistogramDef; 6] = http::HISTOGRAMS;
+static HISTOGRAMS: std::sync::LazyLock<Vec<&'static HistogramDef>> =
+    std::sync::LazyLock::new(|| [&http::HISTOGRAMS[..], &db::HISTOGRAMS[..]].concat());
 
 /// What a protocol's mapping provides: a transaction's facts in the terms of the semantic
 /// conventions, derived once, from which its span and its metric recordings are made.
@@ -179,6 +183,7 @@ pub trait Semantics {
 #[derive(Debug)]
 enum Mapped {
     Http(HttpFacts),
+    Db(DbFacts),
 }
 
 impl Mapped {
@@ -190,6 +195,7 @@ impl Mapped {
                 &shared.routes,
                 shared.include_url_query,
             )),
+            Facts::Db(call) => Mapped::Db(DbFacts::new(tx, call, shared.include_db_query_text)),
         }
     }
 }
@@ -198,30 +204,35 @@ impl Semantics for Mapped {
     fn span_name(&self) -> String {
         match self {
             Mapped::Http(facts) => facts.span_name(),
+            Mapped::Db(facts) => facts.span_name(),
         }
     }
 
     fn span_status(&self) -> Status {
         match self {
             Mapped::Http(facts) => facts.span_status(),
+            Mapped::Db(facts) => facts.span_status(),
         }
     }
 
     fn metric_attributes(&self) -> Vec<KeyValue> {
         match self {
             Mapped::Http(facts) => facts.metric_attributes(),
+            Mapped::Db(facts) => facts.metric_attributes(),
         }
     }
 
     fn measurements(&self, record: &mut dyn FnMut(&'static HistogramDef, f64)) {
         match self {
             Mapped::Http(facts) => facts.measurements(record),
+            Mapped::Db(facts) => facts.measurements(record),
         }
     }
 
     fn into_span_attributes(self) -> Vec<KeyValue> {
         match self {
             Mapped::Http(facts) => facts.into_span_attributes(),
+            Mapped::Db(facts) => facts.into_span_attributes(),
         }
     }
 }
@@ -352,6 +363,7 @@ impl Telemetry {
         let shared = Arc::new(Shared {
             routes: config.routes.clone(),
             include_url_query: config.include_url_query,
+            include_db_query_text: config.include_db_query_text,
             service_name: config.service_name.clone(),
             resource_attributes: config
                 .resource_attributes
