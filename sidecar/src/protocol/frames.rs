@@ -280,8 +280,11 @@ mod tests {
         out
     }
 
-    /// (tag, body, whole, start) of every message read from the chunks.
-    fn read_all(chunks: &[(&[u8], u64)]) -> (Vec<(u8, Vec<u8>, bool, u64)>, bool) {
+    /// (tag, body, whole, start) of a message read.
+    type Read = (u8, Vec<u8>, bool, u64);
+
+    /// Every message read from the chunks, and whether the place was lost.
+    fn read_all(chunks: &[(&[u8], u64)]) -> (Vec<Read>, bool) {
         let mut reader = Reader::default();
         let mut out = Vec::new();
         for (i, (visible, unseen)) in chunks.iter().enumerate() {

@@ -16,6 +16,8 @@ use crate::connection::{
 use crate::transaction::{Facts, SpanKind, Transaction};
 
 pub mod db;
+#[cfg(test)]
+mod detection_tests;
 pub(crate) mod frames;
 pub mod http;
 pub mod http1;

@@ -94,10 +94,13 @@ fn is_greeting(bytes: &[u8]) -> bool {
         return false;
     }
     let version = &payload[1..payload.len().min(len as usize).min(80)];
-    match version.iter().position(|&c| c == 0) {
-        Some(end) => end > 0 && version[..end].iter().all(|c| c.is_ascii_graphic()),
-        None => false,
-    }
+    let Some(end) = version.iter().position(|&c| c == 0) else {
+        return false;
+    };
+    // After the version: a thread id (4), the first 8 bytes of auth data and a 0 filler.
+    end > 0
+        && version[..end].iter().all(|c| c.is_ascii_graphic())
+        && payload.get(1 + end + 1 + 12) == Some(&0)
 }
 
 /// A client command that starts a statement: `COM_QUERY` or `COM_STMT_PREPARE` whose text
@@ -106,9 +109,12 @@ fn is_statement_start(bytes: &[u8]) -> bool {
     let Some((len, 0, payload)) = packet(bytes) else {
         return false;
     };
+    let text = &payload[1.min(payload.len())..payload.len().min(len as usize)];
     len >= 2
         && matches!(payload.first(), Some(&(COM_QUERY | COM_STMT_PREPARE)))
-        && sql::starts_with_operation(&payload[1..], Dialect::Mysql)
+        && sql::starts_with_operation(text, Dialect::Mysql)
+        // Statement text is not NUL-terminated (PostgreSQL's is).
+        && !text.contains(&0)
 }
 
 /// MySQL is recognized from the server's greeting at the start of a connection, or from a
@@ -440,8 +446,9 @@ impl Conn {
             }
             COM_QUIT | COM_STMT_SEND_LONG_DATA => return,
             COM_INIT_DB => {
-                let name =
-                    (!body.is_empty() && body.len() <= MAX_NAME).then(|| text_of(body, MAX_NAME).0);
+                // A name cut by the capture would be another database's.
+                let name = (message.whole && !body.is_empty() && body.len() <= MAX_NAME)
+                    .then(|| text_of(body, MAX_NAME).0);
                 (Command::InitDb(name), Expect::Status)
             }
             COM_FIELD_LIST | COM_STMT_FETCH => (Command::Other, Expect::UntilEof),
@@ -531,9 +538,7 @@ impl Conn {
             return None;
         }
         let end_ns = message.start_ns;
-        let Some(expect) = self.pending.front().map(|p| p.expect) else {
-            return None;
-        };
+        let expect = self.pending.front().map(|p| p.expect)?;
         match self.reply {
             Reply::Start => match first {
                 Some(0xff) => self.finish_front(error(body), end_ns, cx),
@@ -741,7 +746,7 @@ impl Conn {
             Command::Prepare { .. } | Command::Other => return,
         };
         if outcome == DbOutcome::Ok
-            && let Some((text, _)) = &statement
+            && let Some((text, false)) = &statement
             && let Some(name) = use_database(text)
         {
             self.namespace = Some(name);

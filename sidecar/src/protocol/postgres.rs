@@ -123,13 +123,15 @@ fn is_query_start(bytes: &[u8]) -> bool {
         return false;
     }
     let body = &bytes[5..];
+    // A message wholly in view ends where its length says, with a NUL for `Q` and `P`.
+    let len = be32(&bytes[1..]).map_or(0, |len| len as usize);
+    let terminated = bytes.get(len).is_none_or(|&last| last == 0);
     match bytes[0] {
-        b'Q' => sql::starts_with_operation(body, Dialect::Postgres),
+        b'Q' => terminated && sql::starts_with_operation(body, Dialect::Postgres),
         b'P' => cstr(body).is_some_and(|(name, text)| {
             name.len() <= MAX_NAME && sql::starts_with_operation(text, Dialect::Postgres)
         }),
         _ => {
-            let len = be32(&bytes[1..]).map_or(0, |len| len as usize);
             let after = bytes.get(1 + len..).unwrap_or_default();
             cstr(body).and_then(|(_, rest)| cstr(rest)).is_some() && is_head(after, b"EDSH")
         }

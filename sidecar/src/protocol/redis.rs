@@ -165,6 +165,8 @@ fn is_inline_command(bytes: &[u8]) -> bool {
         .iter()
         .any(|command| command.as_bytes().eq_ignore_ascii_case(word))
         && line.iter().all(|&c| c == b' ' || c.is_ascii_graphic())
+        // `GET / HTTP/1.1` is HTTP's.
+        && !line.windows(6).any(|w| w == b" HTTP/")
 }
 
 /// Redis is recognized from the client: a command array or an inline command, at the start of
@@ -479,9 +481,12 @@ impl Parser for Redis {
                     conn.on_reply(reply, chunk.timestamp_ns, cx);
                 });
                 if self.server.lost && !was_lost {
+                    // The replies to what was sent so far were in the bytes lost, or still are:
+                    // those commands get no span, and the ones sent from now on none either
+                    // until the connection is idle again.
                     conn.unsure = true;
-                    for pending in &mut conn.pending {
-                        pending.unsure = true;
+                    for pending in std::mem::take(&mut conn.pending) {
+                        cx.drop_exchange(pending.tid, &pending.trace);
                     }
                 }
                 if conn.pending.is_empty() && !self.server.lost {
@@ -492,8 +497,12 @@ impl Parser for Redis {
         Verdict::Keep
     }
 
-    /// Commands still waiting end without a reply.
+    /// Commands still waiting end without a reply, unless replies were lost: what became of
+    /// them is unknown then.
     fn finish(&mut self, end_ns: u64, cx: &mut Context<'_>) {
+        if self.server.lost || self.conn.unsure {
+            return self.discard(cx);
+        }
         while let Some(pending) = self.conn.pending.pop_front() {
             self.conn
                 .complete(pending, DbOutcome::NoResponse, end_ns, cx);

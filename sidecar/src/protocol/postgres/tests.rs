@@ -411,3 +411,62 @@ fn bounded_statements() {
     assert_eq!(parser.conn.statements.len(), MAX_STATEMENTS);
     assert!(parser.conn.statement(long_name.as_bytes()).is_none());
 }
+
+/// The golden captures (recorded from a real PostgreSQL, see `testdata/README.md`): what each
+/// gives, whole and under every truncation.
+#[test]
+fn golden_captures() {
+    let error = |text: &str, code: &str| {
+        call(
+            Some(text),
+            None,
+            DbOutcome::Error(code.to_owned()),
+            Some("shop"),
+        )
+    };
+    let select = "SELECT v FROM kv WHERE k = $1";
+    let update = "UPDATE kv SET v = v + $1 WHERE k = $2";
+    let bench = "SELECT abalance FROM pgbench_accounts WHERE aid = $1;";
+    let table: &[(&str, Vec<crate::protocol::db::testing::Call>)] = &[
+        (
+            "simple.cap",
+            vec![
+                ok("INSERT INTO kv VALUES ('a', 1) ON CONFLICT DO NOTHING"),
+                ok("SELECT * FROM kv WHERE k = 'a'"),
+                error("SELECT * FROM missing_table", "42P01"),
+            ],
+        ),
+        (
+            "extended.cap",
+            vec![
+                ok("BEGIN"),
+                ok(select),
+                ok(select),
+                ok(select),
+                ok(update),
+                ok(update),
+                ok(update),
+                error("SELECT nope FROM kv WHERE k = $1", "42703"),
+                ok("ROLLBACK"),
+                ok("DEALLOCATE ALL"),
+                ok("BEGIN"),
+                ok("COPY kv (k, v) FROM STDIN"),
+                ok("COMMIT"),
+                ok("BEGIN"),
+                ok("COPY kv TO STDOUT"),
+                ok("COMMIT"),
+            ],
+        ),
+        (
+            "pgbench-prepared.cap",
+            vec![ok(bench), ok(bench), ok(bench)],
+        ),
+    ];
+    for (name, expected) in table {
+        let records = crate::connection::testing::capture("postgres", name);
+        for role in [Role::Client, Role::Server] {
+            assert_eq!(&calls(&replay(&records, role, None)), expected, "{name}");
+        }
+        sweep(&records, Role::Client);
+    }
+}
