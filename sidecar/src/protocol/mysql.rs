@@ -109,7 +109,8 @@ fn is_statement_start(bytes: &[u8]) -> bool {
     let Some((len, 0, payload)) = packet(bytes) else {
         return false;
     };
-    let text = &payload[1.min(payload.len())..payload.len().min(len as usize)];
+    let end = payload.len().min(len as usize);
+    let text = &payload[1.min(end)..end];
     len >= 2
         && matches!(payload.first(), Some(&(COM_QUERY | COM_STMT_PREPARE)))
         && sql::starts_with_operation(text, Dialect::Mysql)

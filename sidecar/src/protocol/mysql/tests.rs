@@ -285,3 +285,10 @@ fn golden_captures() {
         sweep(&records, Role::Client);
     }
 }
+
+#[test]
+fn odd_lengths_are_not_statements() {
+    // Found by fuzzing: a zero length before a payload.
+    assert_eq!(detect(b"\0\0\0\0\x03SELECT", None), Detection::No);
+    assert_eq!(detect(b"\x01\0\0\0", None), Detection::No);
+}
