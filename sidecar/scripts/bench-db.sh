@@ -31,10 +31,12 @@ pgbench -i -q -s 2 -h 127.0.0.1 -p "$pg_port" -U test shop >/dev/null 2>&1
 trap 'kill -INT "$pg_pid" 2>/dev/null; wait "$pg_pid" 2>/dev/null; cleanup' EXIT
 
 new_namespace; pod=$ns_init
-# The sidecar selects the clients by executable; they start after a pause in a shell that then
-# becomes the client (same pid), so that discovery has selected it before it connects.
-port=1
-clients='*/{bash,pgbench,redis-benchmark,redis-cli}'
+# The sidecar selects the clients by executable (and by no port: empty is unset); they start
+# after a pause in a shell that then becomes the client (same pid), so that discovery has
+# selected it before it connects.
+# lib.sh's start_sidecar selects $port first; the empty value given after it wins.
+port=
+select_clients=(OTEL_EBPF_OPEN_PORT= "OTEL_EBPF_AUTO_TARGET_EXE=*/{bash,pgbench,redis-benchmark,redis-cli}")
 in_pod() { nsenter --target="$pod" --pid --mount -- bash -c "sleep 1; exec $*"; }
 
 # run_pgbench: prints "tps transactions".
@@ -47,7 +49,9 @@ run_pgbench() {
 run_redis() {
   in_pod redis-benchmark -p "$redis_port" -P 16 -c 8 -t get -n "$REDIS_REQUESTS" -q \
     >"$work/redis.out" 2>&1
-  awk -v n="$REDIS_REQUESTS" '/requests per second/ {print $2, n}' "$work/redis.out" | tr -d '\r'
+  # Progress lines end in a carriage return; the last line has the total.
+  tr '\r' '\n' <"$work/redis.out" |
+    awk -v n="$REDIS_REQUESTS" '/requests per second/ {rps=$2} END {print rps, n}'
 }
 
 # measure BENCH [sidecar|none]: sets $ops (per second) and, with the sidecar, $cpu (sidecar us
@@ -55,7 +59,7 @@ run_redis() {
 measure() {
   local before after total
   if [ "$2" = sidecar ]; then
-    start_sidecar OTEL_EBPF_AUTO_TARGET_EXE="$clients"
+    start_sidecar "${select_clients[@]}"
     before=$(cpu_ticks "$sidecar_pid")
   fi
   read -r ops total < <("run_$1")
@@ -81,7 +85,7 @@ for round in $(seq "$ROUNDS"); do
 done
 
 # Paced runs, printing every span: each statement or command must be one span.
-start_sidecar OTEL_EBPF_AUTO_TARGET_EXE="$clients" OTEL_EBPF_TRACE_PRINTER=json
+start_sidecar "${select_clients[@]}" OTEL_EBPF_TRACE_PRINTER=json
 read -r _ paced_pg < <(run_pgbench -R 2000)
 in_pod redis-cli -p "$redis_port" -r 5000 -i 0.0002 INCR paced >/dev/null
 sleep 2
