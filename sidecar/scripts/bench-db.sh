@@ -13,7 +13,7 @@ ROUNDS=${ROUNDS:-6}
 SECONDS_PER_RUN=${SECONDS_PER_RUN:-5}
 REDIS_REQUESTS=${REDIS_REQUESTS:-300000}
 
-# shellcheck source=lib.sh
+# shellcheck source=SCRIPTDIR/lib.sh
 . "$here/lib.sh"
 
 read -r pg_port redis_port < <(free_ports 2)

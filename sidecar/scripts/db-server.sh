@@ -15,7 +15,7 @@ mkdir -p "$dir"
 
 case "$kind" in
 postgres)
-    bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n1)
+    bin=$(printf '%s\n' /usr/lib/postgresql/*/bin | sort -V | tail -n1)
     # PostgreSQL refuses to run as root: its files and process belong to `postgres`.
     chown postgres: "$dir"
     as_postgres=(setpriv --reuid=postgres --regid=postgres --init-groups --)

@@ -360,6 +360,28 @@ mod tests {
     }
 
     #[test]
+    fn prometheus_series() {
+        use crate::telemetry::metrics::{PrometheusMetrics, SelfMetrics};
+        let prometheus = PrometheusMetrics::new(&SelfMetrics::default(), &HISTOGRAMS);
+        let call = sql_call(DbSystem::Postgresql, "SELECT * FROM users", DbOutcome::Ok);
+        let client = facts(SpanKind::Client, call, false);
+        let attributes = client.metric_attributes();
+        client.measurements(&mut |def, value| {
+            prometheus.record(def, value, &attributes, "shop", "app");
+        });
+        let text = prometheus.encode();
+        let labels = r#"service_name="shop",k8s_container_name="app",db_system_name="postgresql",db_operation_name="SELECT",db_collection_name="users",db_namespace="shop",error_type="""#;
+        for line in [
+            "# TYPE db_client_operation_duration_seconds histogram".to_owned(),
+            format!("db_client_operation_duration_seconds_count{{{labels}}} 1"),
+            format!("db_client_operation_duration_seconds_bucket{{le=\"0.005\",{labels}}} 1"),
+            "# TYPE db_server_operation_duration_seconds histogram".to_owned(),
+        ] {
+            assert!(text.contains(&line), "{line}\n{text}");
+        }
+    }
+
+    #[test]
     fn span_attributes_fit_the_space_reserved_for_them() {
         let call = sql_call(
             DbSystem::Postgresql,
