@@ -397,9 +397,16 @@ async fn redis_client_and_server_spans() {
         );
     }
 
-    // redis-cli: its first command follows a COMMAND DOCS answer larger than the capture.
-    let code = run_in_pod(&mut pod, "redis-cli", &format!("redis-cli -p {port} PING"));
+    // redis-cli: a command repeated on one connection.
+    let code = run_in_pod(
+        &mut pod,
+        "redis-cli",
+        &format!("redis-cli -p {port} -r 3 INCR cli"),
+    );
     assert_eq!(code, 0);
+    let spans = spans_where(&receiver, 3, |s| is_db(s, "redis") && s.name == "INCR").await;
+    assert_eq!(spans.len(), 3);
+    assert!(spans.iter().all(|s| !is_error(s)));
     drop(pod);
 
     // Redis as the pod's database: SERVER spans.

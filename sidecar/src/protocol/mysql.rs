@@ -414,7 +414,9 @@ impl Conn {
                 let text = Self::query_text(body);
                 let statement = text_of(text, MAX_TEXT);
                 let statement = (statement.0, statement.1 || truncated);
-                let trace = cx.start_trace(message.tid, None);
+                // The text is sent each time: a context in its comment is current.
+                let propagated = sql::comment_traceparent(&statement.0);
+                let trace = cx.start_trace(message.tid, propagated);
                 let command = Command::Statement {
                     statement: Some(statement),
                     trace,

@@ -21,7 +21,7 @@ use super::db::{DbCall, DbOutcome, DbSystem, text_of};
 use super::frames::{Input, Layout, Message, Next, Reader};
 use super::sql::{self, Dialect};
 use super::{Context, Detection, Exchange, Parser, Protocol, Side, Verdict};
-use crate::connection::context::TraceContext;
+use crate::connection::context::{TraceContext, TraceParent};
 use crate::connection::stream::Chunk;
 use crate::transaction::Facts;
 
@@ -332,7 +332,7 @@ fn read_client(
             b'B' => conn.on_bind(body),
             b'E' => {
                 let statement = cstr(body).and_then(|(portal, _)| conn.portal(portal));
-                conn.push(statement, start_ns, tid, cx);
+                conn.push(statement, None, start_ns, tid, cx);
             }
             b'S' => conn.end_client_batch(),
             b'C' => conn.on_close(body),
@@ -436,6 +436,8 @@ impl Conn {
         let text = cstr(body).map_or(body, |(text, _)| text);
         let truncated = !whole || text.len() > MAX_TEXT;
         let (text, _) = text_of(text, MAX_TEXT);
+        // A simple query's text is sent each time: a context in its comment is current.
+        let propagated = sql::comment_traceparent(&text);
         let statements = sql::statements(&text, Dialect::Postgres);
         let count = statements.len();
         if count == 1 && statements[0].len() == text.len() {
@@ -444,14 +446,14 @@ impl Conn {
                 text: text.clone(),
                 truncated,
             };
-            self.push(Some(statement), start_ns, tid, cx);
+            self.push(Some(statement), propagated, start_ns, tid, cx);
         } else {
             for (i, statement) in statements.into_iter().enumerate() {
                 let statement = Statement {
                     text: Arc::from(statement),
                     truncated: truncated && i + 1 == count,
                 };
-                self.push(Some(statement), start_ns, tid, cx);
+                self.push(Some(statement), propagated, start_ns, tid, cx);
             }
         }
         self.last_request = Some((start_ns, tid));
@@ -524,10 +526,11 @@ impl Conn {
             .and_then(|(_, s)| s.clone())
     }
 
-    /// An execution request: its exchange starts.
+    /// An execution request: its exchange starts, continuing the context the client carried.
     fn push(
         &mut self,
         statement: Option<Statement>,
+        propagated: Option<TraceParent>,
         start_ns: u64,
         tid: Option<u32>,
         cx: &mut Context<'_>,
@@ -537,7 +540,7 @@ impl Conn {
         {
             cx.drop_exchange(dropped.tid, &dropped.trace);
         }
-        let trace = cx.start_trace(tid, None);
+        let trace = cx.start_trace(tid, propagated);
         self.pending.push_back(Pending {
             statement,
             batch: self.client_batch,

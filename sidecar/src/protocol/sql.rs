@@ -8,6 +8,8 @@
 //! only needs the first keywords of a statement, never a syntax tree; it never fails, and on text
 //! it does not understand it says less rather than something wrong.
 
+use crate::connection::context::{TraceParent, parse_traceparent};
+
 /// The quoting and comment rules that differ between servers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Dialect {
@@ -591,6 +593,19 @@ pub fn sanitize(text: &str, dialect: Dialect) -> String {
     out
 }
 
+/// A W3C `traceparent` the client put in a comment of the statement, as sqlcommenter does
+/// (`/*traceparent='00-...-01'*/`): the context it carried to the server. Only a statement whose
+/// text is sent with each execution carries a current one.
+pub fn comment_traceparent(text: &str) -> Option<TraceParent> {
+    const KEY: &str = "traceparent='";
+    let at = text.find(KEY)?;
+    if !text[..at].contains("/*") {
+        return None;
+    }
+    let value = text.get(at + KEY.len()..)?.split('\'').next()?;
+    parse_traceparent(value.as_bytes())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -798,6 +813,22 @@ mod tests {
             ),
             "SELECT ?, `col` FROM t WHERE a = ?"
         );
+    }
+
+    #[test]
+    fn traceparent_in_a_comment() {
+        let value = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let text = format!("SELECT 1 /*traceparent='{value}'*/");
+        let found =
+            comment_traceparent(&text).map(|tp| (tp.trace_id[0], tp.parent_id[7], tp.sampled));
+        assert_eq!(found, Some((0x4b, 0xb7, true)));
+        for text in [
+            format!("SELECT 'traceparent={value}'"),
+            "SELECT 1 /*traceparent='00-bad'*/".to_owned(),
+            "SELECT 1".to_owned(),
+        ] {
+            assert!(comment_traceparent(&text).is_none(), "{text}");
+        }
     }
 
     #[test]

@@ -470,3 +470,25 @@ fn golden_captures() {
         sweep(&records, Role::Client);
     }
 }
+
+#[test]
+fn context_carried_in_a_comment_is_continued() {
+    let mut records = handshake();
+    records.extend([
+        (
+            true,
+            query("SELECT 1 /*traceparent='00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01'*/"),
+        ),
+        (false, cat(&[complete("SELECT 1"), ready()])),
+        (true, query("SELECT 2")),
+        (false, cat(&[complete("SELECT 1"), ready()])),
+    ]);
+    let txs = replay(&records, Role::Server, None);
+    assert_eq!(txs.len(), 2);
+    assert_eq!(txs[0].trace.trace_id[..2], [0x4b, 0xf9]);
+    assert_eq!(
+        txs[0].trace.parent_span_id,
+        Some([0x00, 0xf0, 0x67, 0xaa, 0x0b, 0xa9, 0x02, 0xb7])
+    );
+    assert_eq!(txs[1].trace.parent_span_id, None);
+}
