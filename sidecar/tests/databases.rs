@@ -239,6 +239,15 @@ async fn postgres_connection_opened_before_the_sidecar_and_server_side_spans() {
         .collect();
     assert_eq!(server_side.len(), 1, "{spans:#?}");
     assert_eq!(server_side[0].kind, SpanKind::Server as i32);
+    // The client carried its context in a comment: the SERVER span continues it.
+    assert_eq!(
+        hex::encode(&server_side[0].trace_id),
+        "4bf92f3577b34da6a3ce929d0e0e4736"
+    );
+    assert_eq!(
+        hex::encode(&server_side[0].parent_span_id),
+        "00f067aa0ba902b7"
+    );
     assert_eq!(
         int_attribute(&server_side[0].attributes, "server.port"),
         Some(i64::from(port))

@@ -6,7 +6,7 @@ selects this process before it connects, then makes a known set of calls and exi
 pg-params      psycopg: server-side parameters, a prepared statement, pipeline mode, an error
 pg-hold        psycopg: connects, writes DIR/ready, waits for DIR/go, then runs one query
 pg-slow        psycopg: connects, waits 1.5 s (for a server-side sidecar to find the backend),
-               runs one query
+               runs one query carrying a traceparent in a comment
 pymysql        PyMySQL (text protocol): queries, an error, select_db
 connector      mysql-connector-python, cursor(prepared=True): two executions and an error
 redis-py       redis-py: a MULTI/EXEC pipeline, SELECT 2, an error
@@ -51,7 +51,9 @@ def pg_hold(port, directory):
 def pg_slow(port):
     with pg(port) as conn:
         time.sleep(1.5)
-        conn.execute("SELECT 7 AS server_side")
+        # The context a client carries in a comment (as sqlcommenter does).
+        conn.execute("SELECT 7 AS server_side "
+                     "/*traceparent='00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01'*/")
 
 
 def pymysql_text(port):
