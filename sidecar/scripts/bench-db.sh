@@ -28,7 +28,7 @@ wait_port "$redis_port"
 export PGPASSWORD=test
 pgbench -i -q -s 2 -h 127.0.0.1 -p "$pg_port" -U test shop >/dev/null 2>&1
 # Stop PostgreSQL cleanly (its backends end with it) before lib.sh's cleanup kills the rest.
-trap 'kill -INT "$pg_pid" 2>/dev/null; wait "$pg_pid" 2>/dev/null; cleanup' EXIT
+trap 'kill -INT "$pg_pid" 2>/dev/null || true; wait "$pg_pid" 2>/dev/null || true; cleanup' EXIT
 
 new_namespace; pod=$ns_init
 # The sidecar selects the clients by executable (and by no port: empty is unset); they start

@@ -65,9 +65,10 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        // A fast shutdown first (PostgreSQL's backends end with their postmaster), then a kill.
+        // A clean shutdown first (PostgreSQL's backends end with their postmaster; the clients
+        // are gone by now), then a kill.
         // SAFETY: plain kill(2) on a process we started.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         let deadline = Instant::now() + Duration::from_secs(15);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
