@@ -54,12 +54,19 @@ run_redis() {
     awk -v n="$REDIS_REQUESTS" '/requests per second/ {rps=$2} END {print rps, n}'
 }
 
+# start: the sidecar selecting the clients, with extra ENV=VALUE; the last run's log goes first,
+# or lib.sh's wait for "capturing" could read it before the new sidecar truncates it.
+start() {
+  rm -f "$work/sidecar.err"
+  start_sidecar "${select_clients[@]}" "$@"
+}
+
 # measure BENCH [sidecar|none]: sets $ops (per second) and, with the sidecar, $cpu (sidecar us
 # per operation).
 measure() {
   local before after total
   if [ "$2" = sidecar ]; then
-    start_sidecar "${select_clients[@]}"
+    start
     before=$(cpu_ticks "$sidecar_pid")
   fi
   read -r ops total < <("run_$1")
@@ -85,7 +92,7 @@ for round in $(seq "$ROUNDS"); do
 done
 
 # Paced runs, printing every span: each statement or command must be one span.
-start_sidecar "${select_clients[@]}" OTEL_EBPF_TRACE_PRINTER=json
+start OTEL_EBPF_TRACE_PRINTER=json
 read -r _ paced_pg < <(run_pgbench -R 2000)
 in_pod redis-cli -p "$redis_port" -r 5000 -i 0.0002 INCR paced >/dev/null
 sleep 2
