@@ -20,5 +20,6 @@ fuzz_target!(|text: &str| {
             assert!(text.contains(statement));
         }
         let _ = sql::starts_with_operation(text.as_bytes(), dialect);
+        let _ = sql::comment_traceparent(text);
     }
 });
