@@ -238,6 +238,9 @@ pub struct Config {
     /// `OTEL_EBPF_HTTP_INCLUDE_QUERY`: export query strings (`url.query`, in `url.full`).
     /// Off by default: query strings often carry secrets.
     pub include_url_query: bool,
+    /// `OTEL_EBPF_DB_INCLUDE_QUERY_TEXT`: export statement text (`db.query.text`), with its
+    /// literals replaced by `?`. Off by default: statements may still say more than they should.
+    pub include_db_query_text: bool,
 }
 
 /// The raw variables, picked from the environment by envy (field names are the lowercased
@@ -283,6 +286,7 @@ struct RawVars {
     otel_ebpf_routes_patterns: Option<String>,
     otel_ebpf_routes_unmatched: Option<String>,
     otel_ebpf_http_include_query: Option<String>,
+    otel_ebpf_db_include_query_text: Option<String>,
 }
 
 /// A variable's value, with empty values treated as unset.
@@ -754,6 +758,12 @@ impl Config {
             parse_bool,
         )?
         .unwrap_or(false);
+        let include_db_query_text = parse_with(
+            "OTEL_EBPF_DB_INCLUDE_QUERY_TEXT",
+            &raw.otel_ebpf_db_include_query_text,
+            parse_bool,
+        )?
+        .unwrap_or(false);
 
         Ok(Self {
             open_ports,
@@ -775,6 +785,7 @@ impl Config {
             batch,
             routes: RouteMatcher::new(patterns, unmatched),
             include_url_query,
+            include_db_query_text,
         })
     }
 }
@@ -831,6 +842,7 @@ mod tests {
         );
         assert_eq!(config.routes, RouteMatcher::default());
         assert!(!config.include_url_query);
+        assert!(!config.include_db_query_text);
     }
 
     #[test]
@@ -881,6 +893,7 @@ mod tests {
             ("OTEL_EBPF_ROUTES_PATTERNS", "/users/{id},/items/:id"),
             ("OTEL_EBPF_ROUTES_UNMATCHED", "path"),
             ("OTEL_EBPF_HTTP_INCLUDE_QUERY", "true"),
+            ("OTEL_EBPF_DB_INCLUDE_QUERY_TEXT", "true"),
         ]);
         assert!(config.open_ports.as_ref().is_some_and(|p| p.contains(9005)));
         assert!(
@@ -911,6 +924,7 @@ mod tests {
             Some("/other/7")
         );
         assert!(config.include_url_query);
+        assert!(config.include_db_query_text);
     }
 
     #[test]

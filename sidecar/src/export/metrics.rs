@@ -80,7 +80,7 @@ fn pipeline_metrics(pipeline: &Pipeline, delta: bool, now: u64) -> Vec<Metric> {
         table.created_unix_nano()
     };
     let mut metrics = Vec::new();
-    for &def in &HISTOGRAMS {
+    for &def in HISTOGRAMS.iter() {
         let mut data_points = Vec::new();
         let mut add = |point: Point<'_>| data_points.push(histogram_point(&point, start, now));
         if delta {

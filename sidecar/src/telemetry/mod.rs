@@ -46,12 +46,14 @@ use crate::transaction::{Facts, SpanKind, Transaction};
 use crate::{Error, Result};
 
 pub mod attributes;
+pub mod db;
 pub mod http;
 pub mod metrics;
 pub mod route;
 pub mod spans;
 
 use attributes::Attributes;
+use db::DbFacts;
 use http::HttpFacts;
 use metrics::{HistogramDef, SelfMetrics, SeriesTable};
 use route::RouteMatcher;
@@ -154,6 +156,7 @@ impl Pipelines {
 struct Shared {
     routes: RouteMatcher,
     include_url_query: bool,
+    include_db_query_text: bool,
     service_name: Option<String>,
     resource_attributes: Vec<(String, String)>,
     sampler: TraceSampler,
@@ -169,7 +172,8 @@ struct Shared {
 }
 
 /// Every histogram a protocol's mapping records into.
-pub(crate) static HISTOGRAMS: [&HistogramDef; 6] = http::HISTOGRAMS;
+pub(crate) static HISTOGRAMS: std::sync::LazyLock<Vec<&'static HistogramDef>> =
+    std::sync::LazyLock::new(|| [&http::HISTOGRAMS[..], &db::HISTOGRAMS[..]].concat());
 
 /// What a protocol's mapping provides: a transaction's facts in the terms of the semantic
 /// conventions, derived once, from which its span and its metric measurements are made.
@@ -195,6 +199,7 @@ pub trait Semantics {
 #[derive(Debug)]
 enum Mapped<'a> {
     Http(HttpFacts<'a>),
+    Db(DbFacts),
 }
 
 impl<'a> Mapped<'a> {
@@ -207,6 +212,7 @@ impl<'a> Mapped<'a> {
                 shared.include_url_query,
                 scratch,
             )),
+            Facts::Db(call) => Mapped::Db(DbFacts::new(tx, call, shared.include_db_query_text)),
         }
     }
 }
@@ -215,30 +221,35 @@ impl Semantics for Mapped<'_> {
     fn span_name(&self, name: &mut String) {
         match self {
             Mapped::Http(facts) => facts.span_name(name),
+            Mapped::Db(facts) => facts.span_name(name),
         }
     }
 
     fn span_status(&self) -> Status {
         match self {
             Mapped::Http(facts) => facts.span_status(),
+            Mapped::Db(facts) => facts.span_status(),
         }
     }
 
     fn metric_attributes(&self, attributes: &mut dyn Attributes) {
         match self {
             Mapped::Http(facts) => facts.metric_attributes(attributes),
+            Mapped::Db(facts) => facts.metric_attributes(attributes),
         }
     }
 
     fn measurements(&self, record: &mut dyn FnMut(&'static HistogramDef, f64)) {
         match self {
             Mapped::Http(facts) => facts.measurements(record),
+            Mapped::Db(facts) => facts.measurements(record),
         }
     }
 
     fn span_attributes(&self, attributes: &mut dyn Attributes) {
         match self {
             Mapped::Http(facts) => facts.span_attributes(attributes),
+            Mapped::Db(facts) => facts.span_attributes(attributes),
         }
     }
 }
@@ -425,6 +436,7 @@ impl Telemetry {
         let shared = Arc::new(Shared {
             routes: config.routes.clone(),
             include_url_query: config.include_url_query,
+            include_db_query_text: config.include_db_query_text,
             service_name: config.service_name.clone(),
             resource_attributes: config.resource_attributes.clone(),
             sampler: config.sampler,
