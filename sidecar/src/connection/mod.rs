@@ -177,6 +177,7 @@ impl Conn {
             conn: self.serial,
             local: self.local,
             peer: self.peer,
+            from_start: self.from_start,
             traces: shared.traces,
             out: shared.out,
             discarded: &mut shared.stats.discarded_requests,
