@@ -45,7 +45,12 @@ fn main() -> ExitCode {
         Err(error) => {
             tracing::error!("{error}");
             eprintln!("obi-sidecar: {error}");
-            ExitCode::FAILURE
+            // A forced capture mode that cannot run is a configuration error, as above.
+            if matches!(error, obi_sidecar::Error::CaptureModeUnavailable { .. }) {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }

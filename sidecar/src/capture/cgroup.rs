@@ -318,6 +318,16 @@ impl PodHooks {
         changes
     }
 
+    /// Whether a process's container could not be attached (or not even reached), as of the
+    /// last [`PodHooks::sync`]: its traffic is not captured by these hooks.
+    pub fn refused(&self, pid: u32) -> bool {
+        self.unreachable.contains(&pid)
+            || self
+                .cgroup_of
+                .get(&pid)
+                .is_some_and(|cgroup| self.refused.contains(cgroup))
+    }
+
     /// The containers attached now.
     pub fn containers(&self) -> impl Iterator<Item = &Container> {
         self.attached.values().map(|attached| &attached.container)

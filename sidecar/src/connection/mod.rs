@@ -205,7 +205,9 @@ impl Conn {
         {
             // Before the parser sees the response, which may complete its exchange: the thread
             // that writes it is the one that served the request.
-            shared.traces.thread_writes(self.serial, pid, tid, shared.out);
+            shared
+                .traces
+                .thread_writes(self.serial, pid, tid, shared.out);
         }
         let sender = self.sender(direction);
         if let State::Detecting { chunks } = &mut self.state {

@@ -143,9 +143,7 @@ impl Segments {
                     timestamp_ns,
                     tid: task.map(|t| t.tid),
                 };
-                self.segment(
-                    cookie, direction, segment, flags, task, sockets, conns, out,
-                );
+                self.segment(cookie, direction, segment, flags, task, sockets, conns, out);
             }
             PodEvent::Closed { connection } => {
                 let key = ConnKey::Socket(connection.cookie);
@@ -232,7 +230,10 @@ impl Segments {
         );
     }
 
-    #[allow(clippy::too_many_arguments, reason = "one segment's fields, passed on as they are")]
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "one segment's fields, passed on as they are"
+    )]
     fn segment(
         &mut self,
         cookie: u64,
