@@ -22,7 +22,7 @@ use std::{
 };
 
 use aya::{
-    Ebpf, EbpfLoader,
+    Ebpf,
     maps::{MapData, PerCpuArray, RingBuf},
     programs::{
         CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, ProgramError, SockOps,
@@ -167,8 +167,7 @@ impl PodHooks {
             return Err(setup(Error::InvalidRingBufferSize(ring)));
         }
         let pidns = config.pid_namespace;
-        let mut ebpf = EbpfLoader::new()
-            .btf(None)
+        let mut ebpf = super::loader_without_kernel_btf()
             .override_global(names::PIDNS_DEV, &pidns.dev, true)
             .override_global(names::PIDNS_INO, &pidns.ino, true)
             .override_global(
