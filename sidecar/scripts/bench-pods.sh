@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# `make bench`, what a sidecar costs the pods beside it, in both capture modes. N = 0, 1, 4, 8, 16
+# `make bench`, what a sidecar costs the pods beside it, in both capture modes. N = 1, 4, 8, 16
 # realistic pods (lib.sh: new_pod, in_container), each an nginx that its sidecar instruments (one
 # worker, idle) and that sidecar in a container of its own, beside an uninstrumented nginx under
-# wrk: its throughput with N pods over its throughput with none, per mode, the modes interleaved
-# and their order swapped every round. Then an instrumented pod's own cost: its nginx under wrk
+# wrk: its throughput with the N sidecars over its throughput without them (N = 0), per mode; at
+# each level the three runs come one after another in an order that rotates. Then an instrumented pod's own cost: its nginx under wrk
 # without its sidecar, with it in tracepoint mode, with it in pod-scoped mode (rotated per
 # round), with the sidecar's CPU per request and peak RSS (VmHWM) in each mode.
 set -euo pipefail
@@ -61,21 +61,29 @@ stop_pod_sidecars() {
   sidecar_pids=()
 }
 
-# neighbour rps by mode and level: lines "mode round level rps" in $work/neighbour.txt.
+# The neighbour's rps by variant and level: lines "variant round level rps" in
+# $work/neighbour.txt. At each level, without instrumented pods' sidecars ("base"), with N in
+# tracepoint mode and with N in pod-scoped mode, in an order that rotates, so each ratio pairs
+# runs a few seconds apart.
 : > "$work/neighbour.txt"
-ramp() {
-  local mode=$1 round=$2 level running=0
-  for level in "${LEVELS[@]}"; do
-    while [ "$running" -lt "$level" ]; do start_pod_sidecar "$running" "$mode"; running=$((running + 1)); done
-    read -r rps _ _ < <(run_wrk)
-    echo "$mode $round $level $rps" >> "$work/neighbour.txt"
-    printf '%-6s %-12s %4s pods %10s req/s\n' "$round" "$mode" "$level" "$rps"
-  done
+measure_level() {
+  local variant=$1 round=$2 level=$3 i
+  if [ "$variant" != base ]; then
+    for (( i = 0; i < level; i++ )); do start_pod_sidecar "$i" "$variant"; done
+  fi
+  read -r rps _ _ < <(run_wrk)
   stop_pod_sidecars
+  echo "$variant $round $level $rps" >> "$work/neighbour.txt"
+  printf '%-6s %-12s %4s pods %10s req/s\n' "$round" "$variant" "$level" "$rps"
 }
-modes=(tracepoints pod)
+variants=(base tracepoints pod)
+turn=0
 for round in $(seq "$ROUNDS"); do
-  for i in 0 1; do ramp "${modes[$(( (i + round) % 2 ))]}" "$round"; done
+  for level in "${LEVELS[@]}"; do
+    [ "$level" -eq 0 ] && continue
+    turn=$((turn + 1))
+    for i in 0 1 2; do measure_level "${variants[$(( (i + turn) % 3 ))]}" "$round" "$level"; done
+  done
 done
 
 # The instrumented pod's own cost: pod 0's nginx under wrk.
@@ -121,14 +129,16 @@ def cell(ratios):
     return f"({min(ratios):.2f}-{max(ratios):.2f}) {st.median(ratios):.3f}"
 
 print()
-print("neighbour nginx throughput with N instrumented pods / with none, paired within each ramp")
+print("neighbour nginx throughput with N instrumented pods' sidecars / without, paired within each round")
 print("(median over rounds, lowest-highest round before it)")
 print(f"{'pods':<6}" + "".join(f"{m:>26}" for m in ("tracepoints", "pod")))
 ratio_at = {}
 for level in levels:
+    if level == 0:
+        continue
     row = f"{level:<6}"
     for mode in ("tracepoints", "pod"):
-        base, runs = neighbour[(mode, 0)], neighbour[(mode, level)]
+        base, runs = neighbour[("base", level)], neighbour[(mode, level)]
         ratios = [runs[r] / base[r] for r in runs]
         ratio_at[(mode, level)] = st.median(ratios)
         row += f"{cell(ratios):>26}"
