@@ -6,9 +6,18 @@
 
 work=$(mktemp -d)
 pids=()
+# Cgroup directories made by new_pod and in_container, parents first.
+cgroups=()
 cleanup() {
   for pid in "${pids[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
+  local i
+  for (( i = ${#cgroups[@]} - 1; i >= 0; i-- )); do
+    echo 1 > "${cgroups[$i]}/cgroup.kill" 2>/dev/null || true
+  done
   wait 2>/dev/null || true
+  for (( i = ${#cgroups[@]} - 1; i >= 0; i-- )); do
+    for _ in $(seq 50); do rmdir "${cgroups[$i]}" 2>/dev/null && break; sleep 0.05; done
+  done
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -36,6 +45,56 @@ new_namespace() {
     sleep 0.05
   done
   echo "a PID namespace did not start" >&2; return 1
+}
+
+# --- Realistic pods, as tests/support/pod.rs makes them: a PID namespace whose init is a
+# `pause` container, and containers that each have a cgroup v2 directory of their own, a cgroup
+# namespace rooted there and cgroup2 mounted at /sys/fs/cgroup in their mount namespace.
+
+cgroup2_root=$(awk '$9 == "cgroup2" {print $5; exit}' FS=' ' /proc/self/mountinfo)
+
+# new_pod NAME: sets $pod_init (the pause process, pid 1 inside) and $pod_cgroup.
+new_pod() {
+  pod_cgroup="$cgroup2_root/obi-bench-$$-$1"
+  mkdir "$pod_cgroup" "$pod_cgroup/pause"
+  cgroups+=("$pod_cgroup" "$pod_cgroup/pause")
+  sh -c "echo \$\$ > $pod_cgroup/pause/cgroup.procs && exec unshare --pid --fork --mount-proc \
+    --cgroup --propagation private -- sh -c 'mount -t cgroup2 cgroup2 /sys/fs/cgroup && exec sleep 3600'" \
+    </dev/null >/dev/null 2>&1 &
+  local outer=$!
+  pids+=("$outer")
+  pod_init=
+  for _ in $(seq 100); do
+    pod_init=$(awk '{print $1}' "/proc/$outer/task/$outer/children" 2>/dev/null || true)
+    if [ -n "$pod_init" ] && [ "$(cat "/proc/$pod_init/comm" 2>/dev/null)" = sleep ]; then
+      pids+=("$pod_init"); return 0
+    fi
+    sleep 0.05
+  done
+  echo "a pod did not start" >&2; return 1
+}
+
+# in_container POD_INIT POD_CGROUP NAME LOG COMMAND...: COMMAND as the process of a new container
+# NAME of the pod, in the background, its output in LOG(.out|.err); sets $container_nsenter,
+# whose child is COMMAND.
+in_container() {
+  local init=$1 cg="$2/$3" log=$4
+  shift 4
+  mkdir "$cg"
+  cgroups+=("$cg")
+  sh -c "echo \$\$ > $cg/cgroup.procs && exec nsenter --target=$init --pid --mount -- \
+    unshare --cgroup --mount --propagation private -- \
+    sh -c 'umount /sys/fs/cgroup 2>/dev/null; mount -t cgroup2 cgroup2 /sys/fs/cgroup && exec \"\$@\"' sh \"\$@\"" \
+    sh "$@" </dev/null >"$log.out" 2>"$log.err" &
+  container_nsenter=$!
+  pids+=("$container_nsenter")
+}
+
+# nginx_conf NAME PORT: writes nginx.conf for PORT under $work/NAME and prints its path.
+nginx_conf() {
+  mkdir -p "$work/$1"
+  sed -e "s#PORT#$2#g" -e "s#DIR#$work/$1#g" "$root/sidecar/tests/servers/nginx.conf.in" > "$work/$1/nginx.conf"
+  echo "$work/$1/nginx.conf"
 }
 
 # start_nginx NAMESPACE_INIT NAME PORT: nginx from tests/servers/nginx.conf.in, inside the namespace.

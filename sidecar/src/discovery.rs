@@ -381,6 +381,8 @@ fn proc_entry(entry: TcpNetEntry, states: States) -> Option<TcpSocket> {
         || (states == States::ListeningAndEstablished && entry.state == TcpState::Established);
     wanted.then_some(TcpSocket {
         inode: entry.inode,
+        // /proc does not show cookies; only the pod-scoped mode needs them, from sock_diag.
+        cookie: 0,
         local: entry.local_address,
         peer: entry.remote_address,
         listening,

@@ -5,11 +5,11 @@ use std::{io::IsTerminal, process::ExitCode};
 use obi_sidecar::config::Config;
 
 fn main() -> ExitCode {
-    // Start-up parses the kernel's BTF twice (aya's loader, then the attach), each a few MiB
-    // freed right after. glibc raises its mmap threshold when such blocks are freed, so the
-    // second parse would land on the heap beside the first one's leftovers; a fixed threshold
-    // keeps large blocks in their own mappings, returned to the kernel when freed, and the
-    // peak RSS at the size of one parse.
+    // Start-up may parse the kernel's BTF more than once (aya's loader where Landlock cannot
+    // stop it, then the tracepoints' attach), each a few MiB freed right after. glibc raises its
+    // mmap threshold when such blocks are freed, so a second parse would land on the heap beside
+    // the first one's leftovers; a fixed threshold keeps large blocks in their own mappings,
+    // returned to the kernel when freed, and the peak RSS at the size of one parse.
     // SAFETY: mallopt only changes allocator tuning; called before any thread starts.
     unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024) };
     let config = match Config::from_env() {
@@ -45,7 +45,12 @@ fn main() -> ExitCode {
         Err(error) => {
             tracing::error!("{error}");
             eprintln!("obi-sidecar: {error}");
-            ExitCode::FAILURE
+            // A forced capture mode that cannot run is a configuration error, as above.
+            if matches!(error, obi_sidecar::Error::CaptureModeUnavailable { .. }) {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }

@@ -21,6 +21,8 @@ use netlink_sys::{Socket, SocketAddr as NetlinkAddr, protocols::NETLINK_SOCK_DIA
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TcpSocket {
     pub inode: u64,
+    /// The socket cookie, as `bpf_get_socket_cookie` gives it.
+    pub cookie: u64,
     pub local: SocketAddr,
     pub peer: SocketAddr,
     pub listening: bool,
@@ -113,8 +115,15 @@ impl SockDiag {
                     NetlinkPayload::InnerMessage(SockDiagMessage::InetResponse(response)) => {
                         let header = &response.header;
                         let id = &header.socket_id;
+                        // Two u32 halves, low first, each in host order.
+                        let half = |at: usize| {
+                            let mut word = [0; 4];
+                            word.copy_from_slice(id.cookie.get(at..at + 4).unwrap_or(&[0; 4]));
+                            u64::from(u32::from_ne_bytes(word))
+                        };
                         out.push(TcpSocket {
                             inode: u64::from(header.inode),
+                            cookie: half(0) | (half(4) << 32),
                             local: SocketAddr::new(id.source_address, id.source_port),
                             peer: SocketAddr::new(id.destination_address, id.destination_port),
                             listening: header.state == TCP_LISTEN,
@@ -147,6 +156,24 @@ mod tests {
             .unwrap()
     }
 
+    /// The socket's cookie as `SO_COOKIE` gives it (the id BPF programs see).
+    fn cookie_of(fd: i32) -> u64 {
+        let mut cookie = 0u64;
+        let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
+        // SAFETY: getsockopt writes at most `len` bytes into the u64 we own.
+        let rc = unsafe {
+            libc::getsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_COOKIE,
+                (&raw mut cookie).cast(),
+                &mut len,
+            )
+        };
+        assert_eq!(rc, 0, "SO_COOKIE: {}", io::Error::last_os_error());
+        cookie
+    }
+
     #[test]
     fn dumps_listeners_alone_or_with_connections() {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -171,6 +198,7 @@ mod tests {
         let all = diag.tcp(States::ListeningAndEstablished).unwrap();
         let accepted = find(&all, server.as_raw_fd()).expect("the accepted connection");
         assert!(!accepted.listening);
+        assert_eq!(accepted.cookie, cookie_of(server.as_raw_fd()));
         assert_eq!(accepted.local, server.local_addr().unwrap());
         assert_eq!(accepted.peer, client.local_addr().unwrap());
         assert!(find(&all, listener.as_raw_fd()).is_some());

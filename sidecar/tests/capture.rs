@@ -1,6 +1,15 @@
 //! The sidecar end to end on a real kernel: real servers (python http.server, nginx) and clients
 //! (curl, h2load, wrk) in PID namespaces standing in for pods, spans exported over OTLP to a real
-//! receiver that decodes protobuf. Needs root; CI runs as root.
+//! receiver that decodes protobuf. Each test runs in both capture modes (`tracepoints::` and
+//! `pod_scoped::`, see [`in_both_modes`]), in realistic pods in the pod-scoped one. Needs root; CI
+//! runs as root.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests (run through in_both_modes, so outside #[test] functions): failing loudly is \
+              their job"
+)]
 
 #[path = "support/otlp.rs"]
 mod otlp;
@@ -13,12 +22,12 @@ use std::{collections::HashSet, time::Duration};
 
 use opentelemetry_proto::tonic::trace::v1::{Span, span::SpanKind, status::StatusCode};
 use otlp::OtlpReceiver;
-use pod::{Pod, free_port, free_ports, run};
+use pod::{Mode, Pod, free_port, free_ports, run};
 use sidecar::*;
 
 /// A pod running `app.py` on a fresh port and a sidecar selecting that port, with `extra` env.
-fn app_pod(receiver: &OtlpReceiver, extra: &[(&'static str, String)]) -> (Pod, u16) {
-    let mut pod = Pod::new();
+fn app_pod(mode: Mode, receiver: &OtlpReceiver, extra: &[(&'static str, String)]) -> (Pod, u16) {
+    let mut pod = Pod::with_mode(mode);
     let port = free_port();
     pod.start_app("app", port);
     let mut env = vec![("OTEL_EBPF_OPEN_PORT", port.to_string())];
@@ -37,10 +46,10 @@ async fn one_request_makes_one_server_span(receiver: &OtlpReceiver, port: u16) {
     assert_eq!(server_spans_on_port(&spans, port).len(), 1);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn python_server_methods_statuses_and_keep_alive() {
+async fn python_server_methods_statuses_and_keep_alive(mode: Mode) {
     let receiver = OtlpReceiver::start().await.expect("OTLP receiver");
     let (_pod, port) = app_pod(
+        mode,
         &receiver,
         &[
             ("OTEL_EBPF_ROUTES_PATTERNS", "/users/{id}".to_string()),
@@ -142,10 +151,9 @@ async fn python_server_methods_statuses_and_keep_alive() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn nginx_ten_thousand_requests_over_fifty_connections_lose_nothing() {
+async fn nginx_ten_thousand_requests_over_fifty_connections_lose_nothing(mode: Mode) {
     let receiver = OtlpReceiver::start().await.expect("OTLP receiver");
-    let mut pod = Pod::new();
+    let mut pod = Pod::with_mode(mode);
     let [port, metrics_port] = free_ports();
     pod.start_nginx("nginx", port);
     start_sidecar(
@@ -206,17 +214,18 @@ async fn nginx_ten_thousand_requests_over_fifty_connections_lose_nothing() {
     assert_eq!(ids.len(), 10000, "span ids are unique");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn decoy_in_another_pid_namespace_yields_no_spans() {
+async fn decoy_pod_with_its_own_sidecar_neither_reports_the_others_traffic(mode: Mode) {
     let receiver = OtlpReceiver::start().await.expect("OTLP receiver");
-    let mut pod = Pod::new();
-    let mut decoy = Pod::new();
+    let decoy_receiver = OtlpReceiver::start().await.expect("OTLP receiver");
+    let mut pod = Pod::with_mode(mode);
+    let mut decoy = Pod::with_mode(mode);
     let [port, decoy_port] = free_ports();
     pod.start_app("app", port);
     decoy.start_nginx("decoy", decoy_port);
-    // No selection criteria: every process of the pod is instrumented, and still nothing of the
-    // other namespace may show up.
+    // No selection criteria: every process of each pod is instrumented, and still nothing of the
+    // other pod may show up.
     start_sidecar(&mut pod, &sidecar_env(&receiver, &[]));
+    start_sidecar(&mut decoy, &sidecar_env(&decoy_receiver, &[]));
     let out = run(&[
         "wrk",
         "-t",
@@ -232,23 +241,30 @@ async fn decoy_in_another_pid_namespace_yields_no_spans() {
         curl(&[&format!("http://127.0.0.1:{port}/status/200")]).trim(),
         "200"
     );
-    let spans = wait_spans(&receiver, 1).await;
+    wait_spans(&receiver, 1).await;
+    let decoy_spans = wait_spans(&decoy_receiver, 1).await;
+    assert!(!server_spans_on_port(&decoy_spans, decoy_port).is_empty());
+    // A moment longer for anything that should not come.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let spans_now = span_list(&receiver);
-    assert!(spans.len() <= spans_now.len());
-    assert_eq!(server_spans_on_port(&spans_now, port).len(), 1);
+    let spans = span_list(&receiver);
+    assert_eq!(server_spans_on_port(&spans, port).len(), 1, "{spans:#?}");
     assert!(
-        spans_now
+        spans
             .iter()
             .all(|s| int_attr(s, "server.port") != Some(i64::from(decoy_port))),
         "the decoy's traffic leaked"
     );
+    assert!(
+        span_list(&decoy_receiver)
+            .iter()
+            .all(|s| int_attr(s, "server.port") != Some(i64::from(port))),
+        "the app pod's traffic leaked into the decoy's sidecar"
+    );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn traceparent_and_calls_made_while_serving_share_the_trace() {
+async fn traceparent_and_calls_made_while_serving_share_the_trace(mode: Mode) {
     let receiver = OtlpReceiver::start().await.expect("OTLP receiver");
-    let mut pod = Pod::new();
+    let mut pod = Pod::with_mode(mode);
     let [app, backend] = free_ports();
     pod.start_app("app", app);
     pod.start_nginx("backend", backend);
@@ -301,10 +317,9 @@ async fn traceparent_and_calls_made_while_serving_share_the_trace() {
     assert_eq!(server_spans_on_port(&spans, backend).len(), 1);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn process_started_after_the_sidecar_is_instrumented_within_a_second() {
+async fn process_started_after_the_sidecar_is_instrumented_within_a_second(mode: Mode) {
     let receiver = OtlpReceiver::start().await.expect("OTLP receiver");
-    let mut pod = Pod::new();
+    let mut pod = Pod::with_mode(mode);
     let port = free_port();
     start_sidecar(
         &mut pod,
@@ -315,57 +330,72 @@ async fn process_started_after_the_sidecar_is_instrumented_within_a_second() {
     one_request_makes_one_server_span(&receiver, port).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn runs_with_its_declared_capabilities_and_fails_clearly_with_fewer() {
+async fn runs_with_its_declared_capabilities_and_fails_clearly_with_fewer(mode: Mode) {
     let receiver = OtlpReceiver::start().await.expect("OTLP receiver");
     let sidecar = &pod::sidecar_bin();
     let port = free_port();
-    let env = sidecar_env(&receiver, &[("OTEL_EBPF_OPEN_PORT", port.to_string())]);
+    let mut env = sidecar_env(&receiver, &[("OTEL_EBPF_OPEN_PORT", port.to_string())]);
+    env.push(("OTEL_EBPF_CAPTURE_MODE", mode.as_env().to_string()));
     let env_ref: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-
-    // Too few: without CAP_BPF loading must fail, saying what is missing.
-    let mut pod = Pod::new();
-    pod.spawn(
-        "weak",
-        &[
-            "setpriv",
-            "--bounding-set=-all,+perfmon,+sys_ptrace,+dac_read_search",
-            "--",
-            sidecar,
-        ],
-        &env_ref,
-    );
-    pod.wait_for_log("weak.err", "CAP_BPF", WAIT);
-
-    // The declared set: BPF, PERFMON, SYS_PTRACE, DAC_READ_SEARCH.
+    // Each mode's own set: the tracepoints need BPF, PERFMON, SYS_PTRACE, DAC_READ_SEARCH; the
+    // pod-scoped hooks NET_ADMIN too. As CapEff: DAC_READ_SEARCH (2), NET_ADMIN (12),
+    // SYS_PTRACE (19), PERFMON (38), BPF (39).
+    let (caps, cap_eff, capturing, missing) = match mode {
+        Mode::Tracepoints => (
+            "+bpf,+perfmon,+sys_ptrace,+dac_read_search",
+            "000000c000080004",
+            "capturing with the BTF tracepoints sock_recv_length",
+            // A load error: exit code 1.
+            ("-bpf", "CAP_BPF", 1),
+        ),
+        Mode::Pod => (
+            "+bpf,+perfmon,+sys_ptrace,+dac_read_search,+net_admin",
+            "000000c000081004",
+            "capturing with the pod-scoped hooks",
+            // The forced mode impossible: exit code 2.
+            ("-net_admin", "CAP_NET_ADMIN", 2),
+        ),
+    };
+    let mut pod = Pod::with_mode(mode);
     pod.start_nginx("nginx", port);
-    let nsenter = pod.spawn(
-        "sidecar",
-        &[
-            "setpriv",
-            "--bounding-set=-all,+bpf,+perfmon,+sys_ptrace,+dac_read_search",
-            "--",
-            sidecar,
-        ],
-        &env_ref,
-    );
-    // The preferred hooks (socket tracepoints, BTF) need nothing beyond these either.
-    pod.wait_for_log(
-        "sidecar.err",
-        "capturing with the BTF tracepoints sock_recv_length",
-        WAIT,
-    );
-    // DAC_READ_SEARCH (2), SYS_PTRACE (19), PERFMON (38), BPF (39) and nothing else.
+
+    // One capability fewer: the forced mode cannot run, and says what is missing.
+    let weak_caps = format!("--bounding-set=-all,{caps},{}", missing.0);
+    let weak = pod.spawn("weak", &["setpriv", &weak_caps, "--", sidecar], &env_ref);
+    pod.wait_for_log("weak.err", missing.1, WAIT);
+    assert_eq!(wait_exit(weak), Some(missing.2), "{}", pod.log("weak.err"));
+
+    let bounding = format!("--bounding-set=-all,{caps}");
+    let nsenter = pod.spawn("sidecar", &["setpriv", &bounding, "--", sidecar], &env_ref);
+    pod.wait_for_log("sidecar.err", capturing, WAIT);
     let pid = pod::child_of(nsenter).expect("the sidecar process");
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    assert!(status.contains("CapEff:\t000000c000080004"), "{status}");
+    assert!(status.contains(&format!("CapEff:\t{cap_eff}")), "{status}");
     one_request_makes_one_server_span(&receiver, port).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn collector_down_then_up() {
+/// The exit code of a process this test started through `nsenter` (which exits as its child
+/// does), waiting up to [`WAIT`].
+fn wait_exit(nsenter: u32) -> Option<i32> {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let mut status = 0;
+        // SAFETY: waitpid on a child of this process, with a status we own.
+        let rc = unsafe { libc::waitpid(nsenter as i32, &mut status, libc::WNOHANG) };
+        if rc == nsenter as i32 {
+            return libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status));
+        }
+        if rc < 0 || std::time::Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+async fn collector_down_then_up(mode: Mode) {
     let mut receiver = OtlpReceiver::start().await.expect("OTLP receiver");
     let (_pod, port) = app_pod(
+        mode,
         &receiver,
         &[("OTEL_EXPORTER_OTLP_TIMEOUT", "500".to_string())],
     );
@@ -405,4 +435,171 @@ async fn collector_down_then_up() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// Each test once per capture mode: `tracepoints::<test>` and `pod_scoped::<test>`.
+macro_rules! in_both_modes {
+    ($($test:ident),* $(,)?) => {
+        mod tracepoints {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$test(super::Mode::Tracepoints).await;
+                }
+            )*
+        }
+        mod pod_scoped {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$test(super::Mode::Pod).await;
+                }
+            )*
+        }
+    };
+}
+
+in_both_modes!(
+    python_server_methods_statuses_and_keep_alive,
+    nginx_ten_thousand_requests_over_fifty_connections_lose_nothing,
+    decoy_pod_with_its_own_sidecar_neither_reports_the_others_traffic,
+    traceparent_and_calls_made_while_serving_share_the_trace,
+    process_started_after_the_sidecar_is_instrumented_within_a_second,
+    runs_with_its_declared_capabilities_and_fails_clearly_with_fewer,
+    collector_down_then_up,
+);
+
+/// Lines of a pod's log file containing `needle`.
+fn log_lines(pod: &Pod, name: &str, needle: &str) -> usize {
+    pod.log(name).lines().filter(|l| l.contains(needle)).count()
+}
+
+/// Waits until `name` has logged `needle` `count` times, returning how long that took.
+fn wait_log_count(pod: &Pod, name: &str, needle: &str, count: usize) -> Duration {
+    let start = std::time::Instant::now();
+    while log_lines(pod, name, needle) < count {
+        assert!(
+            start.elapsed() < WAIT,
+            "{name} logged {needle:?} fewer than {count} times:\n{}",
+            pod.log(name)
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    start.elapsed()
+}
+
+const ATTACHED: &str = "attached the pod-scoped hooks to a container";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pod_scoped_restarted_container_is_captured_within_a_second() {
+    let receiver = OtlpReceiver::start().await.expect("OTLP receiver");
+    let mut pod = Pod::with_mode(Mode::Pod);
+    let port = free_port();
+    let app = pod.container("app");
+    pod.start_app_in(&app, "app", port);
+    start_sidecar(
+        &mut pod,
+        &sidecar_env(&receiver, &[("OTEL_EBPF_OPEN_PORT", port.to_string())]),
+    );
+    one_request_makes_one_server_span(&receiver, port).await;
+    let attached = log_lines(&pod, "sidecar.err", ATTACHED);
+
+    // A restart: the container's processes die, its cgroup goes, a new one comes.
+    let app = pod.restart(&app);
+    pod.wait_for_log("sidecar.err", "detached a container", WAIT);
+    pod.start_app_in(&app, "app-restarted", port);
+    let took = wait_log_count(&pod, "sidecar.err", ATTACHED, attached + 1);
+    assert!(took < Duration::from_secs(1), "attached after {took:?}");
+    assert_eq!(
+        curl(&[&format!("http://127.0.0.1:{port}/users/again")]).trim(),
+        "200"
+    );
+    let spans = wait_spans(&receiver, 2).await;
+    assert_eq!(server_spans_on_port(&spans, port).len(), 2, "{spans:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pod_scoped_container_that_cannot_be_attached_falls_back_to_the_tracepoints() {
+    let receiver = OtlpReceiver::start().await.expect("OTLP receiver");
+    let mut pod = Pod::with_mode(Mode::Pod);
+    let [port, late_port] = free_ports();
+    pod.start_app("app", port);
+    start_sidecar(
+        &mut pod,
+        &sidecar_env(
+            &receiver,
+            &[("OTEL_EBPF_OPEN_PORT", format!("{port},{late_port}"))],
+        ),
+    );
+    // Added later, on a node path where its cgroup v2 cannot be reached.
+    let late = pod.container_without_cgroup2("late");
+    pod.start_app_in(&late, "late", late_port);
+    pod.wait_for_log("sidecar.err", "no cgroup v2 at", WAIT);
+    pod.wait_for_log("sidecar.err", "falling back to the BTF tracepoints", WAIT);
+    for port in [port, late_port] {
+        assert_eq!(
+            curl(&[&format!("http://127.0.0.1:{port}/status/200")]).trim(),
+            "200"
+        );
+    }
+    let spans = wait_spans(&receiver, 2).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let spans = [spans, span_list(&receiver)].concat();
+    for port in [port, late_port] {
+        let ids: HashSet<&[u8]> = server_spans_on_port(&spans, port)
+            .iter()
+            .map(|s| s.span_id.as_slice())
+            .collect();
+        assert_eq!(ids.len(), 1, "one span on {port}: {spans:#?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_without_net_admin_falls_back_to_the_tracepoints_and_says_why() {
+    let receiver = OtlpReceiver::start().await.expect("OTLP receiver");
+    let mut pod = Pod::with_mode(Mode::Pod);
+    let port = free_port();
+    pod.start_nginx("nginx", port);
+    let mut env = sidecar_env(&receiver, &[("OTEL_EBPF_OPEN_PORT", port.to_string())]);
+    env.push(("OTEL_EBPF_CAPTURE_MODE", "auto".to_string()));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let sidecar = pod::sidecar_bin();
+    pod.spawn(
+        "sidecar",
+        &[
+            "setpriv",
+            "--bounding-set=-all,+bpf,+perfmon,+sys_ptrace,+dac_read_search",
+            "--",
+            &sidecar,
+        ],
+        &env,
+    );
+    pod.wait_for_log("sidecar.err", "capturing with the BTF tracepoints", WAIT);
+    let log = pod.log("sidecar.err");
+    assert!(
+        log.contains("pod-scoped capture unavailable") && log.contains("CAP_NET_ADMIN"),
+        "{log}"
+    );
+    one_request_makes_one_server_span(&receiver, port).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_without_cgroup_v2_falls_back_to_the_tracepoints_and_says_why() {
+    let receiver = OtlpReceiver::start().await.expect("OTLP receiver");
+    let mut pod = Pod::with_mode(Mode::Pod);
+    let port = free_port();
+    let app = pod.container_without_cgroup2("app");
+    pod.start_app_in(&app, "app", port);
+    let mut env = sidecar_env(&receiver, &[("OTEL_EBPF_OPEN_PORT", port.to_string())]);
+    env.push(("OTEL_EBPF_CAPTURE_MODE", "auto".to_string()));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let sidecar_container = pod.container_without_cgroup2("sidecar");
+    pod.spawn_in(&sidecar_container, "sidecar", &[&pod::sidecar_bin()], &env);
+    pod.wait_for_log("sidecar.err", "capturing with the BTF tracepoints", WAIT);
+    let log = pod.log("sidecar.err");
+    assert!(
+        log.contains("pod-scoped capture unavailable") && log.contains("no cgroup v2 at"),
+        "{log}"
+    );
+    one_request_makes_one_server_span(&receiver, port).await;
 }

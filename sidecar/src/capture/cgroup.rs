@@ -22,7 +22,7 @@ use std::{
 };
 
 use aya::{
-    Ebpf, EbpfLoader,
+    Ebpf,
     maps::{MapData, PerCpuArray, RingBuf},
     programs::{
         CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, ProgramError, SockOps,
@@ -167,8 +167,7 @@ impl PodHooks {
             return Err(setup(Error::InvalidRingBufferSize(ring)));
         }
         let pidns = config.pid_namespace;
-        let mut ebpf = EbpfLoader::new()
-            .btf(None)
+        let mut ebpf = super::loader_without_kernel_btf()
             .override_global(names::PIDNS_DEV, &pidns.dev, true)
             .override_global(names::PIDNS_INO, &pidns.ino, true)
             .override_global(
@@ -316,6 +315,16 @@ impl PodHooks {
             }
         }
         changes
+    }
+
+    /// Whether a process's container could not be attached (or not even reached), as of the
+    /// last [`PodHooks::sync`]: its traffic is not captured by these hooks.
+    pub fn refused(&self, pid: u32) -> bool {
+        self.unreachable.contains(&pid)
+            || self
+                .cgroup_of
+                .get(&pid)
+                .is_some_and(|cgroup| self.refused.contains(cgroup))
     }
 
     /// The containers attached now.

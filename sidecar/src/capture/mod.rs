@@ -8,7 +8,7 @@
 //! The pod-scoped mode ([`cgroup`]) attaches to the app containers' cgroups and also needs
 //! CAP_NET_ADMIN.
 
-use std::{io, os::unix::fs::MetadataExt, path::Path};
+use std::{io, os::fd::FromRawFd, os::unix::fs::MetadataExt, path::Path};
 
 use aya::{
     Btf, Ebpf, EbpfLoader,
@@ -120,6 +120,76 @@ where
         .map_err(program_error(name))
 }
 
+/// `LANDLOCK_ACCESS_FS_READ_FILE` (uapi `linux/landlock.h`).
+const LANDLOCK_ACCESS_FS_READ_FILE: u64 = 1 << 2;
+
+/// An `EbpfLoader` whose construction did not parse the kernel's BTF.
+///
+/// aya's `EbpfLoader::new` parses `/sys/kernel/btf/vmlinux` (about 12 MiB of heap at its peak,
+/// which then stays the process's peak RSS) even when the loader is told right after not to use
+/// it (aya-rs/aya#1172; releases that load it lazily need a newer Rust than this workspace's).
+/// The programs need no BTF to load, so the loader is made on a thread of its own that Landlock
+/// forbids to read any file: the parse fails at its first read and the loader has no BTF, as
+/// `.btf(None)` would leave it. Without Landlock (older kernels, not in the LSM list) the parse
+/// happens and is dropped, as before.
+pub(crate) fn loader_without_kernel_btf() -> EbpfLoader<'static> {
+    let without_btf = || {
+        let mut loader = EbpfLoader::new();
+        loader.btf(None);
+        loader
+    };
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                if let Err(error) = forbid_file_reads_on_this_thread() {
+                    tracing::debug!(%error, "no Landlock: the loader parses the kernel BTF");
+                }
+                without_btf()
+            })
+            .join()
+            .unwrap_or_else(|_| without_btf())
+    })
+}
+
+/// Restricts the calling thread (not the process) so that it can open no file for reading.
+fn forbid_file_reads_on_this_thread() -> io::Result<()> {
+    let handled: u64 = LANDLOCK_ACCESS_FS_READ_FILE;
+    // SAFETY: landlock_create_ruleset reads `size` bytes of the attribute struct, whose first
+    // (and, at this size, only) field is `handled_access_fs`: the u64 we own.
+    let ruleset = unsafe {
+        libc::syscall(
+            libc::SYS_landlock_create_ruleset,
+            &raw const handled,
+            std::mem::size_of::<u64>(),
+            0u32,
+        )
+    };
+    if ruleset < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let ruleset =
+        i32::try_from(ruleset).map_err(|_| io::Error::other("ruleset fd out of range"))?;
+    // SAFETY: the syscall returned a new descriptor that nothing else owns.
+    let ruleset = unsafe { std::os::fd::OwnedFd::from_raw_fd(ruleset) };
+    // Landlock needs no_new_privs (or CAP_SYS_ADMIN); like the restriction, it is per thread.
+    // SAFETY: prctl with integer arguments only.
+    if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the descriptor is a Landlock ruleset, open for the duration of the call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_landlock_restrict_self,
+            std::os::fd::AsRawFd::as_raw_fd(&ruleset),
+            0u32,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 impl Probes {
     /// Loads the embedded object, sets the namespace filter and attaches the tracepoint.
     pub fn load(config: ProbeConfig) -> Result<Self> {
@@ -127,10 +197,9 @@ impl Probes {
         if !ring.is_power_of_two() || ring < 4096 {
             return Err(Error::InvalidRingBufferSize(ring));
         }
-        let mut ebpf = EbpfLoader::new()
-            // The programs read kernel structs at fixed offsets: no CO-RE relocations to apply,
-            // so the loader's own parse of the kernel BTF is dropped before the object loads.
-            .btf(None)
+        // The programs read kernel structs at fixed offsets: no CO-RE relocations to apply, so
+        // the loader needs no kernel BTF (the attach below reads it once).
+        let mut ebpf = loader_without_kernel_btf()
             .override_global(names::PIDNS_DEV, &config.pid_namespace.dev, true)
             .override_global(names::PIDNS_INO, &config.pid_namespace.ino, true)
             .override_global(

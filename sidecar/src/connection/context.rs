@@ -2,11 +2,14 @@
 //! bytes, the span ids given to each exchange, and which request each thread is serving, so that
 //! a call the thread makes meanwhile (HTTP, gRPC, a database query) joins that request's trace.
 
-use std::cell::RefCell;
+use std::{
+    cell::RefCell,
+    collections::{BTreeMap, BTreeSet},
+};
 
 use rand::{RngCore, SeedableRng, rngs::SmallRng};
 
-use crate::transaction::SpanKind;
+use crate::transaction::{SpanKind, Transaction};
 
 /// Lookups happen for every exchange: a fast non-cryptographic hasher (keys are pids and tids
 /// the kernel hands us, not attacker-chosen strings).
@@ -95,80 +98,293 @@ struct Serving {
     sampled: bool,
 }
 
+impl Serving {
+    fn of(trace: &TraceContext) -> Self {
+        Self {
+            trace_id: trace.trace_id,
+            span_id: trace.span_id,
+            sampled: trace.sampled,
+        }
+    }
+
+    /// The context of a client call made while serving this request.
+    fn child(&self) -> TraceContext {
+        TraceContext {
+            trace_id: self.trace_id,
+            span_id: random_id(),
+            parent_span_id: Some(self.span_id),
+            sampled: self.sampled,
+        }
+    }
+}
+
+/// A client exchange that started on a thread while server exchanges of unknown thread were in
+/// flight: the thread may have been serving one of them.
+#[derive(Debug)]
+struct Waiting {
+    pid: u32,
+    tid: u32,
+    /// The newest server exchange of unknown thread when the call started: only it and older
+    /// ones can be what the thread was serving.
+    newest: u64,
+    /// The request the thread was serving, once its response named the thread.
+    parent: Option<Serving>,
+    /// The call's transaction, held while its parent may still become known.
+    done: Option<Transaction>,
+}
+
+/// How long a completed client call waits for the request it may belong to (`CLOCK_MONOTONIC`
+/// ns after its end): a request in flight longer than this loses the link.
+pub const MAX_WAIT_NS: u64 = 5_000_000_000;
+/// Bounds on the bookkeeping for captures that do not see the serving thread: beyond them, new
+/// exchanges are not linked rather than costing memory.
+const MAX_UNTHREADED: usize = 65_536;
+const MAX_WAITING: usize = 4096;
+
 /// Which request each thread of the instrumented processes is serving.
+///
+/// A capture that sees the thread that reads a request (the tracepoint modes) links a client call
+/// to the request its thread is serving when the call starts. One that sees requests arrive
+/// without a thread (the pod-scoped mode: ingress runs in softirq) learns the serving thread only
+/// from the response, which the serving thread writes after its calls are done: such a call is
+/// held until a response on the same thread names the request (then it joins that request's
+/// trace), or until every request that could have been its parent has ended without (then it
+/// goes out as a trace of its own).
 #[derive(Debug, Default)]
 pub struct TraceBook {
     /// (pid, tid) to the server span.
     serving: HashMap<(u32, u32), Serving>,
+    /// Server exchanges whose thread is not known yet, by (connection, start order).
+    unthreaded: BTreeMap<(u64, u64), Serving>,
+    /// Start orders in `unthreaded`, for the oldest one still in flight.
+    unthreaded_order: BTreeSet<u64>,
+    last_unthreaded: u64,
+    /// Client exchanges that may still join a request of unknown thread, by span id.
+    waiting: HashMap<[u8; 8], Waiting>,
 }
 
 impl TraceBook {
-    /// The context of an exchange that starts now on thread `tid` of `pid`: a server span
-    /// continues a propagated `traceparent` or starts a trace, and its thread is serving it from
-    /// now on; a client span honours a `traceparent` the app wrote, else joins the request its
-    /// thread is serving, else starts a trace. `tid` is `None` when the capture does not know
-    /// the thread: nothing can be joined then.
+    /// The context of an exchange that starts now on thread `tid` of `pid`, on connection `conn`
+    /// (any id unique among open connections): a server span continues a propagated
+    /// `traceparent` or starts a trace, and its thread is serving it from now on; a client span
+    /// honours a `traceparent` the app wrote, else joins the request its thread is serving, else
+    /// starts a trace (which it may leave for a request whose thread is learned later, see
+    /// [`TraceBook::thread_writes`]). `tid` is `None` when the capture does not know the thread.
     pub fn start(
         &mut self,
         kind: SpanKind,
         pid: u32,
         tid: Option<u32>,
+        conn: u64,
         propagated: Option<TraceParent>,
     ) -> TraceContext {
         match kind {
             SpanKind::Server => {
                 let trace = propagated.map_or_else(root_context, child_of);
-                if let Some(tid) = tid {
-                    self.serving.insert(
-                        (pid, tid),
-                        Serving {
-                            trace_id: trace.trace_id,
-                            span_id: trace.span_id,
-                            sampled: trace.sampled,
+                match tid {
+                    Some(tid) => {
+                        self.serving.insert((pid, tid), Serving::of(&trace));
+                    }
+                    None if self.unthreaded.len() < MAX_UNTHREADED => {
+                        self.last_unthreaded += 1;
+                        let order = self.last_unthreaded;
+                        self.unthreaded.insert((conn, order), Serving::of(&trace));
+                        self.unthreaded_order.insert(order);
+                    }
+                    None => {}
+                }
+                trace
+            }
+            SpanKind::Client => {
+                if let Some(tp) = propagated {
+                    return child_of(tp);
+                }
+                let Some(tid) = tid else {
+                    return root_context();
+                };
+                if let Some(server) = self.serving.get(&(pid, tid)) {
+                    return server.child();
+                }
+                let trace = root_context();
+                if !self.unthreaded.is_empty() && self.waiting.len() < MAX_WAITING {
+                    self.waiting.insert(
+                        trace.span_id,
+                        Waiting {
+                            pid,
+                            tid,
+                            newest: self.last_unthreaded,
+                            parent: None,
+                            done: None,
                         },
                     );
                 }
                 trace
             }
-            SpanKind::Client => match (propagated, tid.and_then(|t| self.serving.get(&(pid, t)))) {
-                (Some(tp), _) => child_of(tp),
-                (None, Some(server)) => TraceContext {
-                    trace_id: server.trace_id,
-                    span_id: random_id(),
-                    parent_span_id: Some(server.span_id),
-                    sampled: server.sampled,
-                },
-                (None, None) => root_context(),
-            },
         }
     }
 
-    /// The exchange of `trace` is over (or dropped): its thread no longer serves it.
-    pub fn end(&mut self, kind: SpanKind, pid: u32, tid: Option<u32>, trace: &TraceContext) {
-        if kind != SpanKind::Server {
+    /// The exchange of `trace`, started on connection `conn`, ends without a transaction: its
+    /// thread no longer serves it. Client calls that can no longer join a request go to `out`.
+    pub fn end(
+        &mut self,
+        kind: SpanKind,
+        pid: u32,
+        tid: Option<u32>,
+        conn: u64,
+        trace: &TraceContext,
+        out: &mut Vec<Transaction>,
+    ) {
+        match (kind, tid) {
+            (SpanKind::Server, Some(tid)) => {
+                let key = (pid, tid);
+                if self
+                    .serving
+                    .get(&key)
+                    .is_some_and(|s| s.span_id == trace.span_id)
+                {
+                    self.serving.remove(&key);
+                }
+            }
+            (SpanKind::Server, None) => {
+                let found = self
+                    .unthreaded
+                    .range((conn, 0)..=(conn, u64::MAX))
+                    .find(|(_, s)| s.span_id == trace.span_id)
+                    .map(|(key, _)| *key);
+                if let Some(key) = found {
+                    self.remove_unthreaded(key);
+                    self.release_orphans(out);
+                }
+            }
+            (SpanKind::Client, _) => {
+                self.waiting.remove(&trace.span_id);
+            }
+        }
+    }
+
+    /// The exchange of `transaction` (on thread `tid`, connection `conn`) is complete: as
+    /// [`TraceBook::end`], and its transaction goes to `out`, or is held while it may still join
+    /// a request.
+    pub fn complete(
+        &mut self,
+        mut transaction: Transaction,
+        tid: Option<u32>,
+        conn: u64,
+        out: &mut Vec<Transaction>,
+    ) {
+        match transaction.kind {
+            SpanKind::Server => {
+                let (pid, trace) = (transaction.pid, transaction.trace);
+                self.end(SpanKind::Server, pid, tid, conn, &trace, out);
+            }
+            SpanKind::Client => {
+                if let Some(waiting) = self.waiting.get_mut(&transaction.trace.span_id) {
+                    let Some(parent) = waiting.parent else {
+                        waiting.done = Some(transaction);
+                        return;
+                    };
+                    self.waiting.remove(&transaction.trace.span_id);
+                    adopt(&mut transaction, &parent);
+                }
+            }
+        }
+        out.push(transaction);
+    }
+
+    /// Thread `tid` of `pid` writes on connection `conn`, which it serves: the oldest request of
+    /// the connection whose thread was unknown is that thread's, and the client calls the thread
+    /// made while serving it join its trace.
+    pub fn thread_writes(&mut self, conn: u64, pid: u32, tid: u32, out: &mut Vec<Transaction>) {
+        let Some((&key, &served)) = self.unthreaded.range((conn, 0)..=(conn, u64::MAX)).next()
+        else {
             return;
+        };
+        self.remove_unthreaded(key);
+        let order = key.1;
+        let mut joined = Vec::new();
+        for (span_id, waiting) in &mut self.waiting {
+            if waiting.parent.is_none()
+                && (waiting.pid, waiting.tid) == (pid, tid)
+                && waiting.newest >= order
+            {
+                waiting.parent = Some(served);
+                if waiting.done.is_some() {
+                    joined.push(*span_id);
+                }
+            }
         }
-        let Some(tid) = tid else { return };
-        let key = (pid, tid);
-        if self
-            .serving
-            .get(&key)
-            .is_some_and(|s| s.span_id == trace.span_id)
-        {
-            self.serving.remove(&key);
+        for span_id in joined {
+            if let Some(Waiting {
+                done: Some(mut transaction),
+                ..
+            }) = self.waiting.remove(&span_id)
+            {
+                adopt(&mut transaction, &served);
+                out.push(transaction);
+            }
         }
+        self.release_orphans(out);
     }
 
-    /// A process exited: none of its threads serve anything.
-    pub fn forget_process(&mut self, pid: u32) {
+    /// Completed client calls that waited longer than [`MAX_WAIT_NS`] at `now_ns` go out as
+    /// traces of their own.
+    pub fn expire(&mut self, now_ns: u64, out: &mut Vec<Transaction>) {
+        self.release(out, |w| {
+            w.done
+                .as_ref()
+                .is_some_and(|t| now_ns.saturating_sub(t.end_ns) >= MAX_WAIT_NS)
+        });
+    }
+
+    /// A process exited: none of its threads serve anything, and its held calls go out.
+    pub fn forget_process(&mut self, pid: u32, out: &mut Vec<Transaction>) {
         self.serving
             .retain(|&(serving_pid, _), _| serving_pid != pid);
+        self.release(out, |w| w.pid == pid);
     }
 
     /// Threads currently serving a request.
     pub fn serving(&self) -> usize {
         self.serving.len()
     }
+
+    /// Client calls held while they may still join a request.
+    pub fn waiting(&self) -> usize {
+        self.waiting.len()
+    }
+
+    fn remove_unthreaded(&mut self, key: (u64, u64)) {
+        self.unthreaded.remove(&key);
+        self.unthreaded_order.remove(&key.1);
+    }
+
+    /// Calls none of whose possible parents is still in flight go out as they are.
+    fn release_orphans(&mut self, out: &mut Vec<Transaction>) {
+        if self.waiting.is_empty() {
+            return;
+        }
+        let oldest = self.unthreaded_order.first().copied().unwrap_or(u64::MAX);
+        self.release(out, |w| w.parent.is_none() && w.newest < oldest);
+    }
+
+    /// Stops holding the calls `which` picks: completed ones go to `out` unlinked, the others
+    /// will go out when they complete.
+    fn release(&mut self, out: &mut Vec<Transaction>, which: impl Fn(&Waiting) -> bool) {
+        self.waiting.retain(|_, waiting| {
+            if !which(waiting) {
+                return true;
+            }
+            out.extend(waiting.done.take());
+            false
+        });
+    }
+}
+
+/// A held client call joins the request its thread was serving.
+fn adopt(transaction: &mut Transaction, parent: &Serving) {
+    transaction.trace.trace_id = parent.trace_id;
+    transaction.trace.parent_span_id = Some(parent.span_id);
+    transaction.trace.sampled = parent.sampled;
 }
 
 thread_local! {
@@ -254,28 +470,48 @@ mod tests {
     #[test]
     fn client_calls_join_the_request_their_thread_serves() {
         let mut book = TraceBook::default();
-        let server = book.start(SpanKind::Server, 1, Some(10), Some(TRACEPARENT));
+        let mut out = Vec::new();
+        let server = book.start(SpanKind::Server, 1, Some(10), 1, Some(TRACEPARENT));
         assert_eq!(server.trace_id, TRACEPARENT.trace_id);
         assert_eq!(server.parent_span_id, Some(TRACEPARENT.parent_id));
-        let call = book.start(SpanKind::Client, 1, Some(10), None);
+        let call = book.start(SpanKind::Client, 1, Some(10), 2, None);
         assert_eq!(call.trace_id, server.trace_id);
         assert_eq!(call.parent_span_id, Some(server.span_id));
         // Another thread, another process, or an unknown thread: a trace of its own.
         for (pid, tid) in [(1, Some(11)), (2, Some(10)), (1, None)] {
-            let other = book.start(SpanKind::Client, pid, tid, None);
+            let other = book.start(SpanKind::Client, pid, tid, 3, None);
             assert_ne!(other.trace_id, server.trace_id);
             assert_eq!(other.parent_span_id, None);
         }
-        // A server span of an unknown thread is not remembered as served.
-        book.start(SpanKind::Server, 1, None, None);
-        assert_eq!(book.serving(), 1);
         // Ending someone else's span leaves the thread serving; ending its own frees it.
-        book.end(SpanKind::Server, 1, Some(10), &call);
+        book.end(SpanKind::Server, 1, Some(10), 1, &call, &mut out);
         assert_eq!(book.serving(), 1);
-        book.end(SpanKind::Server, 1, Some(10), &server);
+        book.end(SpanKind::Server, 1, Some(10), 1, &server, &mut out);
         assert_eq!(book.serving(), 0);
-        book.start(SpanKind::Server, 3, Some(1), None);
-        book.forget_process(3);
+        book.start(SpanKind::Server, 3, Some(1), 4, None);
+        book.forget_process(3, &mut out);
         assert_eq!(book.serving(), 0);
+        // Nothing was held: no request of unknown thread was in flight.
+        assert_eq!(book.waiting(), 0);
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn a_server_span_of_unknown_thread_is_not_served_but_makes_calls_wait() {
+        let mut book = TraceBook::default();
+        let mut out = Vec::new();
+        let server = book.start(SpanKind::Server, 1, None, 1, None);
+        assert_eq!(book.serving(), 0);
+        let call = book.start(SpanKind::Client, 1, Some(10), 2, None);
+        assert_eq!(call.parent_span_id, None);
+        assert_eq!(book.waiting(), 1);
+        // Dropped, the call waits no more; the server span's end leaves nothing behind.
+        book.end(SpanKind::Client, 1, Some(10), 2, &call, &mut out);
+        book.end(SpanKind::Server, 1, None, 1, &server, &mut out);
+        assert_eq!(book.waiting(), 0);
+        assert!(book.unthreaded.is_empty() && book.unthreaded_order.is_empty());
+        // Calls that start with nothing of unknown thread in flight never wait.
+        book.start(SpanKind::Client, 1, Some(10), 3, None);
+        assert_eq!(book.waiting(), 0);
     }
 }

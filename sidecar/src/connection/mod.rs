@@ -15,6 +15,7 @@ use crate::transaction::{SpanKind, Transaction};
 
 pub mod context;
 pub mod reassembly;
+pub mod segments;
 pub mod stream;
 
 use context::TraceBook;
@@ -98,6 +99,8 @@ enum State {
 
 #[derive(Debug)]
 struct Conn {
+    /// Unique among the connections ever tracked: the connection's id in the trace book.
+    serial: u64,
     pid: u32,
     role: Role,
     /// Seen from its start (accepted or connected), so its first bytes start the protocol.
@@ -118,8 +121,9 @@ struct Shared<'a> {
 
 impl Conn {
     /// `pid` 0: the process is not known yet.
-    fn new(pid: u32, role: Role, peer: Option<SocketAddr>) -> Self {
+    fn new(serial: u64, pid: u32, role: Role, peer: Option<SocketAddr>) -> Self {
         Self {
+            serial,
             pid,
             role,
             from_start: role != Role::Unknown,
@@ -170,6 +174,7 @@ impl Conn {
         let mut cx = Context {
             kind,
             pid: self.pid,
+            conn: self.serial,
             local: self.local,
             peer: self.peer,
             from_start: self.from_start,
@@ -184,9 +189,26 @@ impl Conn {
         }
     }
 
-    /// One chunk moving in `direction`.
-    fn on_chunk(&mut self, direction: Direction, chunk: &Chunk<'_>, shared: &mut Shared<'_>) {
+    /// One chunk moving in `direction`, by process `pid` (0: not known).
+    fn on_chunk(
+        &mut self,
+        pid: u32,
+        direction: Direction,
+        chunk: &Chunk<'_>,
+        shared: &mut Shared<'_>,
+    ) {
         self.last_event_ns = chunk.timestamp_ns;
+        if self.role == Role::Server
+            && direction == Direction::Egress
+            && pid != 0
+            && let Some(tid) = chunk.tid
+        {
+            // Before the parser sees the response, which may complete its exchange: the thread
+            // that writes it is the one that served the request.
+            shared
+                .traces
+                .thread_writes(self.serial, pid, tid, shared.out);
+        }
         let sender = self.sender(direction);
         if let State::Detecting { chunks } = &mut self.state {
             let detected = if chunk.at_boundary {
@@ -261,6 +283,10 @@ pub struct Connections {
     /// Sum of the connections' heap bytes.
     buffered: usize,
     stats: Stats,
+    next_serial: u64,
+    /// Transactions the trace book released while a connection was evicted (where no output is
+    /// at hand): they go out with the next call that has one.
+    released: Vec<Transaction>,
 }
 
 impl Connections {
@@ -273,6 +299,8 @@ impl Connections {
             traces: TraceBook::default(),
             buffered: 0,
             stats: Stats::default(),
+            next_serial: 0,
+            released: Vec::new(),
         }
     }
 
@@ -365,21 +393,40 @@ impl Connections {
             .map(|c| (c.local, c.peer));
         self.end_connection(key, timestamp_ns, out);
         let (resolved_local, resolved_peer) = resolved.unwrap_or_default();
-        let mut conn = Conn::new(pid, role, peer.or(resolved_peer));
+        let mut conn = self.new_conn(pid, role, peer.or(resolved_peer));
         conn.local = local.or(resolved_local);
         self.insert(key, conn);
-        self.compact_lru();
+        self.after_call(out);
     }
 
     /// The connection ended at `timestamp_ns`.
     pub fn close(&mut self, key: ConnKey, timestamp_ns: u64, out: &mut Vec<Transaction>) {
         self.end_connection(key, timestamp_ns, out);
-        self.compact_lru();
+        self.after_call(out);
+    }
+
+    /// Stops tracking a connection without transactions: its exchanges in flight are dropped
+    /// (its bytes turned out to belong to a process that is not instrumented).
+    pub fn discard(&mut self, key: ConnKey, out: &mut Vec<Transaction>) {
+        self.drop_connection(key);
+        self.after_call(out);
+    }
+
+    /// Whether a connection is tracked.
+    pub fn contains(&self, key: ConnKey) -> bool {
+        self.conns.contains_key(&key)
+    }
+
+    /// Time passed (`now_ns`, `CLOCK_MONOTONIC`): client calls held too long for the request
+    /// they may belong to go out on their own (see [`TraceBook`]).
+    pub fn expire(&mut self, now_ns: u64, out: &mut Vec<Transaction>) {
+        self.traces.expire(now_ns, out);
+        self.after_call(out);
     }
 
     /// The next chunk of a connection, moving in `direction`, by process `pid` (0: not known
-    /// yet; a known one is kept). A connection not seen before is tracked from here, with an
-    /// unknown role.
+    /// here; the connection keeps the process it knew, and takes a new one the capture names).
+    /// A connection not seen before is tracked from here, with an unknown role.
     pub fn chunk(
         &mut self,
         key: ConnKey,
@@ -389,7 +436,7 @@ impl Connections {
         out: &mut Vec<Transaction>,
     ) {
         self.on_chunk(key, pid, direction, chunk, out);
-        self.compact_lru();
+        self.after_call(out);
     }
 
     /// Bytes of a connection moving in `direction`; a connection not seen before is tracked
@@ -403,13 +450,14 @@ impl Connections {
         out: &mut Vec<Transaction>,
     ) {
         if !self.conns.contains_key(&key) {
-            self.insert(key, Conn::new(pid, Role::Unknown, None));
+            let conn = self.new_conn(pid, Role::Unknown, None);
+            self.insert(key, conn);
         }
         let seq = self.bump();
         let Some(conn) = self.conns.get_mut(&key) else {
             return;
         };
-        if conn.pid == 0 {
+        if pid != 0 {
             conn.pid = pid;
         }
         Self::touch(&mut self.lru, seq, key, conn);
@@ -422,7 +470,7 @@ impl Connections {
             stats: &mut self.stats,
             out,
         };
-        conn.on_chunk(direction, chunk, &mut shared);
+        conn.on_chunk(pid, direction, chunk, &mut shared);
         let after = conn.heap_bytes();
         self.buffered = (self.buffered + after).saturating_sub(before);
         while self.buffered > self.limits.max_buffered_bytes && self.evict_oldest() {}
@@ -439,7 +487,8 @@ impl Connections {
         peer: Option<SocketAddr>,
     ) {
         if !self.conns.contains_key(&key) {
-            self.insert(key, Conn::new(pid, Role::Unknown, None));
+            let conn = self.new_conn(pid, Role::Unknown, None);
+            self.insert(key, conn);
         }
         if let Some(conn) = self.conns.get_mut(&key) {
             if local.is_some() {
@@ -463,7 +512,8 @@ impl Connections {
             let ts = self.conns.get(&key).map_or(0, |c| c.last_event_ns);
             self.end_connection(key, ts, out);
         }
-        self.traces.forget_process(pid);
+        self.traces.forget_process(pid, out);
+        self.after_call(out);
     }
 
     /// Connections currently tracked.
@@ -484,6 +534,22 @@ impl Connections {
     /// Threads serving a request right now.
     pub fn serving_threads(&self) -> usize {
         self.traces.serving()
+    }
+
+    /// Client calls held while they may still join the request they were made for.
+    pub fn waiting_calls(&self) -> usize {
+        self.traces.waiting()
+    }
+
+    fn new_conn(&mut self, pid: u32, role: Role, peer: Option<SocketAddr>) -> Conn {
+        self.next_serial += 1;
+        Conn::new(self.next_serial, pid, role, peer)
+    }
+
+    /// What every call with an output ends with: bookkeeping, and what evictions released.
+    fn after_call(&mut self, out: &mut Vec<Transaction>) {
+        out.append(&mut self.released);
+        self.compact_lru();
     }
 
     fn insert(&mut self, key: ConnKey, mut conn: Conn) {
@@ -540,17 +606,25 @@ impl Connections {
                 break key;
             }
         };
-        if let Some(mut conn) = self.remove(key) {
-            // Discarding hands over no transactions.
-            let mut none = Vec::new();
-            let mut shared = Shared {
-                traces: &mut self.traces,
-                stats: &mut self.stats,
-                out: &mut none,
-            };
-            conn.discard(&mut shared);
+        if self.drop_connection(key) {
             self.stats.evicted_connections += 1;
         }
+        true
+    }
+
+    /// Drops a connection's exchanges without transactions; false when it was not tracked.
+    fn drop_connection(&mut self, key: ConnKey) -> bool {
+        let Some(mut conn) = self.remove(key) else {
+            return false;
+        };
+        // The parser hands over no transactions; the trace book may release other connections'
+        // held calls, which go out with the next call.
+        let mut shared = Shared {
+            traces: &mut self.traces,
+            stats: &mut self.stats,
+            out: &mut self.released,
+        };
+        conn.discard(&mut shared);
         true
     }
 }

@@ -49,6 +49,8 @@ pub enum Verdict {
 pub struct Context<'a> {
     pub(crate) kind: SpanKind,
     pub(crate) pid: u32,
+    /// The connection's id in the trace book.
+    pub(crate) conn: u64,
     pub(crate) local: Option<SocketAddr>,
     pub(crate) peer: Option<SocketAddr>,
     /// The connection was seen from its start (accepted or connected), not joined mid-stream.
@@ -89,20 +91,21 @@ impl Context<'_> {
         tid: Option<u32>,
         propagated: Option<TraceParent>,
     ) -> TraceContext {
-        self.traces.start(self.kind, self.pid, tid, propagated)
+        self.traces
+            .start(self.kind, self.pid, tid, self.conn, propagated)
     }
 
     /// An exchange started with [`Context::start_trace`] ends without a transaction.
     pub fn drop_exchange(&mut self, tid: Option<u32>, trace: &TraceContext) {
-        self.traces.end(self.kind, self.pid, tid, trace);
+        self.traces
+            .end(self.kind, self.pid, tid, self.conn, trace, self.out);
         *self.discarded += 1;
     }
 
-    /// An exchange is complete: its thread no longer serves it, and its transaction goes out.
+    /// An exchange is complete: its thread no longer serves it, and its transaction goes out
+    /// (a client call possibly after the request it was made for, see [`TraceBook`]).
     pub fn complete(&mut self, exchange: Exchange) {
-        self.traces
-            .end(self.kind, self.pid, exchange.tid, &exchange.trace);
-        self.out.push(Transaction {
+        let transaction = Transaction {
             kind: self.kind,
             pid: self.pid,
             tid: exchange.tid.unwrap_or(0),
@@ -112,7 +115,9 @@ impl Context<'_> {
             peer: self.peer,
             trace: exchange.trace,
             facts: exchange.facts,
-        });
+        };
+        self.traces
+            .complete(transaction, exchange.tid, self.conn, self.out);
     }
 }
 

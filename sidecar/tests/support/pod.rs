@@ -7,6 +7,12 @@
 //! processes that join it, then a cgroup namespace rooted there and a mount namespace where
 //! cgroup2 is mounted at `/sys/fs/cgroup` (so `/proc/<pid>/root/sys/fs/cgroup` is the
 //! container's cgroup, as in a real pod). Cgroups are removed when the pod is dropped.
+//!
+//! A pod runs the sidecar in one [`Mode`]: in [`Mode::Pod`] every program [`Pod::spawn`] starts
+//! (the sidecar too) is a container of its own, as the pod-scoped capture needs; in
+//! [`Mode::Tracepoints`] programs share the pod's namespaces only. `OBI_TEST_CAPTURE_MODE`
+//! (`pod` or `tracepoints`) sets the mode of [`Pod::new`], so any test binary can be run in
+//! either.
 
 #![allow(
     dead_code,
@@ -65,7 +71,34 @@ pub fn wait_for_port(port: u16, timeout: Duration) {
     }
 }
 
+/// The capture mode a pod's sidecar is started in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Tracepoints,
+    Pod,
+}
+
+impl Mode {
+    /// `OBI_TEST_CAPTURE_MODE`, tracepoints by default.
+    pub fn from_env() -> Self {
+        match std::env::var("OBI_TEST_CAPTURE_MODE").as_deref() {
+            Ok("pod") => Self::Pod,
+            Ok("tracepoints") | Err(_) => Self::Tracepoints,
+            Ok(other) => panic!("OBI_TEST_CAPTURE_MODE={other:?} is not pod or tracepoints"),
+        }
+    }
+
+    /// The value of `OTEL_EBPF_CAPTURE_MODE` forcing this mode.
+    pub fn as_env(self) -> &'static str {
+        match self {
+            Self::Tracepoints => "tracepoints",
+            Self::Pod => "pod",
+        }
+    }
+}
+
 pub struct Pod {
+    pub mode: Mode,
     init: Child,
     /// The init process's pid as seen from the test's namespace.
     init_pid: u32,
@@ -144,28 +177,70 @@ fn remove_cgroup(dir: &Path) {
 
 static POD_SEQ: AtomicU32 = AtomicU32::new(0);
 
+/// A fresh cgroup directory for a pod, under the cgroup v2 mount.
+fn new_pod_cgroup() -> PathBuf {
+    let seq = POD_SEQ.fetch_add(1, Ordering::Relaxed);
+    let dir = cgroup2_mount().join(format!("obi-test-{}-{seq}", std::process::id()));
+    std::fs::create_dir(&dir).expect("the pod's cgroup");
+    dir
+}
+
 impl Pod {
+    /// A pod in the mode `OBI_TEST_CAPTURE_MODE` names.
     pub fn new() -> Self {
+        Self::with_mode(Mode::from_env())
+    }
+
+    /// A pod whose sidecar runs in `mode`. In [`Mode::Pod`] the pod's init is a container too
+    /// (`pause`, as the pause container of a real pod is), so every process of the pod is in a
+    /// container of its own.
+    pub fn with_mode(mode: Mode) -> Self {
         require_root();
-        let init = Command::new("unshare")
-            .args(["--pid", "--fork", "--mount-proc", "sleep", "3600"])
-            .spawn()
-            .expect("unshare (util-linux)");
+        let (cgroup, pause) = match mode {
+            Mode::Tracepoints => (None, None),
+            Mode::Pod => {
+                let cgroup = new_pod_cgroup();
+                let pause = cgroup.join("pause.0");
+                std::fs::create_dir(&pause).expect("the pause container's cgroup");
+                (Some(cgroup), Some(pause))
+            }
+        };
+        let init = match &pause {
+            None => Command::new("unshare")
+                .args(["--pid", "--fork", "--mount-proc", "sleep", "3600"])
+                .spawn(),
+            Some(pause) => Command::new("sh")
+                .args([
+                    "-c",
+                    &format!(
+                        "echo $$ > {} && exec unshare --pid --fork --mount-proc --cgroup \
+                         --propagation private -- \
+                         sh -c 'mount -t cgroup2 cgroup2 /sys/fs/cgroup && exec sleep 3600'",
+                        pause.join("cgroup.procs").display()
+                    ),
+                ])
+                .spawn(),
+        }
+        .expect("unshare (util-linux)");
         let deadline = Instant::now() + Duration::from_secs(5);
         let init_pid = loop {
-            if let Some(pid) = child_of(init.id()) {
+            if let Some(pid) = child_of(init.id())
+                && std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                    .is_ok_and(|comm| comm.trim() == "sleep")
+            {
                 break pid;
             }
             assert!(Instant::now() < deadline, "the pod's init never started");
             std::thread::sleep(Duration::from_millis(10));
         };
         Self {
+            mode,
             init,
             init_pid,
             dir: tempfile::tempdir().expect("temp dir"),
             children: Vec::new(),
-            cgroup: None,
-            container_cgroups: Vec::new(),
+            cgroup,
+            container_cgroups: pause.into_iter().collect(),
         }
     }
 
@@ -182,15 +257,7 @@ impl Pod {
     }
 
     fn make_container(&mut self, name: &str, cgroup2: bool) -> Container {
-        let pod_cgroup = self
-            .cgroup
-            .get_or_insert_with(|| {
-                let seq = POD_SEQ.fetch_add(1, Ordering::Relaxed);
-                let dir = cgroup2_mount().join(format!("obi-test-{}-{seq}", std::process::id()));
-                std::fs::create_dir(&dir).expect("the pod's cgroup");
-                dir
-            })
-            .clone();
+        let pod_cgroup = self.cgroup.get_or_insert_with(new_pod_cgroup).clone();
         // A restarted container gets a new cgroup, as runtimes do.
         let generation = self
             .container_cgroups
@@ -203,10 +270,12 @@ impl Pod {
         let cgroup = pod_cgroup.join(format!("{name}.{generation}"));
         std::fs::create_dir(&cgroup).expect("the container's cgroup");
         self.container_cgroups.push(cgroup.clone());
+        // The pod's own mount there (the pause container's, in [`Mode::Pod`]) goes first: the
+        // kernel refuses cgroup2 on top of cgroup2.
         let fs = if cgroup2 {
-            "mount -t cgroup2 cgroup2 /sys/fs/cgroup"
+            "{ umount /sys/fs/cgroup 2>/dev/null || true; } && mount -t cgroup2 cgroup2 /sys/fs/cgroup"
         } else {
-            "mount -t tmpfs tmpfs /sys/fs/cgroup"
+            "{ umount /sys/fs/cgroup 2>/dev/null || true; } && mount -t tmpfs tmpfs /sys/fs/cgroup"
         };
         // Join the cgroup first, then the pod's PID and mount namespaces; then the container's
         // own cgroup namespace (rooted at the cgroup just joined) and mount namespace.
@@ -288,8 +357,14 @@ impl Pod {
         wait_for_port(port, Duration::from_secs(10));
     }
 
-    /// Starts a program inside the pod; its output goes to `<dir>/<name>.out|.err`.
+    /// Starts a program inside the pod (in [`Mode::Pod`], in a container of its own named
+    /// `name`); its output goes to `<dir>/<name>.out|.err`. Returns the pid of the `nsenter`
+    /// whose child is the program.
     pub fn spawn(&mut self, name: &str, argv: &[&str], env: &[(&str, &str)]) -> u32 {
+        if self.mode == Mode::Pod {
+            let container = self.container(name);
+            return self.spawn_in(&container, name, argv, env);
+        }
         let target = format!("--target={}", self.init_pid);
         let mut args = vec!["nsenter", &target, "--pid", "--mount", "--"];
         args.extend_from_slice(argv);
@@ -341,9 +416,11 @@ impl Pod {
         }
     }
 
-    /// Starts the sidecar with `env` and waits until it captures.
+    /// Starts the sidecar with `env`, forced into the pod's mode, and waits until it captures.
     pub fn start_sidecar(&mut self, env: &[(&str, &str)]) {
-        self.spawn("sidecar", &[&sidecar_bin()], env);
+        let mut env = env.to_vec();
+        env.push(("OTEL_EBPF_CAPTURE_MODE", self.mode.as_env()));
+        self.spawn("sidecar", &[&sidecar_bin()], &env);
         self.wait_for_log("sidecar.err", "capturing", Duration::from_secs(20));
     }
 

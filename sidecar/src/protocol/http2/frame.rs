@@ -143,7 +143,7 @@ impl FrameHeader {
     }
 
     /// The header and whether the reserved bit was set.
-    fn parse_raw(bytes: &[u8; HEADER_LEN]) -> (Self, bool) {
+    pub fn parse_raw(bytes: &[u8; HEADER_LEN]) -> (Self, bool) {
         let [l0, l1, l2, kind, flags, s0, s1, s2, s3] = *bytes;
         let stream = u32::from_be_bytes([s0, s1, s2, s3]);
         let header = Self {

@@ -37,10 +37,15 @@ fn new_parser() -> Box<dyn Parser> {
     Box::new(Http2::default())
 }
 
-/// A connection speaks HTTP/2 when the client sends the connection preface; one joined
-/// mid-stream, at a write whose frames chain plausibly and whose first header block starts with
-/// a request pseudo-header (the client) or `:status` (the server).
+/// A connection speaks HTTP/2 when the client sends the connection preface, or when the server
+/// sends its own preface (a SETTINGS frame) first, as it may before the client's arrives (seen
+/// when the capture knows the connection's start, so the server's side); one joined mid-stream,
+/// at a write whose frames chain plausibly and whose first header block starts with a request
+/// pseudo-header (the client) or `:status` (the server).
 fn detect(bytes: &[u8], side: Option<Side>) -> Detection {
+    if side == Some(Side::Server) && is_server_preface(bytes) {
+        return Detection::Yes(Side::Server);
+    }
     if is_preface_start(bytes) {
         return match side {
             Some(Side::Server) => Detection::No,
@@ -62,6 +67,21 @@ fn detect(bytes: &[u8], side: Option<Side>) -> Detection {
 pub fn is_preface_start(bytes: &[u8]) -> bool {
     let shown = bytes.len().min(frame::PREFACE.len());
     shown >= 3 && bytes[..shown] == frame::PREFACE[..shown]
+}
+
+/// Whether `bytes` start with the server connection preface: a SETTINGS frame on stream 0,
+/// not an acknowledgement, whose length is a whole number of settings.
+fn is_server_preface(bytes: &[u8]) -> bool {
+    let Some(head) = bytes.first_chunk::<{ frame::HEADER_LEN }>() else {
+        return false;
+    };
+    let (header, reserved) = frame::FrameHeader::parse_raw(head);
+    header.kind == FrameType::Settings
+        && header.flags == 0
+        && header.stream_id == 0
+        && !reserved
+        && header.length % 6 == 0
+        && header.length <= frame::DEFAULT_MAX_FRAME_SIZE
 }
 
 /// Who sent the first HEADERS frame of `bytes`, from the static table index its block starts
@@ -422,6 +442,16 @@ impl Parser for Http2 {
         if side == Side::Client && self.client.reader.is_none() {
             let shown = chunk.visible.len().min(frame::PREFACE.len());
             self.from_start = shown > 0 && chunk.visible[..shown] == frame::PREFACE[..shown];
+        } else if side == Side::Server
+            && self.server.reader.is_none()
+            && self.client.reader.is_none()
+            && cx.from_start
+            && chunk.at_boundary
+            && is_server_preface(chunk.visible)
+        {
+            // The server spoke first, with its preface, on a connection seen from its start:
+            // both sides are read from their start (the client's preface follows).
+            self.from_start = true;
         }
         let from_start = self.from_start;
         let sender = match side {

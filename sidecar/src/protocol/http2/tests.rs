@@ -166,6 +166,29 @@ fn golden_captures_as_server_client_and_unknown_role() {
     }
 }
 
+/// A server may send its preface (SETTINGS) before the client's arrives, as Node's does: a
+/// connection known from its start (accepted, or set up under the pod-scoped capture) whose
+/// first bytes are the server's is HTTP/2 all the same.
+#[test]
+fn the_server_preface_may_come_first() {
+    for name in CAPTURES {
+        let (c2s, s2c) = capture(name);
+        let settings_len = 9 + usize::from(u16::from_be_bytes([s2c[1], s2c[2]]));
+        assert_eq!(s2c[3], 0x4, "{name} starts with the server's SETTINGS");
+        let mut sim = Sim::new();
+        sim.connect(FD, Role::Server);
+        sim.cut(TID, FD, Direction::Egress, &s2c[..settings_len], 1024);
+        for part in c2s.chunks(1024) {
+            sim.cut(TID, FD, Direction::Ingress, part, 1024);
+        }
+        for part in s2c[settings_len..].chunks(1024) {
+            sim.cut(TID, FD, Direction::Egress, part, 1024);
+        }
+        sim.close(FD);
+        assert_eq!(facts(&sim.take()), listed(name), "{name}");
+    }
+}
+
 #[test]
 fn golden_captures_split_at_every_write_size() {
     for name in CAPTURES {
