@@ -38,10 +38,12 @@ new_namespace() {
   echo "a PID namespace did not start" >&2; return 1
 }
 
-# start_nginx NAMESPACE_INIT NAME PORT: nginx from tests/servers/nginx.conf.in, inside the namespace.
+# start_nginx NAMESPACE_INIT NAME PORT [LISTEN OPTION]: nginx from tests/servers/nginx.conf.in,
+# inside the namespace; `http2` as the option serves cleartext HTTP/2 with prior knowledge.
 start_nginx() {
   mkdir -p "$work/$2"
-  sed -e "s#PORT#$3#g" -e "s#DIR#$work/$2#g" "$root/sidecar/tests/servers/nginx.conf.in" > "$work/$2/nginx.conf"
+  sed -e "s#PORT;#PORT${4:+ $4};#" -e "s#PORT#$3#g" -e "s#DIR#$work/$2#g" \
+    "$root/sidecar/tests/servers/nginx.conf.in" > "$work/$2/nginx.conf"
   nsenter --target="$1" --pid --mount -- nginx -c "$work/$2/nginx.conf" 2>"$work/$2.err" &
   wait_port "$3"
 }

@@ -484,7 +484,12 @@ fn golden_transactions(base_ns: u64) -> Vec<(Transaction, ProcessInfo)> {
         (
             3 * MS,
             Server,
-            grpc("/shop.Greeter/SayHello", Some("greeter:50051"), Some(0), None),
+            grpc(
+                "/shop.Greeter/SayHello",
+                Some("greeter:50051"),
+                Some(0),
+                None,
+            ),
         ),
         (
             8 * MS,

@@ -432,7 +432,10 @@ impl Semantics for HttpFacts<'_> {
     /// Span attributes: the metric ones first, then the rest in a fixed order.
     fn span_attributes(&self, attributes: &mut dyn Attributes) {
         self.metric_attributes(attributes);
-        attributes.str(semconv::URL_PATH, self.path);
+        // Empty: an HTTP/2 `:path` the capture could not decode, which is never guessed.
+        if !self.path.is_empty() {
+            attributes.str(semconv::URL_PATH, self.path);
+        }
         attributes.str(semconv::URL_SCHEME, "http");
         attributes.str(semconv::NETWORK_PROTOCOL_VERSION, self.protocol_version);
         if let Some(method) = self.method_original {
