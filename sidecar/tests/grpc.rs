@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use opentelemetry_proto::tonic::metrics::v1::{Metric, metric};
 use opentelemetry_proto::tonic::trace::v1::{Span, span::SpanKind, status::StatusCode};
 use otlp::{OtlpReceiver, int_attribute, string_attribute};
-use pod::{Pod, free_ports, wait_for_port};
+use pod::{Container, Pod, free_ports, wait_for_port};
 use sidecar::*;
 
 fn peer_script() -> String {
@@ -27,22 +27,29 @@ fn peer_script() -> String {
         .into_owned()
 }
 
-/// A pod with the gRPC server on `port` and its sidecar instrumenting every process of the pod.
-async fn pod_with_server(receiver: &OtlpReceiver, port: u16) -> Pod {
+/// A pod whose `app` container runs the gRPC server on `port`, and whose `obi` container runs
+/// the sidecar, instrumenting every process of the pod with the pod-scoped capture.
+async fn pod_with_server(receiver: &OtlpReceiver, port: u16) -> (Pod, Container) {
     let mut pod = Pod::new();
-    pod.spawn(
+    let app = pod.container("app");
+    let obi = pod.container("obi");
+    pod.spawn_in(
+        &app,
         "server",
         &["python3", &peer_script(), "serve", &port.to_string()],
         &[],
     );
     wait_for_port(port, Duration::from_secs(20));
-    start_sidecar(&mut pod, &sidecar_env(receiver, &[]));
-    pod
+    let env = sidecar_env(receiver, &[("OTEL_EBPF_CAPTURE_MODE", "pod".to_owned())]);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    pod.spawn_in(&obi, "sidecar", &[&pod::sidecar_bin()], &env);
+    pod.wait_for_log("sidecar.err", "capturing", Duration::from_secs(20));
+    (pod, app)
 }
 
 /// Runs the gRPC client in the pod once the sidecar instruments it (so its connection is seen
 /// from the start), and returns what it printed: one status name per call.
-async fn run_client(pod: &mut Pod, port: u16, calls: &[&str]) -> Vec<String> {
+async fn run_client(pod: &mut Pod, app: &Container, port: u16, calls: &[&str]) -> Vec<String> {
     let go = pod.path("go");
     let go_arg = format!("--after={}", go.to_string_lossy());
     let script = peer_script();
@@ -50,7 +57,7 @@ async fn run_client(pod: &mut Pod, port: u16, calls: &[&str]) -> Vec<String> {
     let mut argv = vec!["python3", &script, "call", &port, &go_arg];
     argv.extend_from_slice(calls);
     let before = instrumented(pod);
-    pod.spawn("client", &argv, &[]);
+    pod.spawn_in(app, "client", &argv, &[]);
     let deadline = Instant::now() + WAIT;
     while instrumented(pod) == before {
         assert!(
@@ -148,7 +155,7 @@ fn histogram_count(metrics: &[Metric], name: &str, attrs: &[(&str, &str)]) -> u6
 async fn unary_calls_with_ok_and_error_statuses_on_both_sides() {
     let receiver = OtlpReceiver::start().await.expect("OTLP receiver");
     let [port] = free_ports();
-    let mut pod = pod_with_server(&receiver, port).await;
+    let (mut pod, app) = pod_with_server(&receiver, port).await;
     let calls = [
         "SayHello:a",
         "SayHello:b",
@@ -161,7 +168,7 @@ async fn unary_calls_with_ok_and_error_statuses_on_both_sides() {
         "SayHello:raise",
         "Missing",
     ];
-    let printed = run_client(&mut pod, port, &calls).await;
+    let printed = run_client(&mut pod, &app, port, &calls).await;
     assert_eq!(
         printed,
         [
@@ -274,8 +281,8 @@ async fn unary_calls_with_ok_and_error_statuses_on_both_sides() {
 async fn a_server_streaming_call_is_one_span_from_request_to_last_message() {
     let receiver = OtlpReceiver::start().await.expect("OTLP receiver");
     let [port] = free_ports();
-    let mut pod = pod_with_server(&receiver, port).await;
-    let printed = run_client(&mut pod, port, &["Count:6"]).await;
+    let (mut pod, app) = pod_with_server(&receiver, port).await;
+    let printed = run_client(&mut pod, &app, port, &["Count:6"]).await;
     assert_eq!(printed, ["OK 6"]);
     wait_spans(&receiver, 2).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -296,8 +303,8 @@ async fn a_server_streaming_call_is_one_span_from_request_to_last_message() {
 async fn a_client_deadline_is_an_error_on_the_client_span() {
     let receiver = OtlpReceiver::start().await.expect("OTLP receiver");
     let [port] = free_ports();
-    let mut pod = pod_with_server(&receiver, port).await;
-    let printed = run_client(&mut pod, port, &["Sleep:600@150", "SayHello:after"]).await;
+    let (mut pod, app) = pod_with_server(&receiver, port).await;
+    let printed = run_client(&mut pod, &app, port, &["Sleep:600@150", "SayHello:after"]).await;
     assert_eq!(printed, ["DEADLINE_EXCEEDED", "OK"]);
     wait_spans(&receiver, 4).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -361,8 +368,9 @@ fn deadline_status(client: &Span) {
 async fn a_grpc_call_made_while_serving_an_http_request_joins_its_trace() {
     let receiver = OtlpReceiver::start().await.expect("OTLP receiver");
     let [grpc_port, http_port] = free_ports();
-    let mut pod = pod_with_server(&receiver, grpc_port).await;
-    pod.spawn(
+    let (mut pod, app) = pod_with_server(&receiver, grpc_port).await;
+    pod.spawn_in(
+        &app,
         "frontend",
         &[
             "python3",
