@@ -60,7 +60,9 @@ echo "-- gRPC from an unselected client: server spans, OK then NOT_FOUND (not a 
 nsenter --target="$pod" --pid --mount -- python3 "$peer" call "$grpc_port" SayHello:demo SayHello:status:5 \
   | sed 's/^/   -> /'
 sleep 0.3
-echo "-- the frontend's handler calls shop.Greeter/SayHello: server and client gRPC spans"
+echo "-- the frontend's handler calls shop.Greeter/SayHello: server and client gRPC spans; the"
+echo "   channel's first call is written by grpcio's threads (a root), the next joins the request's trace"
+request "http://127.0.0.1:$front_port/hello/first"
 request "http://127.0.0.1:$front_port/hello/demo"
 echo "-- curl http://127.0.0.1:$decoy_port/ (decoy: no span expected)"
 curl -sS -o /dev/null "http://127.0.0.1:$decoy_port/"
