@@ -3,6 +3,12 @@
 //! with OK and error statuses on both sides, a server-streaming call, a client deadline, and a
 //! gRPC call made by an HTTP handler. Needs root; CI runs as root.
 
+#![allow(
+    clippy::expect_used,
+    clippy::panic,
+    reason = "the helpers here fail the test loudly with context, as the harness does"
+)]
+
 #[path = "support/otlp.rs"]
 mod otlp;
 #[path = "support/pod.rs"]
