@@ -1,7 +1,8 @@
 //! HTTP/2 end to end on a real kernel: nginx serving cleartext HTTP/2 under h2load and curl,
 //! an `Upgrade: h2c` request to python-hyper's h2, Node's built-in http2 module as server and
 //! client, a connection opened before the sidecar started, and writes whose frame headers are
-//! split across buffers (as grpcio's are); spans exported over OTLP to a real receiver. Needs root; CI runs as root.
+//! split across buffers (as grpcio's are); spans exported over OTLP to a real receiver. Needs
+//! root; CI runs as root.
 
 #[path = "support/otlp.rs"]
 mod otlp;
