@@ -18,6 +18,7 @@ use sidecar_bpf::{
 mod cgroup;
 mod h2;
 mod syscalls;
+mod tls;
 
 /// The sidecar's PID namespace (device and inode of `/proc/self/ns/pid`), set by the loader.
 #[unsafe(no_mangle)]
