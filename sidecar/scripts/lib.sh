@@ -59,6 +59,8 @@ wait_capturing() {
 # start_sidecar [ENV=VALUE...]: the sidecar in the pod; sets $sidecar_pid (its pid here) and
 # $sidecar_nsenter. nsenter does not forward signals: stop_sidecar signals the sidecar itself.
 start_sidecar() {
+  # Emptied first: the previous run's "capturing" line must not pass for this one's.
+  : > "$work/sidecar.err"
   env OTEL_EBPF_OPEN_PORT="$port" OTEL_EBPF_PROMETHEUS_PORT= "$@" nsenter --target="$pod" --pid --mount -- "$sidecar" \
     >"$work/sidecar.out" 2>"$work/sidecar.err" &
   sidecar_nsenter=$!

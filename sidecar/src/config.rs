@@ -9,6 +9,7 @@ use std::time::Duration;
 use globset::{Glob, GlobMatcher};
 use serde::Deserialize;
 
+use crate::telemetry::metrics::DEFAULT_CARDINALITY_LIMIT;
 use crate::telemetry::route::{RouteMatcher, Unmatched};
 use crate::{Error, Result};
 
@@ -137,6 +138,14 @@ pub enum Protocol {
     HttpProtobuf,
 }
 
+/// OTLP payload compression (`OTEL_EXPORTER_OTLP_COMPRESSION`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Compression {
+    #[default]
+    None,
+    Gzip,
+}
+
 /// Where and how one signal (traces or metrics) is exported over OTLP.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OtlpSignal {
@@ -146,7 +155,23 @@ pub struct OtlpSignal {
     pub protocol: Protocol,
     /// Headers (gRPC metadata) sent with every export.
     pub headers: Vec<(String, String)>,
+    /// How long one export may take, retries included.
     pub timeout: Duration,
+    pub compression: Compression,
+    /// PEM certificates to trust instead of the built-in roots (`OTEL_EXPORTER_OTLP_CERTIFICATE`,
+    /// read at start-up), for `https://` endpoints.
+    pub certificate: Option<Vec<u8>>,
+}
+
+/// `OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TemporalityPreference {
+    #[default]
+    Cumulative,
+    /// Histograms and counters as deltas.
+    Delta,
+    /// Histograms as deltas, the sidecar's own (asynchronous) counters cumulative.
+    LowMemory,
 }
 
 /// `OTEL_TRACES_SAMPLER` (with its `_ARG` folded in).
@@ -201,6 +226,11 @@ pub struct Config {
     pub sampler: TraceSampler,
     /// `OTEL_METRIC_EXPORT_INTERVAL` (milliseconds, default 60000).
     pub metric_export_interval: Duration,
+    /// `OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE` (default cumulative).
+    pub metric_temporality: TemporalityPreference,
+    /// `OTEL_EBPF_METRICS_CARDINALITY_LIMIT`: series per metric and process (default 2000);
+    /// measurements beyond go to one `otel.metric.overflow` series.
+    pub metric_cardinality_limit: usize,
     /// `OTEL_BSP_MAX_QUEUE_SIZE`, `OTEL_BSP_MAX_EXPORT_BATCH_SIZE`, `OTEL_BSP_SCHEDULE_DELAY`.
     pub batch: BatchConfig,
     /// `OTEL_EBPF_ROUTES_PATTERNS` and `OTEL_EBPF_ROUTES_UNMATCHED`.
@@ -208,6 +238,9 @@ pub struct Config {
     /// `OTEL_EBPF_HTTP_INCLUDE_QUERY`: export query strings (`url.query`, in `url.full`).
     /// Off by default: query strings often carry secrets.
     pub include_url_query: bool,
+    /// `OTEL_EBPF_DB_INCLUDE_QUERY_TEXT`: export statement text (`db.query.text`), with its
+    /// literals replaced by `?`. Off by default: statements may still say more than they should.
+    pub include_db_query_text: bool,
 }
 
 /// The raw variables, picked from the environment by envy (field names are the lowercased
@@ -236,6 +269,14 @@ struct RawVars {
     otel_exporter_otlp_timeout: Option<String>,
     otel_exporter_otlp_traces_timeout: Option<String>,
     otel_exporter_otlp_metrics_timeout: Option<String>,
+    otel_exporter_otlp_compression: Option<String>,
+    otel_exporter_otlp_traces_compression: Option<String>,
+    otel_exporter_otlp_metrics_compression: Option<String>,
+    otel_exporter_otlp_certificate: Option<String>,
+    otel_exporter_otlp_traces_certificate: Option<String>,
+    otel_exporter_otlp_metrics_certificate: Option<String>,
+    otel_exporter_otlp_metrics_temporality_preference: Option<String>,
+    otel_ebpf_metrics_cardinality_limit: Option<String>,
     otel_traces_sampler: Option<String>,
     otel_traces_sampler_arg: Option<String>,
     otel_metric_export_interval: Option<String>,
@@ -245,6 +286,7 @@ struct RawVars {
     otel_ebpf_routes_patterns: Option<String>,
     otel_ebpf_routes_unmatched: Option<String>,
     otel_ebpf_http_include_query: Option<String>,
+    otel_ebpf_db_include_query_text: Option<String>,
 }
 
 /// A variable's value, with empty values treated as unset.
@@ -374,6 +416,29 @@ struct SignalVars<'a> {
     headers: &'a Option<String>,
     timeout_var: &'static str,
     timeout: &'a Option<String>,
+    compression_var: &'static str,
+    compression: &'a Option<String>,
+    certificate_var: &'static str,
+    certificate: &'a Option<String>,
+}
+
+fn parse_compression(text: &str) -> Result<Compression, String> {
+    match text.to_ascii_lowercase().as_str() {
+        "gzip" => Ok(Compression::Gzip),
+        "none" => Ok(Compression::None),
+        _ => Err(format!("{text:?} is not gzip or none")),
+    }
+}
+
+fn read_certificate(path: &str) -> Result<Vec<u8>, String> {
+    let pem = std::fs::read(path).map_err(|e| format!("reading {path:?}: {e}"))?;
+    if !pem
+        .windows(b"-----BEGIN CERTIFICATE-----".len())
+        .any(|w| w == b"-----BEGIN CERTIFICATE-----")
+    {
+        return Err(format!("{path:?} holds no PEM certificate"));
+    }
+    Ok(pem)
 }
 
 /// Resolves one signal's export per the OTLP exporter specification: a signal-specific
@@ -401,15 +466,6 @@ fn resolve_signal(raw: &RawVars, signal: SignalVars<'_>) -> Result<Option<OtlpSi
             Protocol::HttpProtobuf
         }),
     };
-    if protocol == Protocol::Grpc && endpoint.starts_with("https:") {
-        return Err(invalid(
-            endpoint_var,
-            format!(
-                "{endpoint:?}: gRPC over TLS is not supported by this build; use an http:// \
-                 endpoint or http/protobuf"
-            ),
-        ));
-    }
     let endpoint = if from_base && protocol == Protocol::HttpProtobuf {
         format!("{}/{}", endpoint.trim_end_matches('/'), signal.path)
     } else {
@@ -437,12 +493,36 @@ fn resolve_signal(raw: &RawVars, signal: SignalVars<'_>) -> Result<Option<OtlpSi
         )?
         .unwrap_or(DEFAULT_EXPORT_TIMEOUT),
     };
-    tracing::debug!(signal = signal.name, %endpoint, ?protocol, "OTLP export configured");
+    let compression = match parse_with(
+        signal.compression_var,
+        signal.compression,
+        parse_compression,
+    )? {
+        Some(compression) => compression,
+        None => parse_with(
+            "OTEL_EXPORTER_OTLP_COMPRESSION",
+            &raw.otel_exporter_otlp_compression,
+            parse_compression,
+        )?
+        .unwrap_or_default(),
+    };
+    let certificate =
+        match parse_with(signal.certificate_var, signal.certificate, read_certificate)? {
+            Some(pem) => Some(pem),
+            None => parse_with(
+                "OTEL_EXPORTER_OTLP_CERTIFICATE",
+                &raw.otel_exporter_otlp_certificate,
+                read_certificate,
+            )?,
+        };
+    tracing::debug!(signal = signal.name, %endpoint, ?protocol, ?compression, "OTLP export configured");
     Ok(Some(OtlpSignal {
         endpoint,
         protocol,
         headers,
         timeout,
+        compression,
+        certificate,
     }))
 }
 
@@ -590,6 +670,10 @@ impl Config {
                 headers: &raw.otel_exporter_otlp_traces_headers,
                 timeout_var: "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
                 timeout: &raw.otel_exporter_otlp_traces_timeout,
+                compression_var: "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION",
+                compression: &raw.otel_exporter_otlp_traces_compression,
+                certificate_var: "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE",
+                certificate: &raw.otel_exporter_otlp_traces_certificate,
             },
         )?;
         let metrics = resolve_signal(
@@ -605,6 +689,10 @@ impl Config {
                 headers: &raw.otel_exporter_otlp_metrics_headers,
                 timeout_var: "OTEL_EXPORTER_OTLP_METRICS_TIMEOUT",
                 timeout: &raw.otel_exporter_otlp_metrics_timeout,
+                compression_var: "OTEL_EXPORTER_OTLP_METRICS_COMPRESSION",
+                compression: &raw.otel_exporter_otlp_metrics_compression,
+                certificate_var: "OTEL_EXPORTER_OTLP_METRICS_CERTIFICATE",
+                certificate: &raw.otel_exporter_otlp_metrics_certificate,
             },
         )?;
         let sampler = parse_sampler(raw)?;
@@ -614,6 +702,23 @@ impl Config {
             parse_millis,
         )?
         .unwrap_or(DEFAULT_METRIC_INTERVAL);
+        let metric_temporality = parse_with(
+            "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE",
+            &raw.otel_exporter_otlp_metrics_temporality_preference,
+            |v| match v.to_ascii_lowercase().as_str() {
+                "cumulative" => Ok(TemporalityPreference::Cumulative),
+                "delta" => Ok(TemporalityPreference::Delta),
+                "lowmemory" => Ok(TemporalityPreference::LowMemory),
+                _ => Err(format!("{v:?} is not cumulative, delta or lowmemory")),
+            },
+        )?
+        .unwrap_or_default();
+        let metric_cardinality_limit = parse_with(
+            "OTEL_EBPF_METRICS_CARDINALITY_LIMIT",
+            &raw.otel_ebpf_metrics_cardinality_limit,
+            parse_positive,
+        )?
+        .unwrap_or(DEFAULT_CARDINALITY_LIMIT);
         let batch = BatchConfig {
             max_queue_size: parse_with(
                 "OTEL_BSP_MAX_QUEUE_SIZE",
@@ -653,6 +758,12 @@ impl Config {
             parse_bool,
         )?
         .unwrap_or(false);
+        let include_db_query_text = parse_with(
+            "OTEL_EBPF_DB_INCLUDE_QUERY_TEXT",
+            &raw.otel_ebpf_db_include_query_text,
+            parse_bool,
+        )?
+        .unwrap_or(false);
 
         Ok(Self {
             open_ports,
@@ -669,9 +780,12 @@ impl Config {
             metrics,
             sampler,
             metric_export_interval,
+            metric_temporality,
+            metric_cardinality_limit,
             batch,
             routes: RouteMatcher::new(patterns, unmatched),
             include_url_query,
+            include_db_query_text,
         })
     }
 }
@@ -716,6 +830,8 @@ mod tests {
         assert_eq!(config.metrics, None);
         assert_eq!(config.sampler, TraceSampler::ParentBasedAlwaysOn);
         assert_eq!(config.metric_export_interval, Duration::from_secs(60));
+        assert_eq!(config.metric_temporality, TemporalityPreference::Cumulative);
+        assert_eq!(config.metric_cardinality_limit, 2000);
         assert_eq!(
             config.batch,
             BatchConfig {
@@ -726,6 +842,7 @@ mod tests {
         );
         assert_eq!(config.routes, RouteMatcher::default());
         assert!(!config.include_url_query);
+        assert!(!config.include_db_query_text);
     }
 
     #[test]
@@ -776,6 +893,7 @@ mod tests {
             ("OTEL_EBPF_ROUTES_PATTERNS", "/users/{id},/items/:id"),
             ("OTEL_EBPF_ROUTES_UNMATCHED", "path"),
             ("OTEL_EBPF_HTTP_INCLUDE_QUERY", "true"),
+            ("OTEL_EBPF_DB_INCLUDE_QUERY_TEXT", "true"),
         ]);
         assert!(config.open_ports.as_ref().is_some_and(|p| p.contains(9005)));
         assert!(
@@ -798,11 +916,15 @@ mod tests {
         assert_eq!(config.prometheus_port, Some(9400));
         assert_eq!(config.ring_buffer_bytes, 65536);
         assert_eq!(
-            config.routes.route("/users/7").as_deref(),
+            config.routes.route("/users/7", &mut String::new()),
             Some("/users/{id}")
         );
-        assert_eq!(config.routes.route("/other/7").as_deref(), Some("/other/7"));
+        assert_eq!(
+            config.routes.route("/other/7", &mut String::new()),
+            Some("/other/7")
+        );
         assert!(config.include_url_query);
+        assert!(config.include_db_query_text);
     }
 
     #[test]
@@ -936,6 +1058,52 @@ mod tests {
     }
 
     #[test]
+    fn otlp_compression_certificates_and_temporality() -> std::io::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let (common, traces) = (dir.path().join("common.pem"), dir.path().join("traces.pem"));
+        std::fs::write(&common, "-----BEGIN CERTIFICATE-----\ncommon\n")?;
+        std::fs::write(&traces, "-----BEGIN CERTIFICATE-----\ntraces\n")?;
+        let (common, traces) = (common.to_string_lossy(), traces.to_string_lossy());
+        let config = loaded(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "https://c:4317"),
+            ("OTEL_EXPORTER_OTLP_COMPRESSION", "GZIP"),
+            ("OTEL_EXPORTER_OTLP_METRICS_COMPRESSION", "none"),
+            ("OTEL_EXPORTER_OTLP_CERTIFICATE", &common),
+            ("OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE", &traces),
+            ("OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE", "Delta"),
+            ("OTEL_EBPF_METRICS_CARDINALITY_LIMIT", "10"),
+        ]);
+        let traces = config.traces.unwrap_or_else(|| panic!("traces"));
+        let metrics = config.metrics.unwrap_or_else(|| panic!("metrics"));
+        // gRPC over TLS: port 4317 picks gRPC, https asks for TLS.
+        assert_eq!(
+            (traces.protocol, metrics.protocol),
+            (Protocol::Grpc, Protocol::Grpc)
+        );
+        assert_eq!(traces.compression, Compression::Gzip);
+        assert_eq!(metrics.compression, Compression::None);
+        let text = |pem: &Option<Vec<u8>>| {
+            String::from_utf8_lossy(pem.as_deref().unwrap_or_default()).into_owned()
+        };
+        assert!(text(&traces.certificate).contains("traces"));
+        assert!(text(&metrics.certificate).contains("common"));
+        assert_eq!(config.metric_temporality, TemporalityPreference::Delta);
+        assert_eq!(config.metric_cardinality_limit, 10);
+        let plain = loaded(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318")]);
+        let traces = plain.traces.unwrap_or_else(|| panic!("traces"));
+        assert_eq!(
+            (traces.compression, traces.certificate),
+            (Compression::None, None)
+        );
+        let low = loaded(&[(
+            "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE",
+            "lowmemory",
+        )]);
+        assert_eq!(low.metric_temporality, TemporalityPreference::LowMemory);
+        Ok(())
+    }
+
+    #[test]
     fn samplers() {
         let table: [(&[(&str, &str)], TraceSampler); 7] = [
             (&[], TraceSampler::ParentBasedAlwaysOn),
@@ -977,7 +1145,7 @@ mod tests {
 
     #[test]
     fn invalid_values_name_their_variable() {
-        let table: [(&str, &str); 31] = [
+        let table: [(&str, &str); 32] = [
             ("OTEL_EBPF_OPEN_PORT", "80,http"),
             ("OTEL_EBPF_AUTO_TARGET_EXE", "/usr/[bin"),
             ("OTEL_EBPF_K8S_CONTAINER_PORTS", "app"),
@@ -994,7 +1162,11 @@ mod tests {
             ("OTEL_EBPF_BPF_RINGBUF_SIZE", "1024"),
             ("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4317"),
             ("OTEL_EXPORTER_OTLP_ENDPOINT", "ftp://collector"),
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", "https://collector:4317"),
+            (
+                "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE",
+                "sometimes",
+            ),
+            ("OTEL_EBPF_METRICS_CARDINALITY_LIMIT", "0"),
             ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "not a url"),
             ("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "http://"),
             ("OTEL_TRACES_SAMPLER", "jaeger_remote"),
@@ -1025,7 +1197,14 @@ mod tests {
             }
         }
         // These need an endpoint to be checked at all.
-        let table: [(&str, &str); 5] = [
+        let table: [(&str, &str); 9] = [
+            ("OTEL_EXPORTER_OTLP_COMPRESSION", "zip"),
+            ("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", "br"),
+            ("OTEL_EXPORTER_OTLP_CERTIFICATE", "/nonexistent/ca.pem"),
+            (
+                "OTEL_EXPORTER_OTLP_METRICS_CERTIFICATE",
+                "/proc/self/status",
+            ),
             ("OTEL_EXPORTER_OTLP_HEADERS", "novalue"),
             ("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "=v"),
             ("OTEL_EXPORTER_OTLP_TIMEOUT", "ten"),

@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 
 pub use crate::connection::context::TraceContext;
+use crate::protocol::db::DbCall;
 use crate::protocol::http::HttpExchange;
 
 /// Whether the instrumented process served the request or sent it.
@@ -37,4 +38,6 @@ pub struct Transaction {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Facts {
     Http(HttpExchange),
+    /// A database call (PostgreSQL, MySQL/MariaDB, Redis).
+    Db(DbCall),
 }

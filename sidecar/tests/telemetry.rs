@@ -2,6 +2,8 @@
 //! OTLP/gRPC and OTLP/HTTP to a real receiver that decodes the protobuf, the Prometheus endpoint
 //! fetched over HTTP, and a collector that goes down, hangs, and comes back.
 
+#[path = "support/golden.rs"]
+mod golden;
 #[path = "support/otlp.rs"]
 mod otlp;
 
@@ -17,7 +19,7 @@ use obi_sidecar::transaction::{Facts, SpanKind, TraceContext, Transaction};
 use opentelemetry_proto::tonic::metrics::v1::{Metric, metric, number_data_point};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{span, status};
-use otlp::{OtlpReceiver, Transport, int_attribute, string_attribute};
+use otlp::{OtlpReceiver, Reply, Transport, int_attribute, string_attribute};
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
@@ -116,7 +118,7 @@ async fn roundtrip(protocol: &str) -> TestResult {
         ),
         ("OTEL_EBPF_ROUTES_PATTERNS", "/users/{id}"),
     ])?;
-    let telemetry = Telemetry::start(&config).await?;
+    let mut telemetry = Telemetry::start(&config).await?;
 
     let server = transaction(SpanKind::Server, "GET", "/users/7?token=secret", 200, 1);
     let mut client = transaction(SpanKind::Client, "POST", "/api/orders/99", 503, 2);
@@ -318,6 +320,658 @@ async fn exports_spans_and_metrics_over_http_protobuf() -> TestResult {
     roundtrip("http/protobuf").await
 }
 
+fn nginx() -> ProcessInfo {
+    ProcessInfo {
+        pid: 77,
+        exe: "/usr/sbin/nginx".to_owned(),
+        container: None,
+    }
+}
+
+/// An HTTP/1.1 exchange of the golden set.
+fn exchange(
+    method: &str,
+    target: &str,
+    host: Option<&str>,
+    status: u16,
+    (request_body_size, response_body_size): (Option<u64>, Option<u64>),
+) -> HttpExchange {
+    HttpExchange {
+        method: method.to_owned(),
+        target: target.to_owned(),
+        host: host.map(str::to_owned),
+        version: HttpVersion::Http11,
+        status,
+        request_body_size,
+        response_body_size,
+        aborted: None,
+        grpc: None,
+    }
+}
+
+/// A transaction of the golden set: `index` ms after `base_ns`, taking `duration_ns`.
+fn golden_transaction(
+    base_ns: u64,
+    index: u8,
+    duration_ns: u64,
+    kind: SpanKind,
+    exchange: HttpExchange,
+) -> Transaction {
+    let start_ns = base_ns + u64::from(index) * 1_000_000;
+    Transaction {
+        kind,
+        pid: 4242,
+        tid: 4243,
+        facts: Facts::Http(exchange),
+        start_ns,
+        end_ns: start_ns + duration_ns,
+        local: Some(SocketAddr::from(([127, 0, 0, 1], 8080))),
+        peer: Some(SocketAddr::from(([127, 0, 0, 2], 40000))),
+        trace: TraceContext {
+            trace_id: [0xab; 16],
+            span_id: [index; 8],
+            parent_span_id: None,
+            sampled: true,
+        },
+    }
+}
+
+/// The golden transactions, with the process each belongs to: every kind of span and metric
+/// point the HTTP mapping makes (errors, missing responses, non-standard methods, remote and
+/// local parents, IPv6 peers, a span the sampler drops, two resources).
+fn golden_transactions(base_ns: u64) -> Vec<(Transaction, ProcessInfo)> {
+    use SpanKind::{Client, Server};
+    const MS: u64 = 1_000_000;
+    let shop = Some("shop.example");
+    let table = [
+        (
+            5 * MS,
+            Server,
+            exchange(
+                "GET",
+                "/users/7?token=secret",
+                shop,
+                200,
+                (Some(0), Some(5000)),
+            ),
+        ),
+        (
+            120 * MS,
+            Server,
+            exchange("POST", "/api/orders/99", shop, 201, (Some(2048), Some(17))),
+        ),
+        (
+            300 * MS,
+            Server,
+            exchange("get", "/users/8", None, 404, (None, Some(120))),
+        ),
+        (
+            2_600 * MS,
+            Server,
+            exchange("PURGE", "/cache/x", shop, 500, (None, None)),
+        ),
+        (
+            12_000 * MS,
+            Server,
+            exchange("GET", "/slow", shop, 0, (None, None)),
+        ),
+        (
+            40 * MS,
+            Client,
+            HttpExchange {
+                version: HttpVersion::Http10,
+                ..exchange(
+                    "POST",
+                    "/v1/items/9?q=1",
+                    Some("api.internal:9090"),
+                    503,
+                    (Some(64), Some(0)),
+                )
+            },
+        ),
+        (
+            2 * MS,
+            Client,
+            exchange("GET", "/health", None, 200, (None, Some(2))),
+        ),
+        (
+            7 * MS,
+            Server,
+            exchange("GET", "/", shop, 200, (None, Some(612))),
+        ),
+        (
+            MS,
+            Server,
+            exchange("GET", "/", Some("web:80"), 200, (None, Some(612))),
+        ),
+        (
+            3 * MS,
+            Server,
+            exchange(
+                "GET",
+                "/static/app.3f2a9c1b.js",
+                Some("web"),
+                304,
+                (None, Some(0)),
+            ),
+        ),
+        (0, Server, exchange("OPTIONS", "*", shop, 204, (None, None))),
+        (
+            90 * MS,
+            Client,
+            exchange("CONNECT", "db:5432", Some("db:5432"), 200, (None, None)),
+        ),
+        (
+            5 * MS,
+            Server,
+            exchange("GET", "/users/7", shop, 200, (Some(0), Some(4100))),
+        ),
+    ];
+    let mut set: Vec<Transaction> = (1..)
+        .zip(table)
+        .map(|(index, (duration, kind, exchange))| {
+            golden_transaction(base_ns, index, duration, kind, exchange)
+        })
+        .collect();
+    // 2: called by a remote service that sampled it.
+    set[1].trace.parent_span_id = Some([0x99; 8]);
+    // 6: sent while serving 1 (a local parent).
+    set[5].trace.parent_span_id = Some([1; 8]);
+    // 7: to an IPv6 peer without a Host header.
+    set[6].peer = Some(SocketAddr::from(([0, 0, 0, 0, 0, 0, 0, 1], 9000)));
+    // 8: its caller did not sample it: metrics only.
+    set[7].trace.parent_span_id = Some([0x98; 8]);
+    set[7].trace.sampled = false;
+    // 9 and 10: another process, on other addresses.
+    for tx in &mut set[8..10] {
+        tx.pid = 77;
+        tx.local = Some(SocketAddr::from(([10, 1, 2, 3], 80)));
+        tx.peer = Some(SocketAddr::from(([10, 9, 8, 7], 5555)));
+    }
+    set.into_iter()
+        .map(|tx| {
+            let process = if tx.pid == 77 { nginx() } else { process() };
+            (tx, process)
+        })
+        .collect()
+}
+
+/// The golden transactions through one transport: spans, metric points (resources and scopes
+/// included) and the Prometheus exposition, compared field by field with testdata/otlp/, which
+/// was recorded from the opentelemetry-otlp exporter.
+async fn golden(protocol: &str, compression: &str) -> TestResult {
+    let receiver = OtlpReceiver::start().await?;
+    let endpoint = match protocol {
+        "grpc" => receiver.grpc_endpoint(),
+        _ => receiver.http_endpoint(),
+    };
+    let mut config = config(&[
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", protocol),
+        ("OTEL_EXPORTER_OTLP_COMPRESSION", compression),
+        ("OTEL_BSP_SCHEDULE_DELAY", "50"),
+        ("OTEL_METRIC_EXPORT_INTERVAL", "100"),
+        (
+            "OTEL_RESOURCE_ATTRIBUTES",
+            "k8s.namespace.name=shop,k8s.pod.name=web-1,k8s.pod.uid=u-1",
+        ),
+        ("OTEL_EBPF_ROUTES_PATTERNS", "/users/{id}"),
+        ("OTEL_EBPF_HTTP_INCLUDE_QUERY", "true"),
+    ])?;
+    config.prometheus_port = Some(0);
+    let mut telemetry = Telemetry::start(&config).await?;
+    let base_ns = WallClock::monotonic_now_ns() - 20_000_000_000;
+    let transactions = golden_transactions(base_ns);
+    for (tx, process) in &transactions {
+        telemetry.record(tx, process);
+    }
+    let metrics = telemetry.self_metrics();
+    metrics.events_captured.add(10);
+    metrics.events_dropped.set_total(3);
+    metrics.processes_instrumented.set(2);
+
+    let sampled = transactions.len() - 1;
+    assert_eq!(receiver.wait_for_spans(sampled, WAIT).await.len(), sampled);
+    receiver
+        .wait_for_metric(WAIT, |_, m| {
+            m.name == "obi.sidecar.spans.exported" && sum_value(m) == Some(sampled as i64)
+        })
+        .await
+        .ok_or("obi.sidecar.spans.exported never reached the number of spans")?;
+    // One more export of every resource, all of it after the last change.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let addr = telemetry.prometheus_addr().ok_or("no Prometheus address")?;
+    let exposition = reqwest::get(format!("http://127.0.0.1:{}/metrics", addr.port()))
+        .await?
+        .text()
+        .await?;
+    telemetry.shutdown().await;
+
+    // The span of the first golden transaction starts 1 ms after base_ns.
+    let first = receiver
+        .spans()
+        .into_iter()
+        .find(|(_, s)| s.span_id == [1; 8])
+        .ok_or("no span 1")?;
+    let base_unix_nano = first.1.start_time_unix_nano - 1_000_000;
+    golden::check(
+        "spans.txt",
+        &golden::spans(&receiver.trace_requests(), base_unix_nano),
+    )?;
+    golden::check("metrics.txt", &golden::metrics(&receiver.metric_requests()))?;
+    golden::check("prometheus.txt", &golden::prometheus(&exposition))?;
+    // Every request was sent as configured.
+    let expected = if compression == "gzip" {
+        "gzip"
+    } else {
+        "identity"
+    };
+    let encodings = receiver.encodings();
+    assert!(!encodings.is_empty());
+    assert!(encodings.iter().all(|e| e == expected), "{encodings:?}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn golden_export_over_grpc() -> TestResult {
+    golden("grpc", "none").await
+}
+
+#[tokio::test]
+async fn golden_export_over_http_protobuf() -> TestResult {
+    golden("http/protobuf", "none").await
+}
+
+#[tokio::test]
+async fn golden_export_gzipped_over_grpc() -> TestResult {
+    golden("grpc", "gzip").await
+}
+
+#[tokio::test]
+async fn golden_export_gzipped_over_http_protobuf() -> TestResult {
+    golden("http/protobuf", "gzip").await
+}
+
+/// A CA, and a certificate for 127.0.0.1 it signed, as PEM: (CA, certificate, key).
+fn test_pki() -> Result<(String, String, String), rcgen::Error> {
+    use rcgen::{
+        BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair, KeyUsagePurpose,
+    };
+    let mut ca = CertificateParams::new(Vec::<String>::new())?;
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate()?)?;
+    let key = KeyPair::generate()?;
+    let cert = CertificateParams::new(vec!["127.0.0.1".to_owned()])?.signed_by(&key, &ca)?;
+    Ok((ca.pem(), cert.pem(), key.serialize_pem()))
+}
+
+/// Spans and metrics to a collector over TLS that a generated CA vouches for; without that CA
+/// (the built-in roots only), nothing gets through and the spans are counted as dropped.
+async fn tls_to_the_collector(protocol: &str) -> TestResult {
+    let (ca, cert, key) = test_pki()?;
+    let dir = tempfile::tempdir()?;
+    let ca_path = dir.path().join("ca.pem");
+    std::fs::write(&ca_path, ca)?;
+    let receiver = OtlpReceiver::start_tls(&cert, &key).await?;
+    let endpoint = match protocol {
+        "grpc" => receiver.grpc_endpoint(),
+        _ => receiver.http_endpoint(),
+    };
+    assert!(endpoint.starts_with("https://127.0.0.1:"), "{endpoint}");
+    let vars = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", protocol),
+        ("OTEL_EXPORTER_OTLP_TIMEOUT", "2000"),
+        ("OTEL_BSP_SCHEDULE_DELAY", "20"),
+        ("OTEL_METRIC_EXPORT_INTERVAL", "100"),
+    ];
+
+    let mut untrusting = Telemetry::start(&config(&vars)?).await?;
+    untrusting.record(
+        &transaction(SpanKind::Server, "GET", "/", 200, 1),
+        &process(),
+    );
+    let dropped = untrusting.self_metrics().clone();
+    untrusting.shutdown().await;
+    assert_eq!(dropped.spans_dropped.get(), 1);
+    assert_eq!(dropped.spans_exported.get(), 0);
+    assert!(receiver.spans().is_empty());
+
+    let ca_path = ca_path.to_string_lossy();
+    let mut vars = vars.to_vec();
+    vars.push(("OTEL_EXPORTER_OTLP_CERTIFICATE", &ca_path));
+    let mut telemetry = Telemetry::start(&config(&vars)?).await?;
+    telemetry.record(
+        &transaction(SpanKind::Server, "GET", "/", 200, 2),
+        &process(),
+    );
+    let spans = receiver.wait_for_spans(1, WAIT).await;
+    assert_eq!(spans.len(), 1);
+    assert_eq!(spans[0].1.span_id, vec![2; 8]);
+    receiver
+        .wait_for_metric(WAIT, |_, m| m.name == "http.server.request.duration")
+        .await
+        .ok_or("no metrics over TLS")?;
+    telemetry.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn tls_to_the_collector_over_grpc() -> TestResult {
+    tls_to_the_collector("grpc").await
+}
+
+#[tokio::test]
+async fn tls_to_the_collector_over_http_protobuf() -> TestResult {
+    tls_to_the_collector("http/protobuf").await
+}
+
+/// A telemetry exporting spans only, to `receiver` over `protocol`, in batches of `batch`.
+async fn span_telemetry(
+    receiver: &OtlpReceiver,
+    protocol: &str,
+    batch: &str,
+    timeout_ms: &str,
+) -> obi_sidecar::Result<Telemetry> {
+    let endpoint = match protocol {
+        "grpc" => receiver.grpc_endpoint(),
+        _ => format!("{}/v1/traces", receiver.http_endpoint()),
+    };
+    Telemetry::start(&config(&[
+        ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", &endpoint),
+        ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", protocol),
+        ("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", timeout_ms),
+        ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", batch),
+        ("OTEL_BSP_SCHEDULE_DELAY", "20"),
+    ])?)
+    .await
+}
+
+/// Waits until `exported + dropped` reaches `n`.
+async fn settled(metrics: &obi_sidecar::telemetry::metrics::SelfMetrics, n: u64) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while metrics.spans_exported.get() + metrics.spans_dropped.get() < n
+        && tokio::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// 429 with a retry delay, then 503, then success: the same batch arrives once, the second
+/// attempt no sooner than the delay said; a refusal that is not retryable drops the batch.
+async fn refusals_are_retried(protocol: &str) -> TestResult {
+    let receiver = OtlpReceiver::start().await?;
+    receiver.reply_with([
+        Reply::Refuse {
+            http: 429,
+            retry_after: Some(Duration::from_secs(1)),
+        },
+        Reply::Refuse {
+            http: 503,
+            retry_after: None,
+        },
+    ]);
+    let mut telemetry = span_telemetry(&receiver, protocol, "3", "5000").await?;
+    let metrics = telemetry.self_metrics().clone();
+    record_many(&mut telemetry, 0..3);
+    settled(&metrics, 3).await;
+    assert_eq!(
+        (metrics.spans_exported.get(), metrics.spans_dropped.get()),
+        (3, 0)
+    );
+    assert_eq!(received_ids(&receiver), vec![0, 1, 2]);
+    let attempts = receiver.trace_attempts();
+    assert_eq!(attempts.len(), 3, "{attempts:?}");
+    let waited = attempts[1] - attempts[0];
+    assert!(waited >= Duration::from_secs(1), "retried after {waited:?}");
+    // Backoff, not the server's delay, for the 503: well under a second.
+    assert!(attempts[2] - attempts[1] < Duration::from_secs(1));
+
+    receiver.reply_with([Reply::Refuse {
+        http: 400,
+        retry_after: None,
+    }]);
+    record_many(&mut telemetry, 10..13);
+    settled(&metrics, 6).await;
+    assert_eq!(
+        (metrics.spans_exported.get(), metrics.spans_dropped.get()),
+        (3, 3)
+    );
+    assert_eq!(receiver.trace_attempts().len(), 4);
+    telemetry.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn refusals_are_retried_over_grpc() -> TestResult {
+    refusals_are_retried("grpc").await
+}
+
+#[tokio::test]
+async fn refusals_are_retried_over_http_protobuf() -> TestResult {
+    refusals_are_retried("http/protobuf").await
+}
+
+/// The collector takes a batch but rejects part of it: those are counted as dropped.
+async fn partial_success_is_counted(protocol: &str) -> TestResult {
+    let receiver = OtlpReceiver::start().await?;
+    receiver.reply_with([Reply::Partial(2)]);
+    let mut telemetry = span_telemetry(&receiver, protocol, "5", "5000").await?;
+    let metrics = telemetry.self_metrics().clone();
+    record_many(&mut telemetry, 0..5);
+    settled(&metrics, 5).await;
+    assert_eq!(
+        (metrics.spans_exported.get(), metrics.spans_dropped.get()),
+        (3, 2)
+    );
+    assert_eq!(receiver.trace_attempts().len(), 1);
+    telemetry.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn partial_success_is_counted_over_grpc() -> TestResult {
+    partial_success_is_counted("grpc").await
+}
+
+#[tokio::test]
+async fn partial_success_is_counted_over_http_protobuf() -> TestResult {
+    partial_success_is_counted("http/protobuf").await
+}
+
+/// A collector slower than the export timeout: the export gives up at the timeout (the spans
+/// counted as dropped) and the next one goes through.
+async fn exports_time_out(protocol: &str) -> TestResult {
+    let receiver = OtlpReceiver::start().await?;
+    receiver.reply_with([Reply::Delay(Duration::from_secs(5))]);
+    let mut telemetry = span_telemetry(&receiver, protocol, "2", "400").await?;
+    let metrics = telemetry.self_metrics().clone();
+    let started = tokio::time::Instant::now();
+    record_many(&mut telemetry, 0..2);
+    settled(&metrics, 2).await;
+    let took = started.elapsed();
+    assert_eq!(metrics.spans_dropped.get(), 2);
+    assert!(
+        took >= Duration::from_millis(400) && took < Duration::from_secs(2),
+        "{took:?}"
+    );
+    record_many(&mut telemetry, 2..4);
+    settled(&metrics, 4).await;
+    assert_eq!(metrics.spans_exported.get(), 2);
+    assert!(received_ids(&receiver).contains(&3));
+    telemetry.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn exports_time_out_over_grpc() -> TestResult {
+    exports_time_out("grpc").await
+}
+
+#[tokio::test]
+async fn exports_time_out_over_http_protobuf() -> TestResult {
+    exports_time_out("http/protobuf").await
+}
+
+/// The duration points of `GET /` exported last, with their temporality.
+async fn last_duration_points(
+    receiver: &OtlpReceiver,
+    count: u64,
+) -> Result<
+    (
+        i32,
+        Vec<opentelemetry_proto::tonic::metrics::v1::HistogramDataPoint>,
+    ),
+    String,
+> {
+    let (_, metric) = receiver
+        .wait_for_metric(WAIT, |_, m| {
+            m.name == "http.server.request.duration"
+                && histogram_point(m).is_some_and(|p| p.count == count)
+        })
+        .await
+        .ok_or(format!("no duration point of count {count}"))?;
+    match metric.data {
+        Some(metric::Data::Histogram(h)) => Ok((h.aggregation_temporality, h.data_points)),
+        _ => Err("not a histogram".to_owned()),
+    }
+}
+
+/// Cumulative points carry every measurement since the start; delta points only those since
+/// the last export, over back-to-back intervals, and the sidecar's counters likewise.
+async fn temporality(preference: &str) -> TestResult {
+    let receiver = OtlpReceiver::start().await?;
+    let mut telemetry = Telemetry::start(&config(&[
+        (
+            "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
+            &format!("{}/v1/metrics", receiver.http_endpoint()),
+        ),
+        ("OTEL_METRIC_EXPORT_INTERVAL", "100"),
+        (
+            "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE",
+            preference,
+        ),
+    ])?)
+    .await?;
+    let delta = preference == "delta";
+    let server = transaction(SpanKind::Server, "GET", "/", 200, 1);
+    telemetry.record(&server, &process());
+    telemetry.record(&server, &process());
+    telemetry.self_metrics().events_captured.add(10);
+    let (kind, first) = last_duration_points(&receiver, 2).await?;
+    assert_eq!(kind, if delta { 1 } else { 2 });
+    receiver
+        .wait_for_metric(WAIT, |_, m| {
+            m.name == "obi.sidecar.events.captured" && sum_value(m) == Some(10)
+        })
+        .await
+        .ok_or("no events.captured of 10")?;
+
+    telemetry.record(&server, &process());
+    telemetry.self_metrics().events_captured.add(5);
+    let (kind, second) = last_duration_points(&receiver, if delta { 1 } else { 3 }).await?;
+    assert_eq!(kind, if delta { 1 } else { 2 });
+    assert_eq!((first.len(), second.len()), (1, 1));
+    if delta {
+        // The second interval starts where the first export ended.
+        assert!(second[0].start_time_unix_nano >= first[0].time_unix_nano);
+        assert!((second[0].sum.unwrap_or_default() - 0.005).abs() < 1e-9);
+    } else {
+        assert_eq!(
+            second[0].start_time_unix_nano,
+            first[0].start_time_unix_nano
+        );
+        assert!((second[0].sum.unwrap_or_default() - 0.015).abs() < 1e-9);
+    }
+    let captured = if delta { 5 } else { 15 };
+    receiver
+        .wait_for_metric(WAIT, |_, m| {
+            m.name == "obi.sidecar.events.captured" && sum_value(m) == Some(captured)
+        })
+        .await
+        .ok_or(format!("no events.captured of {captured}"))?;
+    telemetry.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn cumulative_temporality_by_default() -> TestResult {
+    temporality("cumulative").await
+}
+
+#[tokio::test]
+async fn delta_temporality_when_preferred() -> TestResult {
+    temporality("delta").await
+}
+
+/// Past the cardinality limit, new attribute sets go to one `otel.metric.overflow` series, in
+/// OTLP and Prometheus alike; the series within the limit keep counting.
+#[tokio::test]
+async fn cardinality_overflow() -> TestResult {
+    let receiver = OtlpReceiver::start().await?;
+    let mut config = config(&[
+        (
+            "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
+            &format!("{}/v1/metrics", receiver.http_endpoint()),
+        ),
+        ("OTEL_METRIC_EXPORT_INTERVAL", "100"),
+        ("OTEL_EBPF_METRICS_CARDINALITY_LIMIT", "3"),
+        ("OTEL_SERVICE_NAME", "shop"),
+    ])?;
+    config.prometheus_port = Some(0);
+    let mut telemetry = Telemetry::start(&config).await?;
+    for path in ["/a", "/b", "/c", "/d", "/e", "/a", "/d"] {
+        telemetry.record(
+            &transaction(SpanKind::Server, "GET", path, 200, 1),
+            &process(),
+        );
+    }
+    let (_, metric) = receiver
+        .wait_for_metric(WAIT, |_, m| m.name == "http.server.request.duration")
+        .await
+        .ok_or("no duration metric")?;
+    let Some(metric::Data::Histogram(histogram)) = metric.data else {
+        return Err("not a histogram".into());
+    };
+    let mut points: Vec<(String, u64)> = histogram
+        .data_points
+        .iter()
+        .map(|p| {
+            let route = string_attribute(&p.attributes, "http.route")
+                .unwrap_or("-")
+                .to_owned();
+            let overflow = matches!(
+                otlp::attribute(&p.attributes, "otel.metric.overflow"),
+                Some(opentelemetry_proto::tonic::common::v1::any_value::Value::BoolValue(true))
+            );
+            (
+                if overflow {
+                    "overflow".to_owned()
+                } else {
+                    route
+                },
+                p.count,
+            )
+        })
+        .collect();
+    points.sort();
+    let expected = [("/a", 2), ("/b", 1), ("/c", 1), ("overflow", 3)];
+    assert_eq!(points, expected.map(|(r, c)| (r.to_owned(), c)).to_vec());
+    let addr = telemetry.prometheus_addr().ok_or("no Prometheus address")?;
+    let body = reqwest::get(format!("http://127.0.0.1:{}/metrics", addr.port()))
+        .await?
+        .text()
+        .await?;
+    let overflow = r#"http_server_request_duration_seconds_count{service_name="shop",k8s_container_name="app",http_request_method="",http_response_status_code="",http_route="",server_port="",otel_metric_overflow="true"} 3"#;
+    assert!(body.lines().any(|l| l == overflow), "{body}");
+    telemetry.shutdown().await;
+    Ok(())
+}
+
 #[tokio::test]
 async fn parent_based_sampling_follows_the_caller() -> TestResult {
     let receiver = OtlpReceiver::start().await?;
@@ -330,7 +984,7 @@ async fn parent_based_sampling_follows_the_caller() -> TestResult {
         ("OTEL_TRACES_SAMPLER", "parentbased_always_off"),
         ("OTEL_BSP_SCHEDULE_DELAY", "20"),
     ])?;
-    let telemetry = Telemetry::start(&config).await?;
+    let mut telemetry = Telemetry::start(&config).await?;
     let root = transaction(SpanKind::Server, "GET", "/", 200, 1);
     let mut sampled_child = transaction(SpanKind::Server, "GET", "/", 200, 2);
     sampled_child.trace.parent_span_id = Some([9; 8]);
@@ -356,7 +1010,7 @@ async fn prometheus_endpoint_serves_http_and_self_metrics() -> TestResult {
     assert!(config.traces.is_none() && config.metrics.is_none());
     // Port 0: an ephemeral port, so tests never collide.
     config.prometheus_port = Some(0);
-    let telemetry = Telemetry::start(&config).await?;
+    let mut telemetry = Telemetry::start(&config).await?;
     let addr = telemetry.prometheus_addr().ok_or("no Prometheus address")?;
     telemetry.record(
         &transaction(SpanKind::Server, "GET", "/items/12", 404, 1),
@@ -410,7 +1064,7 @@ async fn prometheus_endpoint_serves_http_and_self_metrics() -> TestResult {
 }
 
 /// Records spans with ids from `ids`.
-fn record_many(telemetry: &Telemetry, ids: std::ops::Range<u32>) {
+fn record_many(telemetry: &mut Telemetry, ids: std::ops::Range<u32>) {
     for id in ids {
         let mut tx = transaction(SpanKind::Server, "GET", "/", 200, 0);
         tx.trace.span_id[..4].copy_from_slice(&id.to_be_bytes());
@@ -442,11 +1096,11 @@ async fn collector_down_then_up(protocol: &str) -> TestResult {
         ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "10"),
         ("OTEL_BSP_SCHEDULE_DELAY", "20"),
     ])?;
-    let telemetry = Telemetry::start(&config).await?;
+    let mut telemetry = Telemetry::start(&config).await?;
     let metrics = telemetry.self_metrics().clone();
 
     // Up: spans flow.
-    record_many(&telemetry, 0..5);
+    record_many(&mut telemetry, 0..5);
     assert_eq!(receiver.wait_for_spans(5, WAIT).await.len(), 5);
     // The exporter counts once the collector answered, just after the receiver stored them.
     let deadline = tokio::time::Instant::now() + WAIT;
@@ -457,7 +1111,7 @@ async fn collector_down_then_up(protocol: &str) -> TestResult {
 
     // Down: every span is dropped and counted, none is kept around.
     receiver.stop().await;
-    record_many(&telemetry, 1000..3000);
+    record_many(&mut telemetry, 1000..3000);
     let deadline = tokio::time::Instant::now() + WAIT;
     while metrics.spans_dropped.get() < 2000 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -474,11 +1128,11 @@ async fn collector_down_then_up(protocol: &str) -> TestResult {
             tokio::time::Instant::now() < deadline,
             "export never resumed"
         );
-        record_many(&telemetry, next..next + 1);
+        record_many(&mut telemetry, next..next + 1);
         next += 1;
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    record_many(&telemetry, 9000..9020);
+    record_many(&mut telemetry, 9000..9020);
     telemetry.shutdown().await;
 
     let ids = received_ids(&receiver);
@@ -530,14 +1184,14 @@ async fn hung_collector_bounds_the_queue_and_shutdown() -> TestResult {
         ("OTEL_BSP_SCHEDULE_DELAY", "20"),
         ("OTEL_METRIC_EXPORT_INTERVAL", "60000"),
     ])?;
-    let telemetry = Telemetry::start(&config).await?;
+    let mut telemetry = Telemetry::start(&config).await?;
     let metrics = telemetry.self_metrics().clone();
-    record_many(&telemetry, 0..1);
+    record_many(&mut telemetry, 0..1);
     // Let the export task take that span and get stuck exporting it.
     tokio::time::sleep(Duration::from_millis(150)).await;
     // This runtime is single-threaded: nothing else runs during these calls, so the queue
     // (50) takes exactly 50 and the rest is dropped on the spot.
-    record_many(&telemetry, 1..2001);
+    record_many(&mut telemetry, 1..2001);
     assert_eq!(metrics.spans_dropped.get(), 1950);
     assert_eq!(metrics.spans_exported.get(), 0);
     tokio::time::timeout(Duration::from_secs(10), telemetry.shutdown())
@@ -561,7 +1215,7 @@ async fn printer_child() -> TestResult {
         ("OTEL_EBPF_TRACE_PRINTER", &format),
         ("OTEL_TRACES_SAMPLER", "parentbased_always_on"),
     ])?;
-    let telemetry = Telemetry::start(&config).await?;
+    let mut telemetry = Telemetry::start(&config).await?;
     for (id, status) in [(1, 200), (2, 404), (3, 500)] {
         let mut tx = transaction(SpanKind::Server, "GET", "/users/1", status, id);
         if id == 2 {

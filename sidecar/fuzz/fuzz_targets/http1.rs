@@ -6,7 +6,7 @@ use libfuzzer_sys::arbitrary::{self, Arbitrary};
 use libfuzzer_sys::fuzz_target;
 use obi_sidecar::capture::events::{Direction, Event, Meta, Role};
 use obi_sidecar::connection::context::parse_traceparent;
-use obi_sidecar::connection::{Connections, Limits};
+use obi_sidecar::connection::{ConnKey, Connections, Limits};
 use obi_sidecar::protocol::http1::chunked::ChunkedDecoder;
 use obi_sidecar::protocol::http1::head::{self as http1, Parsed};
 
@@ -163,7 +163,11 @@ fn tracker(ops: &[Op]) {
                 tracker.on_event(&event, &mut out);
             }
             Op::Addresses { fd } => {
-                tracker.set_addresses(7, i32::from(fd % 8), None, None);
+                let key = ConnKey::Fd {
+                    pid: 7,
+                    fd: i32::from(fd % 8),
+                };
+                tracker.set_addresses(key, 7, None, None);
             }
             Op::Exit => tracker.forget_process(7, &mut out),
         }

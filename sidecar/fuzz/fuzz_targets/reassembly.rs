@@ -95,7 +95,12 @@ fn check(chunk: Chunk<'_>, clean: bool, origin: Option<u64>, position: &mut u64)
     assert!(!chunk.is_empty(), "an empty chunk");
     if clean && let Some(origin) = origin {
         for (i, byte) in chunk.visible.iter().enumerate() {
-            assert_eq!(*byte, byte_at(origin + *position + i as u64), "at {}", *position);
+            assert_eq!(
+                *byte,
+                byte_at(origin + *position + i as u64),
+                "at {}",
+                *position
+            );
         }
     }
     *position += chunk.len();

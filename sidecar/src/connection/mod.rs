@@ -172,6 +172,7 @@ impl Conn {
             pid: self.pid,
             local: self.local,
             peer: self.peer,
+            from_start: self.from_start,
             traces: shared.traces,
             out: shared.out,
             discarded: &mut shared.stats.discarded_requests,

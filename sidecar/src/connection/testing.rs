@@ -3,6 +3,7 @@
 
 use crate::capture::events::{Direction, Event, Meta, Role};
 use crate::connection::{Connections, Limits};
+use crate::protocol::db::DbCall;
 use crate::protocol::http::HttpExchange;
 use crate::transaction::{Facts, Transaction};
 
@@ -10,12 +11,42 @@ use crate::transaction::{Facts, Transaction};
 pub(crate) fn http(tx: &Transaction) -> &HttpExchange {
     match &tx.facts {
         Facts::Http(exchange) => exchange,
+        other => panic!("not HTTP: {other:?}"),
     }
+}
+
+/// The database facts of a transaction.
+pub(crate) fn db(tx: &Transaction) -> &DbCall {
+    match &tx.facts {
+        Facts::Db(call) => call,
+        other => panic!("not a database call: {other:?}"),
+    }
+}
+
+/// A recorded capture: each record one syscall's bytes, `C` from the client or `S` from the
+/// server, as `sidecar/testdata/README.md` describes.
+pub(crate) fn capture(protocol: &str, name: &str) -> Vec<(bool, Vec<u8>)> {
+    let path = format!("{}/testdata/{protocol}/{name}", env!("CARGO_MANIFEST_DIR"));
+    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let mut records = Vec::new();
+    let mut rest = &bytes[..];
+    while let [side, a, b, c, d, tail @ ..] = rest {
+        let len = u32::from_be_bytes([*a, *b, *c, *d]) as usize;
+        assert!(
+            matches!(side, b'C' | b'S') && tail.len() >= len,
+            "{path}: bad record"
+        );
+        records.push((*side == b'C', tail[..len].to_vec()));
+        rest = &tail[len..];
+    }
+    assert!(rest.is_empty(), "{path}: trailing bytes");
+    records
 }
 
 pub(crate) fn http_mut(tx: &mut Transaction) -> &mut HttpExchange {
     match &mut tx.facts {
         Facts::Http(exchange) => exchange,
+        other => panic!("not HTTP: {other:?}"),
     }
 }
 

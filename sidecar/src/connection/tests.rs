@@ -91,8 +91,9 @@ fn traffic_of_no_known_protocol_is_abandoned_cheaply() {
     let tls_hello = b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03GET / HTTP/1.1\r\n\r\n";
     let cases: [(Role, Direction, &[u8]); 5] = [
         (Role::Server, Direction::Ingress, tls_hello),
-        (Role::Client, Direction::Egress, b"*1\r\n$4\r\nPING\r\n"),
-        // MySQL-like server greeting: the server speaks first.
+        // AMQP's protocol header (Redis, PostgreSQL and MySQL are parsed now).
+        (Role::Client, Direction::Egress, b"AMQP\x00\x00\x09\x01"),
+        // A MySQL-like server greeting cut before its auth data: not enough to be one.
         (
             Role::Client,
             Direction::Ingress,

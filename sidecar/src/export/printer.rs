@@ -9,21 +9,30 @@ use std::thread::JoinHandle;
 use std::time::SystemTime;
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use opentelemetry::trace::{SpanKind, Status};
+use opentelemetry::trace::Status;
 use opentelemetry::{KeyValue, Value};
-use opentelemetry_sdk::trace::SpanData;
 use serde_json::json;
 
 use crate::config::TracePrinter;
 use crate::telemetry::metrics::SelfCounter;
+use crate::transaction::SpanKind;
 
 /// Spans waiting to be printed before new ones are dropped.
 const QUEUE_LINES: usize = 8192;
 
-/// What a printed line shows besides the span itself.
+/// A span as printed: its own copy of what the line shows, since lines are written on the
+/// printer's thread.
 #[derive(Clone, Debug)]
 pub struct PrintJob {
-    pub span: SpanData,
+    pub name: String,
+    pub kind: SpanKind,
+    pub trace_id: [u8; 16],
+    pub span_id: [u8; 8],
+    pub parent_span_id: Option<[u8; 8]>,
+    pub start: SystemTime,
+    pub end: SystemTime,
+    pub status: Status,
+    pub attributes: Vec<KeyValue>,
     pub service_name: String,
     pub pid: u32,
     /// Whether the sampler kept the span for export.
@@ -34,26 +43,31 @@ fn timestamp(time: SystemTime) -> String {
     DateTime::<Utc>::from(time).to_rfc3339_opts(SecondsFormat::Micros, true)
 }
 
-fn kind_name(kind: &SpanKind) -> &'static str {
+fn kind_name(kind: SpanKind) -> &'static str {
     match kind {
         SpanKind::Server => "server",
         SpanKind::Client => "client",
-        SpanKind::Producer => "producer",
-        SpanKind::Consumer => "consumer",
-        SpanKind::Internal => "internal",
     }
 }
 
-fn duration_ns(span: &SpanData) -> u128 {
-    span.end_time
-        .duration_since(span.start_time)
+fn duration_ns(job: &PrintJob) -> u128 {
+    job.end
+        .duration_since(job.start)
         .map(|d| d.as_nanos())
         .unwrap_or(0)
 }
 
-fn parent_id(span: &SpanData) -> Option<String> {
-    (span.parent_span_id != opentelemetry::trace::SpanId::INVALID)
-        .then(|| span.parent_span_id.to_string())
+fn trace_id(job: &PrintJob) -> String {
+    format!("{:032x}", u128::from_be_bytes(job.trace_id))
+}
+
+fn span_id(id: [u8; 8]) -> String {
+    format!("{:016x}", u64::from_be_bytes(id))
+}
+
+/// The parent's id; an all-zero id is no parent.
+fn parent_id(job: &PrintJob) -> Option<String> {
+    job.parent_span_id.filter(|id| *id != [0; 8]).map(span_id)
 }
 
 fn json_value(value: &Value) -> serde_json::Value {
@@ -67,29 +81,28 @@ fn json_value(value: &Value) -> serde_json::Value {
 
 /// One line of `text` output (no newline).
 pub fn format_text(job: &PrintJob) -> String {
-    let span = &job.span;
-    let nanos = duration_ns(span);
+    let nanos = duration_ns(job);
     let mut line = format!(
         "{} ({}.{:03}ms) {} {} [{} pid={}] trace_id={} span_id={} parent_id={}{}",
-        timestamp(span.start_time),
+        timestamp(job.start),
         nanos / 1_000_000,
         (nanos / 1_000) % 1_000,
-        kind_name(&span.span_kind).to_ascii_uppercase(),
-        span.name,
+        kind_name(job.kind).to_ascii_uppercase(),
+        job.name,
         job.service_name,
         job.pid,
-        span.span_context.trace_id(),
-        span.span_context.span_id(),
-        parent_id(span).as_deref().unwrap_or("-"),
+        trace_id(job),
+        span_id(job.span_id),
+        parent_id(job).as_deref().unwrap_or("-"),
         if job.sampled { "" } else { " unsampled" },
     );
-    if let Status::Error { description } = &span.status {
+    if let Status::Error { description } = &job.status {
         line.push_str(" status=error");
         if !description.is_empty() {
             line.push_str(&format!("({description})"));
         }
     }
-    for KeyValue { key, value, .. } in &span.attributes {
+    for KeyValue { key, value, .. } in &job.attributes {
         let text = value.as_str();
         if text.is_empty() || text.contains([' ', '"', '=']) {
             line.push_str(&format!(" {key}={text:?}"));
@@ -102,26 +115,25 @@ pub fn format_text(job: &PrintJob) -> String {
 
 /// One line of `json` output (no newline).
 pub fn format_json(job: &PrintJob) -> String {
-    let span = &job.span;
-    let attributes: serde_json::Map<String, serde_json::Value> = span
+    let attributes: serde_json::Map<String, serde_json::Value> = job
         .attributes
         .iter()
         .map(|kv| (kv.key.to_string(), json_value(&kv.value)))
         .collect();
-    let (status, message) = match &span.status {
+    let (status, message) = match &job.status {
         Status::Error { description } => ("error", Some(description.to_string())),
         Status::Ok => ("ok", None),
         Status::Unset => ("unset", None),
     };
     json!({
-        "start": timestamp(span.start_time),
-        "end": timestamp(span.end_time),
-        "duration_ns": u64::try_from(duration_ns(span)).unwrap_or(u64::MAX),
-        "kind": kind_name(&span.span_kind),
-        "name": span.name,
-        "trace_id": span.span_context.trace_id().to_string(),
-        "span_id": span.span_context.span_id().to_string(),
-        "parent_span_id": parent_id(span),
+        "start": timestamp(job.start),
+        "end": timestamp(job.end),
+        "duration_ns": u64::try_from(duration_ns(job)).unwrap_or(u64::MAX),
+        "kind": kind_name(job.kind),
+        "name": job.name,
+        "trace_id": trace_id(job),
+        "span_id": span_id(job.span_id),
+        "parent_span_id": parent_id(job),
         "status": status,
         "status_message": message.filter(|m| !m.is_empty()),
         "sampled": job.sampled,
@@ -211,22 +223,40 @@ fn write_lines(format: TracePrinter, out: Box<dyn Write + Send>, receiver: Recei
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::telemetry::http::tests::{facts_of, span_of, transaction};
+    use crate::telemetry::Semantics;
+    use crate::telemetry::http::tests::{facts_of, name_of, span_attributes_of, transaction};
     use crate::telemetry::route::RouteMatcher;
     use crate::telemetry::spans::WallClock;
-    use crate::transaction::SpanKind as TxKind;
+    use crate::transaction::{SpanKind as TxKind, Transaction};
     use std::sync::{Arc, Mutex};
 
-    fn job(status: u16) -> PrintJob {
-        let tx = transaction(TxKind::Server, "GET", "/users/42?x=1", status);
-        let facts = facts_of(&tx, &RouteMatcher::default(), false);
+    /// The job `Telemetry::record` makes of a transaction.
+    fn job_of(tx: &Transaction, include_query: bool, sampled: bool) -> PrintJob {
+        let (routes, mut scratch) = (RouteMatcher::default(), String::new());
+        let facts = facts_of(tx, &routes, include_query, &mut scratch);
         let clock = WallClock::with_offset(1_700_000_000_000_000_000);
         PrintJob {
-            span: span_of(&tx, facts, &clock),
+            name: name_of(&facts),
+            kind: tx.kind,
+            trace_id: tx.trace.trace_id,
+            span_id: tx.trace.span_id,
+            parent_span_id: tx.trace.parent_span_id,
+            start: clock.to_system_time(tx.start_ns),
+            end: clock.to_system_time(tx.end_ns),
+            status: facts.span_status(),
+            attributes: span_attributes_of(&facts),
             service_name: "shop".to_owned(),
             pid: 42,
-            sampled: true,
+            sampled,
         }
+    }
+
+    fn job(status: u16) -> PrintJob {
+        job_of(
+            &transaction(TxKind::Server, "GET", "/users/42?x=1", status),
+            false,
+            true,
+        )
     }
 
     #[test]
@@ -263,6 +293,30 @@ mod tests {
         assert_eq!(value["attributes"]["http.response.status_code"], 200);
         assert_eq!(value["attributes"]["url.path"], "/users/42");
         assert!(!line.contains('\n'));
+    }
+
+    /// A client span without a response or parent, unsampled, with a query: both formats,
+    /// exactly as the printer wrote them before spans were encoded without the SDK.
+    #[test]
+    fn client_lines() {
+        let mut tx = transaction(TxKind::Client, "post", "/v1/items/9?q=1", 0);
+        tx.trace.parent_span_id = None;
+        let job = job_of(&tx, true, false);
+        assert_eq!(
+            format_text(&job),
+            "2023-11-14T22:13:21.000000Z (250.000ms) CLIENT POST /v1/items/* [shop pid=42] \
+             trace_id=11111111111111111111111111111111 span_id=2222222222222222 parent_id=- \
+             unsampled status=error(no response) http.request.method=POST \
+             http.route=/v1/items/* server.port=51000 url.path=/v1/items/9 url.scheme=http \
+             network.protocol.version=1.1 http.request.method_original=post url.query=\"q=1\" \
+             server.address=shop.example \
+             url.full=\"http://shop.example:8080/v1/items/9?q=1\" error.type=_OTHER \
+             http.request.body.size=12"
+        );
+        assert_eq!(
+            format_json(&job),
+            r#"{"attributes":{"error.type":"_OTHER","http.request.body.size":12,"http.request.method":"POST","http.request.method_original":"post","http.route":"/v1/items/*","network.protocol.version":"1.1","server.address":"shop.example","server.port":51000,"url.full":"http://shop.example:8080/v1/items/9?q=1","url.path":"/v1/items/9","url.query":"q=1","url.scheme":"http"},"duration_ns":250000000,"end":"2023-11-14T22:13:21.250000Z","kind":"client","name":"POST /v1/items/*","parent_span_id":null,"process.pid":42,"sampled":false,"service.name":"shop","span_id":"2222222222222222","start":"2023-11-14T22:13:21.000000Z","status":"error","status_message":"no response","trace_id":"11111111111111111111111111111111"}"#
+        );
     }
 
     /// A writer tests can read back.

@@ -15,9 +15,17 @@ use crate::connection::{
 };
 use crate::transaction::{Facts, SpanKind, Transaction};
 
+pub mod db;
+#[cfg(test)]
+mod detection_tests;
+pub(crate) mod frames;
 pub mod http;
 pub mod http1;
 pub mod http2;
+pub mod mysql;
+pub mod postgres;
+pub mod redis;
+pub mod sql;
 
 /// Which end of the connection sent the bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -43,6 +51,8 @@ pub struct Context<'a> {
     pub(crate) pid: u32,
     pub(crate) local: Option<SocketAddr>,
     pub(crate) peer: Option<SocketAddr>,
+    /// The connection was seen from its start (accepted or connected), not joined mid-stream.
+    pub(crate) from_start: bool,
     pub(crate) traces: &'a mut TraceBook,
     pub(crate) out: &'a mut Vec<Transaction>,
     /// Requests dropped without a transaction (beyond a parser's bounds).
@@ -64,6 +74,12 @@ impl Context<'_> {
     /// Whether the instrumented process is the server of this connection.
     pub fn kind(&self) -> SpanKind {
         self.kind
+    }
+
+    /// Whether the connection was seen from its start: what its first bytes set up (a database
+    /// selected, a handshake) is known then, and unknown for a connection joined mid-stream.
+    pub fn from_start(&self) -> bool {
+        self.from_start
     }
 
     /// Trace context for an exchange whose request starts now on thread `tid`, continuing
@@ -138,7 +154,13 @@ pub struct Protocol {
 }
 
 /// Every protocol, in the order detection tries them.
-pub static PROTOCOLS: &[&Protocol] = &[&http1::PROTOCOL, &http2::PROTOCOL];
+pub static PROTOCOLS: &[&Protocol] = &[
+    &http1::PROTOCOL,
+    &http2::PROTOCOL,
+    &postgres::PROTOCOL,
+    &mysql::PROTOCOL,
+    &redis::PROTOCOL,
+];
 
 /// The first protocol that recognizes `bytes`, and who sent them.
 pub fn detect(bytes: &[u8], side: Option<Side>) -> Option<(&'static Protocol, Side)> {

@@ -9,14 +9,14 @@
 //! - Methods outside the HTTP standard become `_OTHER` (`http.request.method_original` keeps the
 //!   original), which keeps span names and metric series bounded.
 
-use std::borrow::Cow;
+use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 
-use opentelemetry::KeyValue;
 use opentelemetry::trace::Status;
 use opentelemetry_semantic_conventions::{attribute as semconv, metric as names};
 
 use super::Semantics;
+use super::attributes::Attributes;
 use super::metrics::{DURATION_BUCKETS, HistogramDef, MetricUnit, SIZE_BUCKETS};
 use super::route::RouteMatcher;
 use crate::protocol::http::HttpExchange;
@@ -93,42 +93,51 @@ pub static HISTOGRAMS: [&HistogramDef; 6] = [
     &CLIENT_RESPONSE_BODY_SIZE,
 ];
 
-/// Everything spans and metrics need from one transaction, derived once.
+/// A server address: the `Host` header's host, or a socket's address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Host<'a> {
+    Name(&'a str),
+    Ip(IpAddr),
+}
+
+/// The authority of a client span's `url.full`: the `Host` header as sent, or the peer's
+/// socket address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Authority<'a> {
+    Header(&'a str),
+    Socket(SocketAddr),
+}
+
+/// Everything spans and metrics need from one transaction, derived once. It borrows from the
+/// transaction (and the route from the matcher or the caller's scratch buffer): deriving it
+/// allocates nothing.
 #[derive(Clone, Debug, PartialEq)]
-pub struct HttpFacts {
+pub struct HttpFacts<'a> {
     pub kind: SpanKind,
     /// Normalized: a standard method, or `_OTHER`.
-    pub method: Cow<'static, str>,
+    pub method: &'static str,
     /// The method as sent, when it is not standard.
-    pub method_original: Option<String>,
-    pub path: String,
+    pub method_original: Option<&'a str>,
+    pub path: &'a str,
     /// Only when query strings are exported.
-    pub query: Option<String>,
-    pub route: Option<String>,
+    pub query: Option<&'a str>,
+    pub route: Option<&'a str>,
     /// 0: no response.
     pub status: u16,
-    /// `error.type`, set when the transaction is an error.
-    pub error_type: Option<String>,
     /// Why the exchange ended before its response did (HTTP/2 resets and the like).
     pub aborted: Option<&'static str>,
-    pub server_address: Option<String>,
+    pub server_address: Option<Host<'a>>,
     pub server_port: Option<u16>,
-    pub client_address: Option<String>,
+    pub client_address: Option<IpAddr>,
     pub client_port: Option<u16>,
-    /// Client spans only.
-    pub url_full: Option<String>,
+    /// Client spans only: the authority `url.full` is made with.
+    pub url_authority: Option<Authority<'a>>,
     pub protocol_version: &'static str,
     pub request_body_size: Option<u64>,
     pub response_body_size: Option<u64>,
     /// Seconds from the first request byte to the last response byte.
     pub duration_seconds: f64,
 }
-
-/// Most metric attributes there can be (method, status code, route, server port).
-const METRIC_ATTRIBUTES: usize = 4;
-/// Most span attributes there can be: the metric ones, three always present, six optional
-/// strings, the client port and two body sizes.
-const SPAN_ATTRIBUTES: usize = METRIC_ATTRIBUTES + 3 + 6 + 1 + 2;
 
 const KNOWN_METHODS: [&str; 9] = [
     "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
@@ -182,72 +191,97 @@ fn split_target(target: &str) -> Target<'_> {
 }
 
 /// Splits `host[:port]` / `[v6][:port]` from a Host header or authority.
-fn split_host(authority: &str) -> (String, Option<u16>) {
+fn split_host(authority: &str) -> (&str, Option<u16>) {
     let authority = authority.trim();
     if let Some(rest) = authority.strip_prefix('[')
         && let Some((host, after)) = rest.split_once(']')
     {
         let port = after.strip_prefix(':').and_then(|p| p.parse().ok());
-        return (host.to_owned(), port);
+        return (host, port);
     }
     match authority.rsplit_once(':') {
         // More than one colon without brackets: a bare IPv6 address, no port.
-        Some((host, port)) if !host.contains(':') => (host.to_owned(), port.parse().ok()),
-        _ => (authority.to_owned(), None),
+        Some((host, port)) if !host.contains(':') => (host, port.parse().ok()),
+        _ => (authority, None),
     }
 }
 
-/// An address as text. IPv4 (nearly every request's client address) is written digit by digit:
-/// `Display` goes through the formatting machinery, which showed up in profiles at one or two
-/// addresses per request.
-fn ip_text(ip: IpAddr) -> String {
+/// Appends a number in decimal.
+fn push_decimal(text: &mut String, value: u16) {
+    let mut digits = [0u8; 5];
+    let mut n = value;
+    let mut start = digits.len();
+    loop {
+        start -= 1;
+        digits[start] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for &digit in &digits[start..] {
+        text.push(char::from(digit));
+    }
+}
+
+/// Appends an address as text. IPv4 (nearly every request's client address) is written digit
+/// by digit: `Display` goes through the formatting machinery, which showed up in profiles at
+/// one or two addresses per request.
+fn push_ip(text: &mut String, ip: IpAddr) {
     let IpAddr::V4(v4) = ip else {
-        return ip.to_string();
+        // Writing into a String cannot fail.
+        let _ = write!(text, "{ip}");
+        return;
     };
-    let mut text = String::with_capacity(15);
     for (i, octet) in v4.octets().into_iter().enumerate() {
         if i > 0 {
             text.push('.');
         }
-        if octet >= 100 {
-            text.push(char::from(b'0' + octet / 100));
-        }
-        if octet >= 10 {
-            text.push(char::from(b'0' + octet / 10 % 10));
-        }
-        text.push(char::from(b'0' + octet % 10));
+        push_decimal(text, u16::from(octet));
     }
-    text
 }
 
-fn format_authority(ip: IpAddr, port: u16) -> String {
-    SocketAddr::new(ip, port).to_string()
+/// Appends `ip:port`, with an IPv6 address in brackets.
+fn push_socket_address(text: &mut String, address: SocketAddr) {
+    let bracketed = address.is_ipv6();
+    if bracketed {
+        text.push('[');
+    }
+    push_ip(text, address.ip());
+    if bracketed {
+        text.push(']');
+    }
+    text.push(':');
+    push_decimal(text, address.port());
 }
 
-impl HttpFacts {
+impl<'a> HttpFacts<'a> {
+    /// The facts of `http`, the exchange of `tx`; a heuristic route is written into
+    /// `route_scratch`, which the caller reuses from one transaction to the next.
     pub fn new(
         tx: &Transaction,
-        http: &HttpExchange,
-        routes: &RouteMatcher,
+        http: &'a HttpExchange,
+        routes: &'a RouteMatcher,
         include_query: bool,
+        route_scratch: &'a mut String,
     ) -> Self {
         let known = KNOWN_METHODS
             .iter()
             .find(|m| m.eq_ignore_ascii_case(&http.method));
         let (method, method_original) = match known {
-            Some(known) if **known == http.method => (Cow::Borrowed(*known), None),
-            Some(known) => (Cow::Borrowed(*known), Some(http.method.clone())),
+            Some(known) if **known == http.method => (*known, None),
+            Some(known) => (*known, Some(http.method.as_str())),
             // An HTTP/2 method the capture could not decode stays unknown: `_OTHER`, without
             // an original to show.
             None => (
-                Cow::Borrowed("_OTHER"),
-                (!http.method.is_empty()).then(|| http.method.clone()),
+                "_OTHER",
+                (!http.method.is_empty()).then_some(http.method.as_str()),
             ),
         };
         let target = split_target(&http.target);
         // Authority-form (CONNECT host:port) has no path to route.
         let route = if target.path.starts_with('/') || target.path == "*" {
-            routes.route(target.path)
+            routes.route(target.path, route_scratch)
         } else {
             None
         };
@@ -255,67 +289,45 @@ impl HttpFacts {
         let (host_name, host_port) = match host {
             Some(host) if !host.trim().is_empty() => {
                 let (name, port) = split_host(host);
-                (Some(name), port)
+                (Some(Host::Name(name)), port)
             }
             _ => (None, None),
         };
-        let status_is_error = match tx.kind {
-            SpanKind::Server => http.status == 0 || http.status >= 500,
-            SpanKind::Client => http.status == 0 || http.status >= 400,
-        };
-        let error_type = (status_is_error || http.aborted.is_some()).then(|| {
-            if http.status == 0 || !status_is_error {
-                "_OTHER".to_owned()
-            } else {
-                http.status.to_string()
-            }
-        });
-        let query = target.query.filter(|_| include_query).map(str::to_owned);
-        let (server_address, server_port, client_address, client_port, url_full) = match tx.kind {
-            SpanKind::Server => (
-                host_name.or_else(|| tx.local.map(|a| ip_text(a.ip()))),
-                tx.local.map(|a| a.port()).or(host_port).or(Some(80)),
-                tx.peer.map(|a| ip_text(a.ip())),
-                tx.peer.map(|a| a.port()),
-                None,
-            ),
-            SpanKind::Client => {
-                let authority = host
-                    .map(|h| h.trim().to_owned())
-                    .filter(|h| !h.is_empty())
-                    .or_else(|| tx.peer.map(|a| format_authority(a.ip(), a.port())));
-                let url_full = authority.map(|authority| {
-                    let mut url = format!("http://{authority}{}", target.path);
-                    if let Some(query) = &query {
-                        url.push('?');
-                        url.push_str(query);
-                    }
-                    url
-                });
-                (
-                    host_name.or_else(|| tx.peer.map(|a| ip_text(a.ip()))),
+        let query = target.query.filter(|_| include_query);
+        let (server_address, server_port, client_address, client_port, url_authority) =
+            match tx.kind {
+                SpanKind::Server => (
+                    host_name.or_else(|| tx.local.map(|a| Host::Ip(a.ip()))),
+                    tx.local.map(|a| a.port()).or(host_port).or(Some(80)),
+                    tx.peer.map(|a| a.ip()),
+                    tx.peer.map(|a| a.port()),
+                    None,
+                ),
+                SpanKind::Client => (
+                    host_name.or_else(|| tx.peer.map(|a| Host::Ip(a.ip()))),
                     tx.peer.map(|a| a.port()).or(host_port).or(Some(80)),
                     None,
                     None,
-                    url_full,
-                )
-            }
-        };
+                    host.map(str::trim)
+                        .filter(|h| !h.is_empty())
+                        .map(Authority::Header)
+                        .or_else(|| tx.peer.map(Authority::Socket)),
+                ),
+            };
         Self {
             kind: tx.kind,
             method,
             method_original,
-            path: target.path.to_owned(),
+            path: target.path,
             query,
             route,
             status: http.status,
-            error_type,
             aborted: http.aborted,
             server_address,
             server_port,
             client_address,
             client_port,
-            url_full,
+            url_authority,
             protocol_version: http.version.as_str(),
             request_body_size: http.request_body_size,
             response_body_size: http.response_body_size,
@@ -323,42 +335,46 @@ impl HttpFacts {
         }
     }
 
-    fn push_metric_attributes(&self, attributes: &mut Vec<KeyValue>) {
-        attributes.push(KeyValue::new(
-            semconv::HTTP_REQUEST_METHOD,
-            self.method.clone(),
-        ));
-        if self.status != 0 {
-            attributes.push(KeyValue::new(
-                semconv::HTTP_RESPONSE_STATUS_CODE,
-                i64::from(self.status),
-            ));
-        }
-        if let Some(route) = &self.route {
-            attributes.push(KeyValue::new(semconv::HTTP_ROUTE, route.clone()));
-        }
-        if let Some(port) = self.server_port {
-            attributes.push(KeyValue::new(semconv::SERVER_PORT, i64::from(port)));
+    /// Whether the exchange is an error: no response, or an error status for its side.
+    pub fn is_error(&self) -> bool {
+        self.status_is_error() || self.aborted.is_some()
+    }
+
+    /// The status code makes the exchange an error (none at all included).
+    fn status_is_error(&self) -> bool {
+        match self.kind {
+            SpanKind::Server => self.status == 0 || self.status >= 500,
+            SpanKind::Client => self.status == 0 || self.status >= 400,
         }
     }
 
-    pub fn is_error(&self) -> bool {
-        self.error_type.is_some()
+    /// `url.full` of a client span: `http://authority/path[?query]`.
+    fn write_url_full(&self, authority: Authority<'_>, text: &mut String) {
+        text.push_str("http://");
+        match authority {
+            Authority::Header(header) => text.push_str(header),
+            Authority::Socket(address) => push_socket_address(text, address),
+        }
+        text.push_str(self.path);
+        if let Some(query) = self.query {
+            text.push('?');
+            text.push_str(query);
+        }
     }
 }
 
-impl Semantics for HttpFacts {
+impl Semantics for HttpFacts<'_> {
     /// `METHOD route`, or just the method when there is no route (`HTTP` for `_OTHER`, as the
     /// conventions ask).
-    fn span_name(&self) -> String {
-        let method = if self.method == "_OTHER" {
+    fn span_name(&self, name: &mut String) {
+        name.push_str(if self.method == "_OTHER" {
             "HTTP"
         } else {
-            &self.method
-        };
-        match &self.route {
-            Some(route) => format!("{method} {route}"),
-            None => method.to_owned(),
+            self.method
+        });
+        if let Some(route) = self.route {
+            name.push(' ');
+            name.push_str(route);
         }
     }
 
@@ -377,10 +393,17 @@ impl Semantics for HttpFacts {
     }
 
     /// Metric attributes: bounded-cardinality ones only.
-    fn metric_attributes(&self) -> Vec<KeyValue> {
-        let mut attributes = Vec::with_capacity(METRIC_ATTRIBUTES);
-        self.push_metric_attributes(&mut attributes);
-        attributes
+    fn metric_attributes(&self, attributes: &mut dyn Attributes) {
+        attributes.str(semconv::HTTP_REQUEST_METHOD, self.method);
+        if self.status != 0 {
+            attributes.i64(semconv::HTTP_RESPONSE_STATUS_CODE, i64::from(self.status));
+        }
+        if let Some(route) = self.route {
+            attributes.str(semconv::HTTP_ROUTE, route);
+        }
+        if let Some(port) = self.server_port {
+            attributes.i64(semconv::SERVER_PORT, i64::from(port));
+        }
     }
 
     /// The histograms of this exchange: its duration and the body sizes that are known.
@@ -406,32 +429,41 @@ impl Semantics for HttpFacts {
         }
     }
 
-    /// Span attributes. Consumes the facts: their strings move into the attributes (spans are
-    /// built once the metrics are recorded), and the vector is allocated once at its final size.
-    fn into_span_attributes(self) -> Vec<KeyValue> {
-        let mut attributes = Vec::with_capacity(SPAN_ATTRIBUTES);
-        self.push_metric_attributes(&mut attributes);
-        attributes.push(KeyValue::new(semconv::URL_PATH, self.path));
-        attributes.push(KeyValue::new(semconv::URL_SCHEME, "http"));
-        attributes.push(KeyValue::new(
-            semconv::NETWORK_PROTOCOL_VERSION,
-            self.protocol_version,
-        ));
-        let optional_strings = [
-            (semconv::HTTP_REQUEST_METHOD_ORIGINAL, self.method_original),
-            (semconv::URL_QUERY, self.query),
-            (semconv::SERVER_ADDRESS, self.server_address),
-            (semconv::CLIENT_ADDRESS, self.client_address),
-            (semconv::URL_FULL, self.url_full),
-            (semconv::ERROR_TYPE, self.error_type),
-        ];
-        for (key, value) in optional_strings {
-            if let Some(value) = value {
-                attributes.push(KeyValue::new(key, value));
+    /// Span attributes: the metric ones first, then the rest in a fixed order.
+    fn span_attributes(&self, attributes: &mut dyn Attributes) {
+        self.metric_attributes(attributes);
+        attributes.str(semconv::URL_PATH, self.path);
+        attributes.str(semconv::URL_SCHEME, "http");
+        attributes.str(semconv::NETWORK_PROTOCOL_VERSION, self.protocol_version);
+        if let Some(method) = self.method_original {
+            attributes.str(semconv::HTTP_REQUEST_METHOD_ORIGINAL, method);
+        }
+        if let Some(query) = self.query {
+            attributes.str(semconv::URL_QUERY, query);
+        }
+        match self.server_address {
+            Some(Host::Name(name)) => attributes.str(semconv::SERVER_ADDRESS, name),
+            Some(Host::Ip(ip)) => {
+                attributes.add_written(semconv::SERVER_ADDRESS, &mut |text| push_ip(text, ip));
             }
+            None => {}
+        }
+        if let Some(ip) = self.client_address {
+            attributes.add_written(semconv::CLIENT_ADDRESS, &mut |text| push_ip(text, ip));
+        }
+        if let Some(authority) = self.url_authority {
+            attributes.add_written(semconv::URL_FULL, &mut |text| {
+                self.write_url_full(authority, text);
+            });
+        }
+        if self.is_error() {
+            attributes.add_written(semconv::ERROR_TYPE, &mut |text| match self.status {
+                status if status != 0 && self.status_is_error() => push_decimal(text, status),
+                _ => text.push_str("_OTHER"),
+            });
         }
         if let Some(port) = self.client_port {
-            attributes.push(KeyValue::new(semconv::CLIENT_PORT, i64::from(port)));
+            attributes.i64(semconv::CLIENT_PORT, i64::from(port));
         }
         let sizes = [
             (semconv::HTTP_REQUEST_BODY_SIZE, self.request_body_size),
@@ -439,10 +471,9 @@ impl Semantics for HttpFacts {
         ];
         for (key, size) in sizes {
             if let Some(size) = size {
-                attributes.push(KeyValue::new(key, i64::try_from(size).unwrap_or(i64::MAX)));
+                attributes.i64(key, i64::try_from(size).unwrap_or(i64::MAX));
             }
         }
-        attributes
     }
 }
 
@@ -453,11 +484,9 @@ pub(crate) mod tests {
     use crate::protocol::http::HttpVersion;
     use crate::telemetry::Semantics;
     use crate::telemetry::route::Unmatched;
-    use crate::telemetry::spans::{WallClock, instrumentation_scope, span_data};
     use crate::transaction::{Facts, TraceContext};
-    use opentelemetry::Value;
     use opentelemetry::trace::Status;
-    use opentelemetry_sdk::trace::SpanData;
+    use opentelemetry::{KeyValue, Value};
 
     pub(crate) fn transaction(
         kind: SpanKind,
@@ -493,26 +522,31 @@ pub(crate) mod tests {
         }
     }
 
-    pub(crate) fn facts_of(
-        tx: &Transaction,
-        routes: &RouteMatcher,
+    pub(crate) fn facts_of<'a>(
+        tx: &'a Transaction,
+        routes: &'a RouteMatcher,
         include_query: bool,
-    ) -> HttpFacts {
-        HttpFacts::new(tx, http(tx), routes, include_query)
+        scratch: &'a mut String,
+    ) -> HttpFacts<'a> {
+        HttpFacts::new(tx, http(tx), routes, include_query, scratch)
     }
 
-    /// The span of `facts` (made from `tx`), as the exporter builds it.
-    pub(crate) fn span_of(tx: &Transaction, facts: HttpFacts, clock: &WallClock) -> SpanData {
-        let name = facts.span_name();
-        let status = facts.span_status();
-        span_data(
-            tx,
-            name,
-            status,
-            facts.into_span_attributes(),
-            clock,
-            &instrumentation_scope(),
-        )
+    pub(crate) fn name_of(facts: &impl Semantics) -> String {
+        let mut name = String::new();
+        facts.span_name(&mut name);
+        name
+    }
+
+    pub(crate) fn span_attributes_of(facts: &impl Semantics) -> Vec<KeyValue> {
+        let mut attributes = Vec::new();
+        facts.span_attributes(&mut attributes);
+        attributes
+    }
+
+    fn metric_attributes_of(facts: &impl Semantics) -> Vec<KeyValue> {
+        let mut attributes = Vec::new();
+        facts.metric_attributes(&mut attributes);
+        attributes
     }
 
     fn attribute<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a Value> {
@@ -522,13 +556,17 @@ pub(crate) mod tests {
             .map(|kv| &kv.value)
     }
 
+    fn string(attributes: &[KeyValue], key: &str) -> Option<String> {
+        attribute(attributes, key).map(|v| v.as_str().into_owned())
+    }
+
     pub(crate) fn routes() -> RouteMatcher {
         let patterns = RouteMatcher::parse_patterns("V", "/users/{id}").unwrap_or_default();
         RouteMatcher::new(patterns, Unmatched::Heuristic)
     }
 
     #[test]
-    fn ip_text_matches_display() {
+    fn addresses_and_numbers_as_display_writes_them() {
         let addresses = [
             "0.0.0.0",
             "127.0.0.1",
@@ -541,7 +579,20 @@ pub(crate) mod tests {
         ];
         for text in addresses {
             let ip: IpAddr = text.parse().unwrap();
-            assert_eq!(ip_text(ip), ip.to_string(), "{text}");
+            let mut written = String::new();
+            push_ip(&mut written, ip);
+            assert_eq!(written, ip.to_string(), "{text}");
+            for port in [0, 9, 80, 65535] {
+                let address = SocketAddr::new(ip, port);
+                let mut written = String::new();
+                push_socket_address(&mut written, address);
+                assert_eq!(written, address.to_string(), "{address}");
+            }
+        }
+        for n in [0, 7, 10, 404, 9999, 10000, 65535] {
+            let mut written = String::new();
+            push_decimal(&mut written, n);
+            assert_eq!(written, n.to_string());
         }
     }
 
@@ -576,24 +627,20 @@ pub(crate) mod tests {
             ("::1", ("::1", None)),
             ("h:bad", ("h", None)),
         ];
-        for (authority, (host, port)) in hosts {
-            assert_eq!(
-                split_host(authority),
-                (host.to_owned(), port),
-                "{authority}"
-            );
+        for (authority, want) in hosts {
+            assert_eq!(split_host(authority), want, "{authority}");
         }
     }
 
     #[test]
     fn server_span_facts_and_attributes() {
         let tx = transaction(SpanKind::Server, "GET", "/users/42?token=secret", 200);
-        let facts = facts_of(&tx, &routes(), false);
-        assert_eq!(facts.span_name(), "GET /users/{id}");
+        let (routes, mut scratch) = (routes(), String::new());
+        let facts = facts_of(&tx, &routes, false, &mut scratch);
+        assert_eq!(name_of(&facts), "GET /users/{id}");
         assert!(!facts.is_error());
-        let metric = facts.metric_attributes();
-        assert_eq!(metric.len(), 4);
-        let attributes = facts.into_span_attributes();
+        assert_eq!(metric_attributes_of(&facts).len(), 4);
+        let attributes = span_attributes_of(&facts);
         let expect: [(&str, Value); 11] = [
             ("http.request.method", "GET".into()),
             ("http.response.status_code", 200.into()),
@@ -626,44 +673,50 @@ pub(crate) mod tests {
     fn client_span_facts() {
         let mut tx = transaction(SpanKind::Client, "post", "/v1/items/9?q=1", 404);
         http_mut(&mut tx).version = HttpVersion::Http10;
-        let facts = facts_of(&tx, &routes(), true);
+        let (routes, mut scratch) = (routes(), String::new());
+        let facts = facts_of(&tx, &routes, true, &mut scratch);
         assert_eq!(facts.method, "POST");
-        assert_eq!(facts.method_original.as_deref(), Some("post"));
-        assert_eq!(facts.span_name(), "POST /v1/items/*");
-        assert_eq!(facts.error_type.as_deref(), Some("404"));
+        assert_eq!(facts.method_original, Some("post"));
+        assert_eq!(name_of(&facts), "POST /v1/items/*");
+        let attributes = span_attributes_of(&facts);
+        let get = |key| string(&attributes, key);
+        assert_eq!(get("error.type").as_deref(), Some("404"));
         assert_eq!(
-            facts.url_full.as_deref(),
+            get("url.full").as_deref(),
             Some("http://shop.example:8080/v1/items/9?q=1")
         );
-        assert_eq!(facts.query.as_deref(), Some("q=1"));
-        assert_eq!(facts.server_address.as_deref(), Some("shop.example"));
+        assert_eq!(get("url.query").as_deref(), Some("q=1"));
+        assert_eq!(get("server.address").as_deref(), Some("shop.example"));
         assert_eq!(facts.server_port, Some(51000));
-        assert_eq!(facts.client_address, None);
+        assert_eq!(get("client.address"), None);
         assert_eq!(facts.protocol_version, "1.0");
 
         http_mut(&mut tx).host = None;
         tx.peer = Some(SocketAddr::from(([0, 0, 0, 0, 0, 0, 0, 1], 9000)));
-        let facts = facts_of(&tx, &routes(), false);
+        let facts = facts_of(&tx, &routes, false, &mut scratch);
+        let attributes = span_attributes_of(&facts);
         assert_eq!(
-            facts.url_full.as_deref(),
+            string(&attributes, "url.full").as_deref(),
             Some("http://[::1]:9000/v1/items/9")
         );
-        assert_eq!(facts.server_address.as_deref(), Some("::1"));
+        assert_eq!(
+            string(&attributes, "server.address").as_deref(),
+            Some("::1")
+        );
     }
 
     #[test]
-    fn span_attributes_fit_the_space_reserved_for_them() {
+    fn every_optional_attribute() {
         for kind in [SpanKind::Server, SpanKind::Client] {
             let mut tx = transaction(kind, "post", "/v1/items/9?q=1", 503);
             http_mut(&mut tx).response_body_size = Some(7);
-            let attributes = facts_of(&tx, &routes(), true).into_span_attributes();
-            // Every optional attribute of this kind is present, and none needed a reallocation.
+            let (routes, mut scratch) = (routes(), String::new());
+            let attributes = span_attributes_of(&facts_of(&tx, &routes, true, &mut scratch));
             let expected = match kind {
                 SpanKind::Server => 15,
                 SpanKind::Client => 14,
             };
             assert_eq!(attributes.len(), expected, "{kind:?}: {attributes:?}");
-            assert_eq!(attributes.capacity(), SPAN_ATTRIBUTES, "{kind:?}");
         }
     }
 
@@ -679,16 +732,20 @@ pub(crate) mod tests {
             (SpanKind::Client, 503, Some("503")),
             (SpanKind::Client, 0, Some("_OTHER")),
         ];
-        let clock = WallClock::with_offset(0);
+        let (routes, mut scratch) = (routes(), String::new());
         for (kind, status, error) in table {
             let tx = transaction(kind, "GET", "/", status);
-            let facts = facts_of(&tx, &routes(), false);
-            assert_eq!(facts.error_type.as_deref(), error, "{kind:?} {status}");
-            let span = span_of(&tx, facts, &clock);
-            let is_error = matches!(span.status, Status::Error { .. });
+            let facts = facts_of(&tx, &routes, false, &mut scratch);
+            let attributes = span_attributes_of(&facts);
+            assert_eq!(
+                string(&attributes, "error.type").as_deref(),
+                error,
+                "{kind:?} {status}"
+            );
+            let is_error = matches!(facts.span_status(), Status::Error { .. });
             assert_eq!(is_error, error.is_some(), "{kind:?} {status}");
             assert_eq!(
-                attribute(&span.attributes, "http.response.status_code").is_some(),
+                attribute(&attributes, "http.response.status_code").is_some(),
                 status != 0
             );
         }
@@ -696,15 +753,18 @@ pub(crate) mod tests {
 
     #[test]
     fn unknown_methods_are_bounded() {
+        let mut scratch = String::new();
         let tx = transaction(SpanKind::Server, "PURGE", "/x", 200);
-        let facts = facts_of(&tx, &RouteMatcher::default(), false);
+        let default_routes = RouteMatcher::default();
+        let facts = facts_of(&tx, &default_routes, false, &mut scratch);
         assert_eq!(facts.method, "_OTHER");
-        assert_eq!(facts.span_name(), "HTTP /x");
-        let facts = facts_of(&tx, &RouteMatcher::new(Vec::new(), Unmatched::Unset), false);
-        assert_eq!(facts.span_name(), "HTTP");
+        assert_eq!(name_of(&facts), "HTTP /x");
+        let unset = RouteMatcher::new(Vec::new(), Unmatched::Unset);
+        let facts = facts_of(&tx, &unset, false, &mut scratch);
+        assert_eq!(name_of(&facts), "HTTP");
         let connect = transaction(SpanKind::Client, "CONNECT", "db:5432", 200);
-        let facts = facts_of(&connect, &RouteMatcher::default(), false);
-        assert_eq!(facts.span_name(), "CONNECT");
+        let facts = facts_of(&connect, &default_routes, false, &mut scratch);
+        assert_eq!(name_of(&facts), "CONNECT");
         assert_eq!(facts.route, None);
     }
 }

@@ -1,14 +1,21 @@
-//! Metrics: the histograms protocols' mappings record into (OTLP instruments and Prometheus
-//! families, from one definition each) and the sidecar's own counters.
+//! Metrics: the histograms protocols' mappings record into, aggregated here (one table of
+//! series per resource, read by both the OTLP export and the Prometheus endpoint), and the
+//! sidecar's own counters.
+//!
+//! A transaction's metric attributes are encoded once into a reused buffer (as the `KeyValue`s
+//! of an OTLP data point) and looked up once in its resource's table, under that resource's own
+//! lock; the series found takes all of the transaction's measurements. A series is made (its
+//! key copied, its buckets allocated) only the first time its attribute set is seen.
 
-use opentelemetry::metrics::{Histogram as OtelHistogram, Meter};
-use opentelemetry::{KeyValue, Value};
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::{Family, MetricConstructor};
-use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::Histogram;
-use prometheus_client::registry::{Registry, Unit};
+use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+
+use super::Semantics;
+use super::attributes::AttributeValue;
+use crate::export::encode::{ATTRIBUTES_TAG, put_key_value};
 
 /// OBI's default duration buckets, in seconds.
 pub const DURATION_BUCKETS: [f64; 15] = [
@@ -21,7 +28,7 @@ pub const SIZE_BUCKETS: [f64; 10] = [
 
 /// A counter the run loop feeds: either increments, or a kernel total it read.
 #[derive(Clone, Debug, Default)]
-pub struct SelfCounter(Counter<u64, AtomicU64>);
+pub struct SelfCounter(pub(crate) Counter<u64, AtomicU64>);
 
 impl SelfCounter {
     pub fn add(&self, n: u64) {
@@ -44,7 +51,7 @@ impl SelfCounter {
 
 /// A gauge the run loop sets.
 #[derive(Clone, Debug, Default)]
-pub struct SelfGauge(Gauge<u64, AtomicU64>);
+pub struct SelfGauge(pub(crate) Gauge<u64, AtomicU64>);
 
 impl SelfGauge {
     pub fn set(&self, value: u64) {
@@ -134,27 +141,6 @@ pub const SELF_METRICS: [SelfMetricInfo; 6] = [
     },
 ];
 
-/// Registers observable instruments for the self metrics on an OTLP meter.
-pub fn register_self_metrics(meter: &Meter, metrics: &SelfMetrics) {
-    for info in &SELF_METRICS {
-        let metrics = metrics.clone();
-        let read = info.read;
-        if info.is_gauge {
-            meter
-                .u64_observable_gauge(info.otel_name)
-                .with_description(info.help)
-                .with_callback(move |observer| observer.observe(read(&metrics), &[]))
-                .build();
-        } else {
-            meter
-                .u64_observable_counter(info.otel_name)
-                .with_description(info.help)
-                .with_callback(move |observer| observer.observe(read(&metrics), &[]))
-                .build();
-        }
-    }
-}
-
 /// Unit of a histogram.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MetricUnit {
@@ -178,186 +164,279 @@ pub struct HistogramDef {
     pub labels: &'static [(&'static str, &'static str)],
 }
 
-/// An OTLP histogram of one resource: floating-point seconds or integer bytes, as the
-/// conventions type them.
-#[derive(Debug)]
-enum OtelHistogramOf {
-    Seconds(OtelHistogram<f64>),
-    Bytes(OtelHistogram<u64>),
+/// The attribute a series' overflow takes the place of its attributes with, as the SDKs do.
+pub const OVERFLOW_ATTRIBUTE: &str = "otel.metric.overflow";
+
+/// Series a metric keeps per resource by default (`OTEL_EBPF_METRICS_CARDINALITY_LIMIT`), as
+/// the OpenTelemetry SDKs' default cardinality limit.
+pub const DEFAULT_CARDINALITY_LIMIT: usize = 2000;
+
+/// Counts of one histogram.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Counts {
+    /// One per bucket bound, then one for values above every bound (OTLP and Prometheus both
+    /// count a value into the first bucket whose bound is not below it).
+    pub buckets: Box<[u64]>,
+    pub count: u64,
+    pub sum: f64,
+    pub min: f64,
+    pub max: f64,
 }
 
-/// The OTLP histograms of one resource's meter provider, one per [`HistogramDef`].
-#[derive(Debug)]
-pub struct OtelInstruments {
-    histograms: Vec<(&'static HistogramDef, OtelHistogramOf)>,
-}
-
-impl OtelInstruments {
-    pub fn new(meter: &Meter, defs: &[&'static HistogramDef]) -> Self {
-        let histograms = defs
-            .iter()
-            .map(|&def| {
-                let histogram = match def.unit {
-                    MetricUnit::Seconds => OtelHistogramOf::Seconds(
-                        meter
-                            .f64_histogram(def.name)
-                            .with_unit("s")
-                            .with_description(def.description)
-                            .with_boundaries(def.buckets.to_vec())
-                            .build(),
-                    ),
-                    MetricUnit::Bytes => OtelHistogramOf::Bytes(
-                        meter
-                            .u64_histogram(def.name)
-                            .with_unit("By")
-                            .with_description(def.description)
-                            .with_boundaries(def.buckets.to_vec())
-                            .build(),
-                    ),
-                };
-                (def, histogram)
-            })
-            .collect();
-        Self { histograms }
-    }
-
-    pub fn record(&self, def: &'static HistogramDef, value: f64, attributes: &[KeyValue]) {
-        // A handful of definitions: a pointer scan beats hashing.
-        let Some((_, histogram)) = self.histograms.iter().find(|(d, _)| std::ptr::eq(*d, def))
-        else {
-            return;
-        };
-        match histogram {
-            OtelHistogramOf::Seconds(h) => h.record(value, attributes),
-            OtelHistogramOf::Bytes(h) => h.record(value as u64, attributes),
+impl Counts {
+    fn new(bounds: &[f64]) -> Self {
+        Self {
+            buckets: vec![0; bounds.len() + 1].into_boxed_slice(),
+            count: 0,
+            sum: 0.0,
+            min: f64::INFINITY,
+            max: f64::NEG_INFINITY,
         }
     }
-}
 
-/// Prometheus labels of a series: which service and container it belongs to (OTLP has those in
-/// the resource), then the definition's labels in order.
-type Labels = Vec<(&'static str, String)>;
-
-/// Makes each new series' histogram with its definition's buckets.
-#[derive(Clone, Copy, Debug)]
-struct Buckets(&'static [f64]);
-
-impl MetricConstructor<Histogram> for Buckets {
-    fn new_metric(&self) -> Histogram {
-        Histogram::new(self.0.iter().copied())
-    }
-}
-
-type HistogramFamily = Family<Labels, Histogram, Buckets>;
-
-/// The Prometheus registry: the protocols' histograms and the self metrics.
-#[derive(Debug)]
-pub struct PrometheusMetrics {
-    registry: Registry,
-    families: Vec<(&'static HistogramDef, HistogramFamily)>,
-}
-
-/// A label value from an attribute value, as Prometheus text.
-fn label_value(value: &Value) -> String {
-    match value {
-        Value::String(text) => text.as_str().to_owned(),
-        other => other.to_string(),
-    }
-}
-
-impl PrometheusMetrics {
-    pub fn new(self_metrics: &SelfMetrics, defs: &[&'static HistogramDef]) -> Self {
-        let mut registry = Registry::default();
-        let families = defs
-            .iter()
-            .map(|&def| {
-                let family = HistogramFamily::new_with_constructor(Buckets(def.buckets));
-                let unit = match def.unit {
-                    MetricUnit::Seconds => Unit::Seconds,
-                    MetricUnit::Bytes => Unit::Bytes,
-                };
-                registry.register_with_unit(
-                    def.prometheus_name,
-                    def.description,
-                    unit,
-                    family.clone(),
-                );
-                (def, family)
-            })
-            .collect();
-        let counters = [
-            (&SELF_METRICS[0], &self_metrics.events_captured),
-            (&SELF_METRICS[1], &self_metrics.events_dropped),
-            (&SELF_METRICS[2], &self_metrics.spans_exported),
-            (&SELF_METRICS[3], &self_metrics.spans_dropped),
-            (&SELF_METRICS[4], &self_metrics.printer_dropped),
-        ];
-        for (info, counter) in counters {
-            registry.register(info.prometheus_name, info.help, counter.0.clone());
+    fn record(&mut self, bounds: &[f64], value: f64) {
+        let bucket = bounds.partition_point(|bound| *bound < value);
+        if let Some(count) = self.buckets.get_mut(bucket) {
+            *count += 1;
         }
-        let gauge = &SELF_METRICS[5];
-        registry.register(
-            gauge.prometheus_name,
-            gauge.help,
-            self_metrics.processes_instrumented.0.clone(),
-        );
-        Self { registry, families }
+        self.count += 1;
+        self.sum += value;
+        self.min = self.min.min(value);
+        self.max = self.max.max(value);
     }
 
-    /// Records `value` into the series of `attributes` of `def`'s family.
-    pub fn record(
-        &self,
+    fn reset(&mut self) {
+        self.buckets.fill(0);
+        self.count = 0;
+        self.sum = 0.0;
+        self.min = f64::INFINITY;
+        self.max = f64::NEG_INFINITY;
+    }
+
+    /// Adds another histogram's counts of the same buckets.
+    pub fn merge(&mut self, other: &Counts) {
+        for (mine, theirs) in self.buckets.iter_mut().zip(other.buckets.iter()) {
+            *mine += theirs;
+        }
+        self.count += other.count;
+        self.sum += other.sum;
+        self.min = self.min.min(other.min);
+        self.max = self.max.max(other.max);
+    }
+}
+
+/// One histogram of a series: the totals, and with delta temporality what was recorded since
+/// the last export.
+#[derive(Debug)]
+struct Histogram {
+    def: &'static HistogramDef,
+    total: Counts,
+    since_export: Option<Counts>,
+}
+
+/// An attribute set and its histograms (one per definition the set was recorded into).
+#[derive(Debug)]
+struct Series {
+    /// The attributes, encoded as the `attributes` field of a data point.
+    attributes: Box<[u8]>,
+    histograms: Vec<Histogram>,
+}
+
+impl Series {
+    fn histogram_index(&self, def: &'static HistogramDef) -> Option<usize> {
+        // A handful of definitions per series: a pointer scan beats hashing.
+        self.histograms
+            .iter()
+            .position(|h| std::ptr::eq(h.def, def))
+    }
+}
+
+/// A value a visitor of [`SeriesTable::collect`] gets: one data point.
+#[derive(Debug)]
+pub struct Point<'a> {
+    pub def: &'static HistogramDef,
+    /// Encoded as the `attributes` field of a data point (decode with the generated types).
+    pub attributes: &'a [u8],
+    pub counts: &'a Counts,
+}
+
+/// The series of one resource.
+#[derive(Debug)]
+pub struct SeriesTable {
+    index: HashMap<Box<[u8]>, usize, foldhash::fast::RandomState>,
+    series: Vec<Series>,
+    /// Series per definition, against the cardinality limit.
+    per_def: Vec<(&'static HistogramDef, usize)>,
+    overflow: Option<usize>,
+    limit: usize,
+    delta: bool,
+    /// When the table was made: the start of cumulative points (Unix ns).
+    created_unix_nano: u64,
+    /// When the current delta interval started.
+    interval_start_unix_nano: u64,
+}
+
+impl SeriesTable {
+    /// A table keeping up to `limit` series per metric, made at `now_unix_nano`; `delta` also
+    /// keeps what was recorded since the last export.
+    pub fn new(limit: usize, delta: bool, now_unix_nano: u64) -> Self {
+        Self {
+            index: HashMap::default(),
+            series: Vec::new(),
+            per_def: Vec::new(),
+            overflow: None,
+            limit,
+            delta,
+            created_unix_nano: now_unix_nano,
+            interval_start_unix_nano: now_unix_nano,
+        }
+    }
+
+    /// The start time of cumulative points.
+    pub fn created_unix_nano(&self) -> u64 {
+        self.created_unix_nano
+    }
+
+    /// Ends the current delta interval at `now_unix_nano`; returns when it started.
+    pub fn start_interval(&mut self, now_unix_nano: u64) -> u64 {
+        std::mem::replace(&mut self.interval_start_unix_nano, now_unix_nano)
+    }
+
+    /// Records a transaction's measurements into the series of `key` (its metric attributes,
+    /// encoded by the caller).
+    pub fn record(&mut self, key: &[u8], mapped: &impl Semantics) {
+        let mut found = self.index.get(key).copied();
+        mapped.measurements(&mut |def, value| {
+            if !value.is_finite() {
+                return;
+            }
+            let (series, histogram) = self.histogram_for(&mut found, key, def);
+            let histogram = &mut self.series[series].histograms[histogram];
+            histogram.total.record(def.buckets, value);
+            if let Some(since) = &mut histogram.since_export {
+                since.record(def.buckets, value);
+            }
+        });
+    }
+
+    /// The series and histogram a measurement of `def` goes to: the key's own, made if the
+    /// metric is within its limit, else the overflow series.
+    fn histogram_for(
+        &mut self,
+        found: &mut Option<usize>,
+        key: &[u8],
         def: &'static HistogramDef,
-        value: f64,
-        attributes: &[KeyValue],
-        service_name: &str,
-        container: &str,
-    ) {
-        let Some((_, family)) = self.families.iter().find(|(d, _)| std::ptr::eq(*d, def)) else {
-            return;
-        };
-        let mut labels: Labels = Vec::with_capacity(2 + def.labels.len());
-        labels.push(("service_name", service_name.to_owned()));
-        labels.push(("k8s_container_name", container.to_owned()));
-        for &(key, label) in def.labels {
-            let value = attributes
-                .iter()
-                .find(|kv| kv.key.as_str() == key)
-                .map(|kv| label_value(&kv.value))
-                .unwrap_or_default();
-            labels.push((label, value));
+    ) -> (usize, usize) {
+        if let Some(series) = *found
+            && let Some(histogram) = self.series[series].histogram_index(def)
+        {
+            return (series, histogram);
         }
-        family.get_or_create(&labels).observe(value);
+        let count = match self.per_def.iter().position(|(d, _)| std::ptr::eq(*d, def)) {
+            Some(i) => &mut self.per_def[i].1,
+            None => {
+                self.per_def.push((def, 0));
+                let last = self.per_def.len() - 1;
+                &mut self.per_def[last].1
+            }
+        };
+        let series = if *count < self.limit {
+            *count += 1;
+            match *found {
+                Some(series) => series,
+                None => {
+                    let series = self.add_series(key.into());
+                    self.index.insert(key.into(), series);
+                    *found = Some(series);
+                    series
+                }
+            }
+        } else {
+            match self.overflow {
+                Some(series) => series,
+                None => {
+                    let mut attributes = Vec::new();
+                    put_key_value(
+                        &mut attributes,
+                        ATTRIBUTES_TAG,
+                        OVERFLOW_ATTRIBUTE,
+                        AttributeValue::Bool(true),
+                    );
+                    let series = self.add_series(attributes.into());
+                    self.overflow = Some(series);
+                    series
+                }
+            }
+        };
+        let histograms = &mut self.series[series].histograms;
+        if let Some(histogram) = histograms.iter().position(|h| std::ptr::eq(h.def, def)) {
+            return (series, histogram);
+        }
+        histograms.push(Histogram {
+            def,
+            total: Counts::new(def.buckets),
+            since_export: self.delta.then(|| Counts::new(def.buckets)),
+        });
+        (series, histograms.len() - 1)
     }
 
-    /// The OpenMetrics text exposition.
-    pub fn encode(&self) -> String {
-        let mut text = String::new();
-        // Writing into a String cannot fail; an encoder error would only mean a bug in a
-        // label encoder, and then a partial page is still the most useful answer.
-        if let Err(error) = prometheus_client::encoding::text::encode(&mut text, &self.registry) {
-            tracing::warn!(%error, "encoding Prometheus metrics");
+    fn add_series(&mut self, attributes: Box<[u8]>) -> usize {
+        self.series.push(Series {
+            attributes,
+            histograms: Vec::new(),
+        });
+        self.series.len() - 1
+    }
+
+    /// Every point of `def`, totals since the table was made (Prometheus, cumulative export).
+    pub fn totals(&self, def: &'static HistogramDef, visit: &mut dyn FnMut(Point<'_>)) {
+        for series in &self.series {
+            for histogram in series
+                .histograms
+                .iter()
+                .filter(|h| std::ptr::eq(h.def, def))
+            {
+                visit(Point {
+                    def,
+                    attributes: &series.attributes,
+                    counts: &histogram.total,
+                });
+            }
         }
-        text
+    }
+
+    /// Every point of `def` that got measurements since the last call, which starts a new
+    /// interval (delta export). Without delta bookkeeping, nothing.
+    pub fn take_deltas(&mut self, def: &'static HistogramDef, visit: &mut dyn FnMut(Point<'_>)) {
+        for series in &mut self.series {
+            for histogram in series
+                .histograms
+                .iter_mut()
+                .filter(|h| std::ptr::eq(h.def, def))
+            {
+                if let Some(since) = &mut histogram.since_export {
+                    if since.count > 0 {
+                        visit(Point {
+                            def,
+                            attributes: &series.attributes,
+                            counts: since,
+                        });
+                    }
+                    since.reset();
+                }
+            }
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::telemetry::Semantics;
-    use crate::telemetry::http::tests::{facts_of, transaction};
-    use crate::telemetry::http::{self, HttpFacts};
-    use crate::telemetry::route::RouteMatcher;
+    use crate::export::encode::KeyValueWriter;
+    use crate::telemetry::attributes::Attributes;
+    use crate::telemetry::http::tests::{facts_of, routes, transaction};
+    use crate::telemetry::http::{self, SERVER_DURATION, SERVER_REQUEST_BODY_SIZE};
     use crate::transaction::SpanKind;
-
-    /// Records a transaction's facts as the telemetry does.
-    fn record(prometheus: &PrometheusMetrics, facts: &HttpFacts, service: &str, container: &str) {
-        let attributes = facts.metric_attributes();
-        facts.measurements(&mut |def, value| {
-            prometheus.record(def, value, &attributes, service, container);
-        });
-    }
 
     #[test]
     fn self_counters() {
@@ -374,42 +453,94 @@ mod tests {
     }
 
     #[test]
-    fn prometheus_exposition() {
-        let self_metrics = SelfMetrics::default();
-        self_metrics.spans_dropped.add(7);
-        self_metrics.processes_instrumented.set(3);
-        let prometheus = PrometheusMetrics::new(&self_metrics, &http::HISTOGRAMS);
-        let tx = transaction(SpanKind::Server, "GET", "/users/42", 200);
-        let facts = facts_of(&tx, &RouteMatcher::default(), false);
-        record(&prometheus, &facts, "shop", "app");
-        record(&prometheus, &facts, "shop", "app");
-        let client = transaction(SpanKind::Client, "GET", "/x", 0);
-        let facts = facts_of(&client, &RouteMatcher::default(), false);
-        record(&prometheus, &facts, "shop", "");
-        let text = prometheus.encode();
-        let labels = r#"service_name="shop",k8s_container_name="app",http_request_method="GET",http_response_status_code="200",http_route="/users/*",server_port="8080""#;
-        for line in [
-            "# TYPE http_server_request_duration_seconds histogram".to_owned(),
-            "# UNIT http_server_request_duration_seconds seconds".to_owned(),
-            format!("http_server_request_duration_seconds_count{{{labels}}} 2"),
-            format!("http_server_request_duration_seconds_sum{{{labels}}} 0.5"),
-            format!(
-                "http_server_request_duration_seconds_bucket{{le=\"0.25\",{labels}}} 2"
-            ),
-            format!("http_server_request_duration_seconds_bucket{{le=\"0.1\",{labels}}} 0"),
-            format!("http_server_request_body_size_bytes_count{{{labels}}} 2"),
-            format!("http_server_request_body_size_bytes_bucket{{le=\"32.0\",{labels}}} 2"),
-            r#"http_client_request_duration_seconds_count{service_name="shop",k8s_container_name="",http_request_method="GET",http_response_status_code="",http_route="/x",server_port="51000"} 1"#.to_owned(),
-            "obi_sidecar_spans_dropped_total 7".to_owned(),
-            "obi_sidecar_spans_exported_total 0".to_owned(),
-            "obi_sidecar_processes_instrumented 3".to_owned(),
-            "# HELP http_server_request_duration_seconds Duration of HTTP server requests."
-                .to_owned(),
-            "# EOF".to_owned(),
-        ] {
-            assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
+    fn buckets_take_values_up_to_their_bound() {
+        let bounds = [0.0, 1.0, 10.0];
+        let mut counts = Counts::new(&bounds);
+        for value in [-1.0, 0.0, 0.5, 1.0, 1.5, 10.0, 11.0] {
+            counts.record(&bounds, value);
         }
-        // No response body size was known: no series for it.
-        assert!(!text.contains("http_server_response_body_size_bytes_count"));
+        assert_eq!(&counts.buckets[..], &[2, 2, 2, 1]);
+        assert_eq!((counts.count, counts.min, counts.max), (7, -1.0, 11.0));
+        assert!((counts.sum - 23.0).abs() < 1e-12);
+    }
+
+    fn key(attributes: &[(&str, i64)]) -> Vec<u8> {
+        let mut key = Vec::new();
+        let mut text = String::new();
+        let mut writer = KeyValueWriter {
+            out: &mut key,
+            text: &mut text,
+            tag: ATTRIBUTES_TAG,
+        };
+        for (k, v) in attributes {
+            writer.i64(k, *v);
+        }
+        key
+    }
+
+    fn totals(table: &SeriesTable, def: &'static HistogramDef) -> Vec<(Vec<u8>, u64)> {
+        let mut points = Vec::new();
+        table.totals(def, &mut |p| {
+            points.push((p.attributes.to_vec(), p.counts.count))
+        });
+        points
+    }
+
+    #[test]
+    fn one_series_per_attribute_set_and_an_overflow_beyond_the_limit() {
+        let tx = transaction(SpanKind::Server, "GET", "/", 200);
+        let (routes, mut scratch) = (routes(), String::new());
+        let facts = facts_of(&tx, &routes, false, &mut scratch);
+        let mut table = SeriesTable::new(2, false, 1);
+        for id in [1, 2, 1, 3, 4, 2] {
+            table.record(&key(&[("id", id)]), &facts);
+        }
+        let mut overflow = Vec::new();
+        put_key_value(
+            &mut overflow,
+            ATTRIBUTES_TAG,
+            OVERFLOW_ATTRIBUTE,
+            AttributeValue::Bool(true),
+        );
+        let expected = vec![
+            (key(&[("id", 1)]), 2),
+            (key(&[("id", 2)]), 2),
+            (overflow.clone(), 2),
+        ];
+        assert_eq!(totals(&table, &SERVER_DURATION), expected);
+        // The request body size (12 bytes) went the same way; no response body was known.
+        assert_eq!(totals(&table, &SERVER_REQUEST_BODY_SIZE), expected);
+        assert!(totals(&table, &http::SERVER_RESPONSE_BODY_SIZE).is_empty());
+        assert_eq!(table.series.len(), 3);
+    }
+
+    #[test]
+    fn deltas_cover_one_interval_and_totals_all_of_them() {
+        let tx = transaction(SpanKind::Server, "GET", "/", 200);
+        let (routes, mut scratch) = (routes(), String::new());
+        let facts = facts_of(&tx, &routes, false, &mut scratch);
+        let mut table = SeriesTable::new(10, true, 1);
+        let deltas = |table: &mut SeriesTable| {
+            let mut points = Vec::new();
+            table.take_deltas(&SERVER_DURATION, &mut |p| {
+                points.push((p.attributes.to_vec(), p.counts.count, p.counts.sum))
+            });
+            points
+        };
+        table.record(&key(&[("id", 1)]), &facts);
+        table.record(&key(&[("id", 1)]), &facts);
+        table.record(&key(&[("id", 2)]), &facts);
+        assert_eq!(
+            deltas(&mut table),
+            vec![(key(&[("id", 1)]), 2, 0.5), (key(&[("id", 2)]), 1, 0.25)]
+        );
+        // Nothing since: no points. Then only what came after.
+        assert!(deltas(&mut table).is_empty());
+        table.record(&key(&[("id", 2)]), &facts);
+        assert_eq!(deltas(&mut table), vec![(key(&[("id", 2)]), 1, 0.25)]);
+        assert_eq!(
+            totals(&table, &SERVER_DURATION),
+            vec![(key(&[("id", 1)]), 2), (key(&[("id", 2)]), 2)]
+        );
     }
 }

@@ -1,68 +1,75 @@
 //! Telemetry: [`Telemetry::record`], the single entry point the run loop uses, maps each
 //! transaction with its protocol's mapping (one module each, following the semantic conventions)
-//! into a span (OTLP and/or the trace printer) and metric recordings (OTLP and/or Prometheus).
+//! into a span (OTLP and/or the trace printer) and metric measurements (OTLP and/or Prometheus).
 //!
 //! Design:
-//! - One resource per instrumented process (service name, container, pid, executable), each with
-//!   its own meter provider. At most [`MAX_PIPELINES`] are kept; the least recently used one is
-//!   retired (its last metrics exported) when another process needs a slot.
-//! - Spans go through one bounded queue to one export task that batches them, groups them by
-//!   resource and sends them with a single OTLP exporter. The exporter retries a failed export
-//!   a few times with backoff (opentelemetry-otlp's recommended policy, bounded by the export
-//!   timeout); a full queue or an export that still fails drops spans and counts them, so memory
-//!   stays bounded while the collector is down, and export simply resumes when it is back.
-//!   `record` never waits.
-//! - Metrics are collected from every provider's manual reader and exported by one task, every
-//!   `OTEL_METRIC_EXPORT_INTERVAL`, through one OTLP exporter.
+//! - One resource per instrumented process (service name, container, pid, executable), encoded
+//!   once, with its own table of metric series. At most [`MAX_PIPELINES`] are kept; the least
+//!   recently used one is retired (its last metrics exported) when another process needs a slot.
+//! - A sampled span is encoded straight into OTLP protobuf from the transaction and its mapping
+//!   (no span object is built), into the batch of the bounded span queue that will be sent; one
+//!   export task sends the batches. A full queue or an export that still fails after its
+//!   retries drops spans and counts them, so memory stays bounded while the collector is down,
+//!   and export simply resumes when it is back. `record` never waits.
+//! - Metrics are aggregated here (see [`metrics`]) and read by the OTLP metric export, every
+//!   `OTEL_METRIC_EXPORT_INTERVAL`, and by the Prometheus endpoint.
+//! - Nothing is allocated per transaction in the steady state: the mapping borrows from the
+//!   transaction, and its strings are written into buffers `Telemetry` keeps.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use opentelemetry::metrics::MeterProvider as _;
 use opentelemetry::trace::Status;
-use opentelemetry::{InstrumentationScope, KeyValue};
-use opentelemetry_otlp::MetricExporter;
-use opentelemetry_sdk::Resource;
-use opentelemetry_sdk::error::OTelSdkResult;
-use opentelemetry_sdk::metrics::data::ResourceMetrics;
-use opentelemetry_sdk::metrics::exporter::PushMetricExporter;
-use opentelemetry_sdk::metrics::reader::MetricReader;
-use opentelemetry_sdk::metrics::{
-    InstrumentKind, ManualReader, Pipeline as SdkPipeline, SdkMeterProvider, Temporality,
-};
-use opentelemetry_sdk::resource::TelemetryResourceDetector;
-use opentelemetry_sdk::trace::Sampler;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
+use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_semantic_conventions::resource as res;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::config::{Config, TracePrinter};
-use crate::export::printer::{PrintJob, Printer};
-use crate::export::{
-    ExportHealth, QueuedSpan, SHUTDOWN_GRACE, export_spans, metric_exporter, serve_prometheus,
-    span_exporter,
+use crate::config::{Config, TemporalityPreference, TracePrinter, TraceSampler};
+use crate::export::batch::SpanQueue;
+use crate::export::encode::{
+    ATTRIBUTES_TAG, EncodedResource, EncodedScope, KeyValueWriter, SpanFields, SpanScratch,
+    put_span,
 };
-use crate::transaction::{Facts, Transaction};
+use crate::export::metrics::{MetricExport, export_metrics};
+use crate::export::otlp::{Exporter, Metrics, Traces};
+use crate::export::printer::{PrintJob, Printer};
+use crate::export::prometheus::{PrometheusMetrics, serve_prometheus};
+use crate::export::{SHUTDOWN_GRACE, export_spans};
+use crate::transaction::{Facts, SpanKind, Transaction};
 use crate::{Error, Result};
 
+pub mod attributes;
+pub mod db;
 pub mod http;
 pub mod metrics;
 pub mod route;
 pub mod spans;
 
+use attributes::Attributes;
+use db::DbFacts;
 use http::HttpFacts;
-use metrics::{
-    HistogramDef, OtelInstruments, PrometheusMetrics, SelfMetrics, register_self_metrics,
-};
+use metrics::{HistogramDef, SelfMetrics, SeriesTable};
 use route::RouteMatcher;
 use spans::WallClock;
 
 /// Resources (processes) with a live pipeline at once.
 pub const MAX_PIPELINES: usize = 64;
+
+/// `telemetry.sdk.*` of every resource: what the OpenTelemetry SDK 0.33 exporter this encoder
+/// replaced put there, kept so that collector pipelines and dashboards keyed on them see no
+/// change.
+const SDK_ATTRIBUTES: [(&str, &str); 3] = [
+    (res::TELEMETRY_SDK_LANGUAGE, "rust"),
+    (res::TELEMETRY_SDK_NAME, "opentelemetry"),
+    (res::TELEMETRY_SDK_VERSION, "0.33.1"),
+];
 
 /// What the run loop knows about the process that handled a transaction.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -74,72 +81,74 @@ pub struct ProcessInfo {
     pub container: Option<String>,
 }
 
-/// A reader the meter provider owns while the export task keeps a handle to collect from it.
-#[derive(Clone, Debug)]
-struct SharedReader(Arc<ManualReader>);
-
-impl MetricReader for SharedReader {
-    fn register_pipeline(&self, pipeline: std::sync::Weak<SdkPipeline>) {
-        self.0.register_pipeline(pipeline);
-    }
-    fn collect(&self, rm: &mut ResourceMetrics) -> OTelSdkResult {
-        self.0.collect(rm)
-    }
-    fn force_flush(&self) -> OTelSdkResult {
-        self.0.force_flush()
-    }
-    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
-        self.0.shutdown_with_timeout(timeout)
-    }
-    fn temporality(&self, kind: InstrumentKind) -> Temporality {
-        self.0.temporality(kind)
-    }
-}
-
-/// A meter provider whose metrics the export task pulls.
-#[derive(Debug)]
-struct MeterPipeline {
-    provider: SdkMeterProvider,
-    reader: Arc<ManualReader>,
-}
-
-impl MeterPipeline {
-    fn new(resource: Resource) -> Self {
-        let reader = Arc::new(ManualReader::builder().build());
-        let provider = SdkMeterProvider::builder()
-            .with_resource(resource)
-            .with_reader(SharedReader(reader.clone()))
-            .build();
-        Self { provider, reader }
-    }
-}
-
 /// Everything recorded for one process (one resource).
 #[derive(Debug)]
-struct Pipeline {
+pub(crate) struct Pipeline {
     pid: u32,
     exe: String,
     container: Option<String>,
-    service_name: String,
-    /// Shared with queued spans, which are grouped by it for export.
-    resource: Arc<Resource>,
-    /// OTLP metrics, when a metrics endpoint is configured.
-    meters: Option<(MeterPipeline, OtelInstruments)>,
+    pub(crate) service_name: String,
+    /// Shared with the batches its spans wait in.
+    pub(crate) resource: Arc<EncodedResource>,
+    /// The process's metric series, when metrics are exported at all.
+    pub(crate) series: Option<Mutex<SeriesTable>>,
+    /// When it was last used, on the clock of [`Pipelines`]: the least recently used is evicted.
+    used: AtomicU64,
+    /// Evicted: measurements must go to the process's new pipeline.
+    retired: AtomicBool,
 }
 
 impl Pipeline {
     fn matches(&self, process: &ProcessInfo) -> bool {
         self.pid == process.pid && self.exe == process.exe && self.container == process.container
     }
+
+    fn is_retired(&self) -> bool {
+        self.retired.load(Ordering::Relaxed)
+    }
+
+    /// `k8s.container.name`, empty when unknown (a Prometheus label).
+    pub(crate) fn container(&self) -> &str {
+        self.container.as_deref().unwrap_or_default()
+    }
 }
 
-/// The live pipelines, by pid, with a use stamp for least-recently-used eviction.
+/// A lock whose holder never panics mid-update in a way that matters: a poisoned lock is used
+/// as it is.
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 #[derive(Debug, Default)]
 struct PipelineSet {
-    live: HashMap<u32, (Arc<Pipeline>, u64)>,
-    /// Evicted or replaced pipelines whose metrics still need one last export.
+    live: HashMap<u32, Arc<Pipeline>, foldhash::fast::RandomState>,
+    /// Evicted or replaced pipelines whose metrics still need one last OTLP export.
     retired: Vec<Arc<Pipeline>>,
-    stamp: u64,
+}
+
+/// The live pipelines, by pid, shared with the metric export and the Prometheus endpoint, and
+/// the clock their use is stamped with.
+#[derive(Debug, Default)]
+pub(crate) struct Pipelines {
+    set: Mutex<PipelineSet>,
+    clock: AtomicU64,
+}
+
+impl Pipelines {
+    /// The live pipelines.
+    pub(crate) fn live(&self) -> Vec<Arc<Pipeline>> {
+        lock(&self.set).live.values().cloned().collect()
+    }
+
+    /// The retired pipelines, taken out for their last export.
+    pub(crate) fn take_retired(&self) -> Vec<Arc<Pipeline>> {
+        std::mem::take(&mut lock(&self.set).retired)
+    }
+
+    fn touch(&self, pipeline: &Pipeline) {
+        let now = self.clock.fetch_add(1, Ordering::Relaxed);
+        pipeline.used.store(now, Ordering::Relaxed);
+    }
 }
 
 /// The state `record` and the background tasks share.
@@ -147,96 +156,129 @@ struct PipelineSet {
 struct Shared {
     routes: RouteMatcher,
     include_url_query: bool,
+    include_db_query_text: bool,
     service_name: Option<String>,
-    resource_attributes: Vec<KeyValue>,
-    sampler: Sampler,
+    resource_attributes: Vec<(String, String)>,
+    sampler: TraceSampler,
     clock: WallClock,
-    scope: InstrumentationScope,
+    pipelines: Arc<Pipelines>,
+    /// Metric series are kept (some metrics export is configured), with this limit per metric.
+    series_limit: Option<usize>,
+    delta: bool,
+    /// Retired pipelines wait for a last OTLP export.
     otlp_metrics: bool,
-    pipelines: Mutex<PipelineSet>,
     self_metrics: SelfMetrics,
     prometheus: Option<Arc<PrometheusMetrics>>,
 }
 
 /// Every histogram a protocol's mapping records into.
-static HISTOGRAMS: [&HistogramDef; 6] = http::HISTOGRAMS;
+pub(crate) static HISTOGRAMS: std::sync::LazyLock<Vec<&'static HistogramDef>> =
+    std::sync::LazyLock::new(|| [&http::HISTOGRAMS[..], &db::HISTOGRAMS[..]].concat());
 
 /// What a protocol's mapping provides: a transaction's facts in the terms of the semantic
-/// conventions, derived once, from which its span and its metric recordings are made.
+/// conventions, derived once, from which its span and its metric measurements are made.
+///
+/// Attributes go into an [`Attributes`] sink, so that neither the span nor the metric series
+/// key needs them as objects; a mapping that builds `Vec<opentelemetry::KeyValue>` hands them
+/// over with `for kv in &attributes { out.key_value(kv) }`, and its span name with
+/// `name.push_str(&its_name)`.
 pub trait Semantics {
-    /// The span name (also what the sampler sees).
-    fn span_name(&self) -> String;
+    /// Writes the span name into `name` (empty when called).
+    fn span_name(&self, name: &mut String);
     fn span_status(&self) -> Status;
-    /// The attributes of the transaction's metric series: bounded-cardinality ones only.
-    fn metric_attributes(&self) -> Vec<KeyValue>;
+    /// The attributes of the transaction's metric series: bounded-cardinality ones only, in
+    /// the same order every time (the order is part of the series key).
+    fn metric_attributes(&self, attributes: &mut dyn Attributes);
     /// Each histogram the transaction records into, with the value it records.
     fn measurements(&self, record: &mut dyn FnMut(&'static HistogramDef, f64));
-    /// The span's attributes; consumes the facts, whose strings move into them.
-    fn into_span_attributes(self) -> Vec<KeyValue>;
+    /// The span's attributes.
+    fn span_attributes(&self, attributes: &mut dyn Attributes);
 }
 
 /// A transaction's facts, mapped by its protocol's mapping.
 #[derive(Debug)]
-enum Mapped {
-    Http(HttpFacts),
+enum Mapped<'a> {
+    Http(HttpFacts<'a>),
+    Db(DbFacts),
 }
 
-impl Mapped {
-    fn new(tx: &Transaction, shared: &Shared) -> Self {
+impl<'a> Mapped<'a> {
+    fn new(tx: &'a Transaction, shared: &'a Shared, scratch: &'a mut String) -> Self {
         match &tx.facts {
             Facts::Http(exchange) => Mapped::Http(HttpFacts::new(
                 tx,
                 exchange,
                 &shared.routes,
                 shared.include_url_query,
+                scratch,
             )),
+            Facts::Db(call) => Mapped::Db(DbFacts::new(tx, call, shared.include_db_query_text)),
         }
     }
 }
 
-impl Semantics for Mapped {
-    fn span_name(&self) -> String {
+impl Semantics for Mapped<'_> {
+    fn span_name(&self, name: &mut String) {
         match self {
-            Mapped::Http(facts) => facts.span_name(),
+            Mapped::Http(facts) => facts.span_name(name),
+            Mapped::Db(facts) => facts.span_name(name),
         }
     }
 
     fn span_status(&self) -> Status {
         match self {
             Mapped::Http(facts) => facts.span_status(),
+            Mapped::Db(facts) => facts.span_status(),
         }
     }
 
-    fn metric_attributes(&self) -> Vec<KeyValue> {
+    fn metric_attributes(&self, attributes: &mut dyn Attributes) {
         match self {
-            Mapped::Http(facts) => facts.metric_attributes(),
+            Mapped::Http(facts) => facts.metric_attributes(attributes),
+            Mapped::Db(facts) => facts.metric_attributes(attributes),
         }
     }
 
     fn measurements(&self, record: &mut dyn FnMut(&'static HistogramDef, f64)) {
         match self {
             Mapped::Http(facts) => facts.measurements(record),
+            Mapped::Db(facts) => facts.measurements(record),
         }
     }
 
-    fn into_span_attributes(self) -> Vec<KeyValue> {
+    fn span_attributes(&self, attributes: &mut dyn Attributes) {
         match self {
-            Mapped::Http(facts) => facts.into_span_attributes(),
+            Mapped::Http(facts) => facts.span_attributes(attributes),
+            Mapped::Db(facts) => facts.span_attributes(attributes),
         }
     }
+}
+
+/// Buffers `record` reuses from one transaction to the next.
+#[derive(Debug, Default)]
+struct Scratch {
+    route: String,
+    name: String,
+    /// A metric series key: the encoded metric attributes.
+    key: Vec<u8>,
+    text: String,
+    span: SpanScratch,
 }
 
 /// Telemetry production and export for the whole sidecar.
 #[derive(Debug)]
 pub struct Telemetry {
     shared: Arc<Shared>,
-    spans: Option<mpsc::Sender<QueuedSpan>>,
+    spans: Option<Arc<SpanQueue>>,
     printer: Option<Printer>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     prometheus_addr: Option<SocketAddr>,
     /// The longest single export may take; bounds shutdown.
     export_timeout: Duration,
+    scratch: Scratch,
+    /// The pipeline of the last transaction.
+    last: Option<Arc<Pipeline>>,
 }
 
 /// The executable's file name, from its full path.
@@ -248,26 +290,65 @@ fn executable_name(exe: &str) -> &str {
         .unwrap_or(exe)
 }
 
+fn string_value(value: &str) -> AnyValue {
+    AnyValue {
+        value: Some(any_value::Value::StringValue(value.to_owned())),
+    }
+}
+
+/// The instrumentation scope every span and metric of the sidecar is reported under.
+pub(crate) fn scope() -> InstrumentationScope {
+    InstrumentationScope {
+        name: spans::SCOPE_NAME.to_owned(),
+        version: spans::SCOPE_VERSION.to_owned(),
+        ..Default::default()
+    }
+}
+
+/// The schema URL of the scope.
+pub(crate) const SCHEMA_URL: &str = opentelemetry_semantic_conventions::SCHEMA_URL;
+
 impl Shared {
+    /// The resource of a process: the SDK attributes, `OTEL_RESOURCE_ATTRIBUTES`, then the
+    /// process's own facts; a later attribute replaces an earlier one of the same key.
     fn resource(&self, service_name: &str, process: &ProcessInfo) -> Resource {
-        let mut attributes = vec![
-            KeyValue::new(res::PROCESS_PID, i64::from(process.pid)),
-            KeyValue::new(
-                res::PROCESS_EXECUTABLE_NAME,
-                executable_name(&process.exe).to_owned(),
-            ),
-            KeyValue::new(res::PROCESS_EXECUTABLE_PATH, process.exe.clone()),
-        ];
-        if let Some(container) = &process.container {
-            attributes.push(KeyValue::new(res::K8S_CONTAINER_NAME, container.clone()));
+        let mut attributes: Vec<KeyValue> = Vec::new();
+        let mut set = |key: &str, value: AnyValue| {
+            let value = Some(value);
+            match attributes.iter_mut().find(|kv| kv.key == key) {
+                Some(kv) => kv.value = value,
+                None => attributes.push(KeyValue {
+                    key: key.to_owned(),
+                    value,
+                    ..Default::default()
+                }),
+            }
+        };
+        for (key, value) in SDK_ATTRIBUTES {
+            set(key, string_value(value));
         }
-        // Later attributes win: the process's own facts over OTEL_RESOURCE_ATTRIBUTES.
-        Resource::builder_empty()
-            .with_detector(Box::new(TelemetryResourceDetector))
-            .with_attributes(self.resource_attributes.iter().cloned())
-            .with_attributes(attributes)
-            .with_service_name(service_name.to_owned())
-            .build()
+        for (key, value) in &self.resource_attributes {
+            set(key, string_value(value));
+        }
+        set(
+            res::PROCESS_PID,
+            AnyValue {
+                value: Some(any_value::Value::IntValue(i64::from(process.pid))),
+            },
+        );
+        set(
+            res::PROCESS_EXECUTABLE_NAME,
+            string_value(executable_name(&process.exe)),
+        );
+        set(res::PROCESS_EXECUTABLE_PATH, string_value(&process.exe));
+        if let Some(container) = &process.container {
+            set(res::K8S_CONTAINER_NAME, string_value(container));
+        }
+        set(res::SERVICE_NAME, string_value(service_name));
+        Resource {
+            attributes,
+            ..Default::default()
+        }
     }
 
     fn new_pipeline(&self, process: &ProcessInfo) -> Pipeline {
@@ -279,91 +360,92 @@ impl Shared {
                     name => name.to_owned(),
                 });
         let resource = self.resource(&service_name, process);
-        let meters = self.otlp_metrics.then(|| {
-            let meters = MeterPipeline::new(resource.clone());
-            let instruments = OtelInstruments::new(
-                &meters.provider.meter_with_scope(self.scope.clone()),
-                &HISTOGRAMS,
-            );
-            (meters, instruments)
-        });
         Pipeline {
             pid: process.pid,
             exe: process.exe.clone(),
             container: process.container.clone(),
             service_name,
-            resource: Arc::new(resource),
-            meters,
+            resource: Arc::new(EncodedResource::new(resource)),
+            series: self.series_limit.map(|limit| {
+                Mutex::new(SeriesTable::new(limit, self.delta, spans::unix_nanos_now()))
+            }),
+            used: AtomicU64::new(0),
+            retired: AtomicBool::new(false),
         }
     }
 
     /// The pipeline of a process, created (and the least recently used one retired) as needed.
     fn pipeline(&self, process: &ProcessInfo) -> Arc<Pipeline> {
-        let mut set = self
-            .pipelines
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        set.stamp += 1;
-        let stamp = set.stamp;
-        if let Some((pipeline, used)) = set.live.get_mut(&process.pid)
+        let pipelines = &*self.pipelines;
+        let mut set = lock(&pipelines.set);
+        if let Some(pipeline) = set.live.get(&process.pid)
             && pipeline.matches(process)
         {
-            *used = stamp;
+            pipelines.touch(pipeline);
             return pipeline.clone();
         }
+        let mut evicted = Vec::new();
         // A new process, or a pid reused by another executable/container.
-        if let Some((old, _)) = set.live.remove(&process.pid) {
-            set.retired.push(old);
+        if let Some(old) = set.live.remove(&process.pid) {
+            evicted.push(old);
         }
         if set.live.len() >= MAX_PIPELINES {
             let oldest = set
                 .live
                 .iter()
-                .min_by_key(|(_, (_, used))| *used)
+                .min_by_key(|(_, p)| p.used.load(Ordering::Relaxed))
                 .map(|(pid, _)| *pid);
-            if let Some((old, _)) = oldest.and_then(|pid| set.live.remove(&pid)) {
-                set.retired.push(old);
+            if let Some(old) = oldest.and_then(|pid| set.live.remove(&pid)) {
+                evicted.push(old);
             }
         }
+        for old in &evicted {
+            old.retired.store(true, Ordering::Relaxed);
+        }
         let pipeline = Arc::new(self.new_pipeline(process));
-        set.live.insert(process.pid, (pipeline.clone(), stamp));
+        pipelines.touch(&pipeline);
+        set.live.insert(process.pid, pipeline.clone());
+        if self.otlp_metrics {
+            set.retired.extend(evicted);
+        } else if let Some(prometheus) = &self.prometheus {
+            drop(set);
+            for old in &evicted {
+                prometheus.archive(old);
+            }
+        }
         pipeline
-    }
-
-    /// The meter pipelines to collect: live ones, and retired ones (taken out for good).
-    fn meter_pipelines(&self) -> (Vec<Arc<Pipeline>>, Vec<Arc<Pipeline>>) {
-        let mut set = self
-            .pipelines
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let live = set.live.values().map(|(p, _)| p.clone()).collect();
-        (live, std::mem::take(&mut set.retired))
     }
 }
 
 impl Telemetry {
-    /// Builds OTLP trace/metric pipelines, the trace printer and the Prometheus endpoint per
+    /// Starts OTLP span and metric export, the trace printer and the Prometheus endpoint per
     /// `config`. Must be called inside a tokio runtime.
     pub async fn start(config: &Config) -> Result<Self> {
         let self_metrics = SelfMetrics::default();
-        let prometheus = config
-            .prometheus_port
-            .map(|_| Arc::new(PrometheusMetrics::new(&self_metrics, &HISTOGRAMS)));
+        let pipelines = Arc::new(Pipelines::default());
+        let prometheus = config.prometheus_port.map(|_| {
+            Arc::new(PrometheusMetrics::new(
+                &self_metrics,
+                pipelines.clone(),
+                config.metric_cardinality_limit,
+            ))
+        });
+        let metrics_kept = config.metrics.is_some() || prometheus.is_some();
+        let delta = config.metrics.is_some()
+            && config.metric_temporality != TemporalityPreference::Cumulative;
         let shared = Arc::new(Shared {
             routes: config.routes.clone(),
             include_url_query: config.include_url_query,
+            include_db_query_text: config.include_db_query_text,
             service_name: config.service_name.clone(),
-            resource_attributes: config
-                .resource_attributes
-                .iter()
-                .map(|(key, value)| KeyValue::new(key.clone(), value.clone()))
-                .collect(),
-            sampler: spans::sampler(config.sampler),
+            resource_attributes: config.resource_attributes.clone(),
+            sampler: config.sampler,
             clock: WallClock::measure(),
-            scope: spans::instrumentation_scope(),
+            pipelines: pipelines.clone(),
+            series_limit: metrics_kept.then_some(config.metric_cardinality_limit),
+            delta,
             otlp_metrics: config.metrics.is_some(),
-            pipelines: Mutex::default(),
-            self_metrics,
+            self_metrics: self_metrics.clone(),
             prometheus: prometheus.clone(),
         });
         let (stop, stop_rx) = watch::channel(false);
@@ -372,31 +454,35 @@ impl Telemetry {
 
         let spans = match &config.traces {
             Some(traces) => {
-                let exporter = span_exporter(traces)?;
-                let (sender, receiver) = mpsc::channel(config.batch.max_queue_size);
+                let exporter = Exporter::<Traces>::new(traces)?;
+                let queue = Arc::new(SpanQueue::new(config.batch));
                 export_timeout = export_timeout.max(traces.timeout);
                 tasks.push(tokio::spawn(export_spans(
-                    receiver,
+                    queue.clone(),
                     exporter,
-                    config.batch,
-                    traces.timeout,
-                    shared.self_metrics.clone(),
+                    EncodedScope::new(&scope(), SCHEMA_URL),
+                    self_metrics.clone(),
                 )));
-                Some(sender)
+                Some(queue)
             }
             None => None,
         };
 
         if let Some(metrics) = &config.metrics {
-            let exporter = metric_exporter(metrics)?;
-            let own = own_meter_pipeline(&shared);
+            let exporter = Exporter::<Metrics>::new(metrics)?;
             export_timeout = export_timeout.max(metrics.timeout);
+            let export = MetricExport {
+                pipelines,
+                own_resource: shared.resource("obi-sidecar", &own_process()),
+                scope: scope(),
+                self_metrics: self_metrics.clone(),
+                temporality: config.metric_temporality,
+                prometheus: prometheus.clone(),
+            };
             tasks.push(tokio::spawn(export_metrics(
-                shared.clone(),
-                own,
+                export,
                 exporter,
                 config.metric_export_interval,
-                metrics.timeout,
                 stop_rx.clone(),
             )));
         }
@@ -425,7 +511,7 @@ impl Telemetry {
                 Printer::spawn(
                     format,
                     Box::new(std::io::stdout()),
-                    shared.self_metrics.printer_dropped.clone(),
+                    self_metrics.printer_dropped.clone(),
                 )
                 .map_err(|source| Error::Io {
                     context: "starting the trace printer thread".to_owned(),
@@ -442,72 +528,100 @@ impl Telemetry {
             tasks,
             prometheus_addr,
             export_timeout,
+            scratch: Scratch::default(),
+            last: None,
         })
     }
 
-    /// One transaction: a span (exported and printed) and metric recordings. Never blocks.
-    pub fn record(&self, tx: &Transaction, process: &ProcessInfo) {
-        let shared = &self.shared;
-        let pipeline = shared.pipeline(process);
-        let mapped = Mapped::new(tx, shared);
-        if pipeline.meters.is_some() || shared.prometheus.is_some() {
-            let attributes = mapped.metric_attributes();
-            mapped.measurements(&mut |def, value| {
-                if let Some((_, instruments)) = &pipeline.meters {
-                    instruments.record(def, value, &attributes);
-                }
-                if let Some(prometheus) = &shared.prometheus {
-                    prometheus.record(
-                        def,
-                        value,
-                        &attributes,
-                        &pipeline.service_name,
-                        pipeline.container.as_deref().unwrap_or_default(),
-                    );
-                }
-            });
-        }
-        if self.spans.is_none() && self.printer.is_none() {
+    /// One transaction: its metric measurements, and its span (exported and printed). Never
+    /// blocks.
+    pub fn record(&mut self, tx: &Transaction, process: &ProcessInfo) {
+        // Nothing exported or printed: nothing to make.
+        if self.spans.is_none() && self.printer.is_none() && self.shared.series_limit.is_none() {
             return;
         }
-        let name = mapped.span_name();
-        let sampled = spans::is_sampled(&shared.sampler, tx, &name);
+        // The process of the last transaction, most often the same again: no lookup then.
+        let pipeline = match self.last.take() {
+            Some(last) if last.matches(process) && !last.is_retired() => {
+                self.shared.pipelines.touch(&last);
+                last
+            }
+            _ => self.shared.pipeline(process),
+        };
+        self.record_into(&pipeline, tx, process);
+        self.last = Some(pipeline);
+    }
+
+    fn record_into(&mut self, pipeline: &Pipeline, tx: &Transaction, process: &ProcessInfo) {
+        let shared = &*self.shared;
+        let spans_wanted = self.spans.is_some() || self.printer.is_some();
+        let Scratch {
+            route,
+            name,
+            key,
+            text,
+            span,
+        } = &mut self.scratch;
+        let mapped = Mapped::new(tx, shared, route);
+        if let Some(series) = &pipeline.series {
+            key.clear();
+            mapped.metric_attributes(&mut KeyValueWriter {
+                out: key,
+                text,
+                tag: ATTRIBUTES_TAG,
+            });
+            lock(series).record(key, &mapped);
+        }
+        if !spans_wanted {
+            return;
+        }
+        let sampled = spans::is_sampled(shared.sampler, tx);
         // The printer shows every span, sampled or not; the exporter takes sampled ones only, so
-        // without a printer a span the sampler drops is never built.
+        // without a printer a span the sampler drops is never encoded.
         if !sampled && self.printer.is_none() {
             return;
         }
+        name.clear();
+        mapped.span_name(name);
         let status = mapped.span_status();
-        let span = spans::span_data(
-            tx,
-            name,
-            status,
-            mapped.into_span_attributes(),
-            &shared.clock,
-            &shared.scope,
-        );
-        let span = match &self.printer {
-            Some(printer) => {
-                let job = PrintJob {
-                    span,
-                    service_name: pipeline.service_name.clone(),
-                    pid: process.pid,
-                    sampled,
-                };
-                let span = (sampled && self.spans.is_some()).then(|| job.span.clone());
-                printer.print(job);
-                span
-            }
-            None => Some(span),
-        };
-        if let (Some(sender), Some(span)) = (&self.spans, span) {
-            let queued = QueuedSpan {
-                resource: pipeline.resource.clone(),
-                span,
+        if let (true, Some(queue)) = (sampled, &self.spans) {
+            let fields = SpanFields {
+                trace_id: &tx.trace.trace_id,
+                span_id: &tx.trace.span_id,
+                parent_span_id: tx.trace.parent_span_id.as_ref(),
+                parent_is_remote: is_parent_remote(tx),
+                kind: tx.kind,
+                start_unix_nano: shared.clock.to_unix_nanos(tx.start_ns),
+                end_unix_nano: shared.clock.to_unix_nanos(tx.end_ns.max(tx.start_ns)),
+                name,
+                status: &status,
             };
-            if sender.try_send(queued).is_err() {
+            let queued = queue.push(&pipeline.resource, |out| {
+                put_span(out, span, &fields, |attributes| {
+                    mapped.span_attributes(attributes);
+                });
+            });
+            if !queued {
                 shared.self_metrics.spans_dropped.add(1);
             }
+        }
+        if let Some(printer) = &self.printer {
+            let mut attributes = Vec::new();
+            mapped.span_attributes(&mut attributes);
+            printer.print(PrintJob {
+                name: name.clone(),
+                kind: tx.kind,
+                trace_id: tx.trace.trace_id,
+                span_id: tx.trace.span_id,
+                parent_span_id: tx.trace.parent_span_id,
+                start: shared.clock.to_system_time(tx.start_ns),
+                end: shared.clock.to_system_time(tx.end_ns.max(tx.start_ns)),
+                status,
+                attributes,
+                service_name: pipeline.service_name.clone(),
+                pid: process.pid,
+                sampled,
+            });
         }
     }
 
@@ -533,7 +647,9 @@ impl Telemetry {
             ..
         } = self;
         // Closing the queue makes the span task export what is left and finish.
-        drop(spans);
+        if let Some(queue) = spans {
+            queue.close();
+        }
         // Nobody may be listening any more (no metrics/Prometheus tasks): nothing to stop then.
         let _ = stop.send(true);
         let deadline = Instant::now() + export_timeout + SHUTDOWN_GRACE;
@@ -552,81 +668,21 @@ impl Telemetry {
     }
 }
 
-/// The sidecar's own resource and meter, for its self metrics over OTLP.
-fn own_meter_pipeline(shared: &Shared) -> MeterPipeline {
+/// A server span's parent is the caller's span, in another process; a client span's is the
+/// server span it was sent for, or a span of the app itself.
+fn is_parent_remote(tx: &Transaction) -> bool {
+    tx.kind == SpanKind::Server && tx.trace.parent_span_id.is_some()
+}
+
+/// The sidecar itself, the process its own metrics are reported for.
+fn own_process() -> ProcessInfo {
     let exe = std::env::current_exe()
         .map(|path| path.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let process = ProcessInfo {
+    ProcessInfo {
         pid: std::process::id(),
         exe,
         container: None,
-    };
-    let pipeline = MeterPipeline::new(shared.resource("obi-sidecar", &process));
-    register_self_metrics(
-        &pipeline.provider.meter_with_scope(shared.scope.clone()),
-        &shared.self_metrics,
-    );
-    pipeline
-}
-
-/// Collects one meter pipeline and exports it, unless it has nothing to say.
-async fn export_meter(
-    meters: &MeterPipeline,
-    exporter: &MetricExporter,
-    timeout: Duration,
-    health: &mut ExportHealth,
-) {
-    let mut collected = ResourceMetrics::default();
-    if let Err(error) = meters.reader.collect(&mut collected) {
-        tracing::debug!(%error, "collecting metrics");
-        return;
-    }
-    if collected.scope_metrics().next().is_none() {
-        return;
-    }
-    let result = tokio::time::timeout(timeout + SHUTDOWN_GRACE, exporter.export(&collected))
-        .await
-        .map_err(|_| ());
-    health.record("metrics", result);
-}
-
-/// Every `interval` (and once more when stopping): export all pipelines' metrics.
-async fn export_metrics(
-    shared: Arc<Shared>,
-    own: MeterPipeline,
-    exporter: MetricExporter,
-    interval: Duration,
-    timeout: Duration,
-    mut stop: watch::Receiver<bool>,
-) {
-    let mut ticker = tokio::time::interval_at(Instant::now() + interval, interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut health = ExportHealth::default();
-    loop {
-        let stopping = tokio::select! {
-            _ = ticker.tick() => false,
-            _ = stop.changed() => true,
-        };
-        let (live, retired) = shared.meter_pipelines();
-        export_meter(&own, &exporter, timeout, &mut health).await;
-        for pipeline in live.iter().chain(&retired) {
-            if let Some((meters, _)) = &pipeline.meters {
-                export_meter(meters, &exporter, timeout, &mut health).await;
-            }
-        }
-        for pipeline in retired.iter().chain(if stopping { &live[..] } else { &[] }) {
-            if let Some((meters, _)) = &pipeline.meters {
-                let _ = meters.provider.shutdown();
-            }
-        }
-        if stopping {
-            let _ = own.provider.shutdown();
-            if let Err(error) = exporter.shutdown() {
-                tracing::debug!(%error, "shutting down the metric exporter");
-            }
-            return;
-        }
     }
 }
 
@@ -650,24 +706,47 @@ mod tests {
         }
     }
 
+    fn resource_value<'a>(resource: &'a Resource, key: &str) -> Option<&'a any_value::Value> {
+        resource
+            .attributes
+            .iter()
+            .find(|kv| kv.key == key)
+            .and_then(|kv| kv.value.as_ref()?.value.as_ref())
+    }
+
     #[tokio::test]
     async fn pipelines_are_shared_bounded_and_retired() -> Result<()> {
-        let config = Config::from_iter([(
-            "OTEL_RESOURCE_ATTRIBUTES".to_owned(),
-            "k8s.pod.name=web-1,k8s.container.name=ignored".to_owned(),
-        )])?;
+        let config = Config::from_iter([
+            (
+                "OTEL_RESOURCE_ATTRIBUTES".to_owned(),
+                "k8s.pod.name=web-1,k8s.container.name=ignored,telemetry.sdk.name=mine".to_owned(),
+            ),
+            (
+                "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT".to_owned(),
+                "http://127.0.0.1:9".to_owned(),
+            ),
+        ])?;
         let telemetry = Telemetry::start(&config).await?;
         let shared = &telemetry.shared;
         let first = shared.pipeline(&process(1));
         assert!(Arc::ptr_eq(&first, &shared.pipeline(&process(1))));
-        let resource = &first.resource;
-        let get = |key: &'static str| resource.get(&opentelemetry::Key::from_static_str(key));
-        assert_eq!(get("service.name"), Some("app1".into()));
-        assert_eq!(get("k8s.container.name"), Some("app".into()));
-        assert_eq!(get("k8s.pod.name"), Some("web-1".into()));
-        assert_eq!(get("process.pid"), Some(1.into()));
-        assert_eq!(get("process.executable.path"), Some("/bin/app1".into()));
-        assert_eq!(get("telemetry.sdk.language"), Some("rust".into()));
+        let resource = &first.resource.proto;
+        let string = |key| match resource_value(resource, key) {
+            Some(any_value::Value::StringValue(s)) => Some(s.as_str()),
+            _ => None,
+        };
+        assert_eq!(string("service.name"), Some("app1"));
+        assert_eq!(string("k8s.container.name"), Some("app"));
+        assert_eq!(string("k8s.pod.name"), Some("web-1"));
+        assert_eq!(string("process.executable.path"), Some("/bin/app1"));
+        assert_eq!(string("telemetry.sdk.language"), Some("rust"));
+        assert_eq!(string("telemetry.sdk.name"), Some("mine"));
+        assert_eq!(
+            resource_value(resource, "process.pid"),
+            Some(&any_value::Value::IntValue(1))
+        );
+        // Each key once.
+        assert_eq!(resource.attributes.len(), 9);
 
         // The same pid with another executable (pid reuse) gets a new pipeline.
         let mut reused = process(1);
@@ -679,10 +758,75 @@ mod tests {
             // Keep pid 2 warm: it must survive eviction.
             shared.pipeline(&process(2));
         }
-        let (live, retired) = shared.meter_pipelines();
+        let live = shared.pipelines.live();
         assert_eq!(live.len(), MAX_PIPELINES);
         assert!(live.iter().any(|p| p.pid == 2));
+        let retired = shared.pipelines.take_retired();
         assert_eq!(retired.len(), 1 + (1 + 73 - MAX_PIPELINES));
+        telemetry.shutdown().await;
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn without_metric_export_nothing_waits_for_one() -> Result<()> {
+        let telemetry = Telemetry::start(&Config::from_iter([])?).await?;
+        let shared = &telemetry.shared;
+        for pid in 1..=(MAX_PIPELINES as u32 + 5) {
+            assert!(shared.pipeline(&process(pid)).series.is_none());
+        }
+        assert!(shared.pipelines.take_retired().is_empty());
+        telemetry.shutdown().await;
+        Ok(())
+    }
+
+    fn count_line<'a>(text: &'a str, route: &str) -> Option<&'a str> {
+        text.lines().find(|l| {
+            l.starts_with("http_server_request_duration_seconds_count{")
+                && l.contains(&format!("http_route=\"{route}\""))
+        })
+    }
+
+    /// Processes of one service and container make one Prometheus series; a process's totals
+    /// outlive its pipeline.
+    #[tokio::test]
+    async fn prometheus_sums_processes_and_keeps_retired_totals() -> Result<()> {
+        let mut config = Config::from_iter([("OTEL_SERVICE_NAME".to_owned(), "shop".to_owned())])?;
+        config.prometheus_port = Some(0);
+        let mut telemetry = Telemetry::start(&config).await?;
+        let tx = crate::telemetry::http::tests::transaction(SpanKind::Server, "GET", "/a", 200);
+        for pid in [1, 2, 2] {
+            telemetry.record(&tx, &process(pid));
+        }
+        let encode = |telemetry: &Telemetry| {
+            telemetry
+                .shared
+                .prometheus
+                .as_ref()
+                .map(|p| p.encode())
+                .unwrap_or_default()
+        };
+        let text = encode(&telemetry);
+        let line = count_line(&text, "/a").unwrap_or_default().to_owned();
+        assert!(line.ends_with(" 3"), "{text}");
+        assert_eq!(
+            text.matches("http_server_request_duration_seconds_count{")
+                .count(),
+            1
+        );
+        // Evict every pipeline: the totals stay, and new measurements add to them (not to the
+        // evicted pipeline of pid 2, the last one used).
+        for pid in 10..(10 + MAX_PIPELINES as u32) {
+            telemetry.shared.pipeline(&process(pid));
+        }
+        assert!(!telemetry.shared.pipelines.live().iter().any(|p| p.pid <= 2));
+        let text = encode(&telemetry);
+        assert_eq!(count_line(&text, "/a"), Some(line.as_str()), "{text}");
+        telemetry.record(&tx, &process(2));
+        let text = encode(&telemetry);
+        assert!(
+            count_line(&text, "/a").is_some_and(|l| l.ends_with(" 4")),
+            "{text}"
+        );
         telemetry.shutdown().await;
         Ok(())
     }

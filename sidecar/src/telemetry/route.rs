@@ -129,32 +129,38 @@ impl RouteMatcher {
             .collect()
     }
 
-    /// The route of `path` (no query string), or `None` when routes are unset for it.
-    pub fn route(&self, path: &str) -> Option<String> {
+    /// The route of `path` (no query string), or `None` when routes are unset for it. A route
+    /// made from the path (the heuristic) is written into `scratch`, a buffer the caller reuses,
+    /// so that routing a request allocates nothing.
+    pub fn route<'a>(&'a self, path: &'a str, scratch: &'a mut String) -> Option<&'a str> {
         if let Some(pattern) = self.patterns.iter().find(|p| p.matches(path)) {
-            return Some(pattern.text.clone());
+            return Some(&pattern.text);
         }
         match self.unmatched {
-            Unmatched::Heuristic => Some(heuristic_route(path)),
-            Unmatched::Path => Some(path.to_owned()),
-            Unmatched::Wildcard => Some("/**".to_owned()),
+            Unmatched::Heuristic => {
+                scratch.clear();
+                write_heuristic_route(path, scratch);
+                Some(scratch)
+            }
+            Unmatched::Path => Some(path),
+            Unmatched::Wildcard => Some("/**"),
             Unmatched::Unset => None,
         }
     }
 }
 
-/// The heuristic route of a path: id-like segments replaced by `*` (see the module docs).
-pub fn heuristic_route(path: &str) -> String {
+/// Appends the heuristic route of a path to `route`: id-like segments replaced by `*` (see the
+/// module docs).
+pub fn write_heuristic_route(path: &str, route: &mut String) {
     if !path.starts_with('/') {
         // `*` (OPTIONS) or an authority (CONNECT): nothing to collapse but also nothing to keep.
-        return if path == "*" { "*" } else { "/" }.to_owned();
+        route.push(if path == "*" { '*' } else { '/' });
+        return;
     }
-    let mut route = String::with_capacity(path.len());
     for segment in path[1..].split('/') {
         route.push('/');
         route.push_str(if is_id_like(segment) { "*" } else { segment });
     }
-    route
 }
 
 fn is_id_like(segment: &str) -> bool {
@@ -191,6 +197,16 @@ fn is_uuid(bytes: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn heuristic_route(path: &str) -> String {
+        let mut route = String::new();
+        write_heuristic_route(path, &mut route);
+        route
+    }
+
+    fn route(matcher: &RouteMatcher, path: &str) -> Option<String> {
+        matcher.route(path, &mut String::new()).map(str::to_owned)
+    }
 
     #[test]
     fn heuristic_table() {
@@ -244,7 +260,7 @@ mod tests {
             ("/users//orders/9", Some("/users//orders/*")),
         ];
         for (path, want) in table {
-            assert_eq!(matcher.route(path).as_deref(), want, "path {path:?}");
+            assert_eq!(route(&matcher, path).as_deref(), want, "path {path:?}");
         }
     }
 
@@ -258,7 +274,7 @@ mod tests {
         ];
         for (mode, want) in table {
             let matcher = RouteMatcher::new(Vec::new(), mode);
-            assert_eq!(matcher.route("/a/17").as_deref(), want, "{mode:?}");
+            assert_eq!(route(&matcher, "/a/17").as_deref(), want, "{mode:?}");
         }
         assert_eq!(Unmatched::parse(" Wildcard "), Some(Unmatched::Wildcard));
         assert_eq!(Unmatched::parse("nope"), None);

@@ -5,12 +5,30 @@ POST /echo                answers 200 with the request body
 GET /call/<port>/<path>   calls http://127.0.0.1:<port>/<path> on the serving thread (a client span
                           in the same trace) and answers with that call's status
 GET /users/<id>           answers 200 with a JSON document
+GET /db/<pg port>/<redis port>
+                          on the serving thread, queries PostgreSQL (psycopg) and Redis (redis-py)
+                          on 127.0.0.1 (client spans in the same trace), answers 200
 """
 
 import http.client
 import json
 import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+def query_databases(pg_port, redis_port):
+    """One PostgreSQL query and two Redis commands, each on a connection of its own."""
+    import psycopg
+    import redis
+
+    dsn = f"host=127.0.0.1 port={pg_port} user=test dbname=shop sslmode=disable"
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        (name,) = conn.execute("SELECT datname FROM pg_database WHERE datname = 'shop'").fetchone()
+    client = redis.Redis(port=redis_port)
+    client.set("last", name)
+    value = client.get("last")
+    client.close()
+    return value + b"\n"
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -36,6 +54,8 @@ class Handler(BaseHTTPRequestHandler):
             self.reply(int(parts[1]), b"status %s\n" % parts[1].encode())
         elif parts[0] == "users" and len(parts) == 2:
             self.reply(200, json.dumps({"id": parts[1]}).encode(), "application/json")
+        elif parts[0] == "db" and len(parts) == 3:
+            self.reply(200, query_databases(int(parts[1]), int(parts[2])))
         elif parts[0] == "call" and len(parts) >= 2:
             conn = http.client.HTTPConnection("127.0.0.1", int(parts[1]), timeout=5)
             conn.request("GET", "/" + "/".join(parts[2:]))

@@ -4,12 +4,15 @@
 //! an ephemeral 127.0.0.1 port.
 //!
 //! `stop` closes both listeners and every open connection, so exporters see the collector go
-//! down; `restart` listens again on the same ports.
+//! down; `restart` listens again on the same ports. Trace exports can be answered as scripted
+//! (refused with a retry delay, partially accepted, late); both servers take gzip bodies, and
+//! `start_tls` serves them over TLS.
 //!
 //! Use from a test crate with `#[path = "support/otlp.rs"] mod otlp;`.
 // Each test crate uses a different part of this module.
 #![allow(dead_code)]
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -30,7 +33,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
 };
 use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTraceServiceRequest, ExportTraceServiceResponse,
+    ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use opentelemetry_proto::tonic::metrics::v1::Metric;
@@ -39,6 +42,9 @@ use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message;
 use tokio::net::TcpListener;
 use tokio::task::{JoinHandle, JoinSet};
+use tokio_rustls::TlsAcceptor;
+use tonic::codec::CompressionEncoding;
+use tonic_types::StatusExt as _;
 
 /// How an export arrived.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -62,6 +68,13 @@ struct Store {
     spans: Mutex<Vec<(Resource, Span)>>,
     metrics: Mutex<Vec<(Resource, Metric)>>,
     requests: Mutex<Vec<ExportRequest>>,
+    /// The decoded requests themselves, scopes and schema URLs included.
+    trace_requests: Mutex<Vec<ExportTraceServiceRequest>>,
+    metric_requests: Mutex<Vec<ExportMetricsServiceRequest>>,
+    replies: Mutex<VecDeque<Reply>>,
+    trace_attempts: Mutex<Vec<std::time::Instant>>,
+    /// `Content-Encoding` or `grpc-encoding` of every request, `identity` when absent.
+    encodings: Mutex<Vec<String>>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -82,6 +95,7 @@ fn header_pairs(headers: &HeaderMap) -> Vec<(String, String)> {
 
 impl Store {
     fn add_traces(&self, request: ExportTraceServiceRequest, info: ExportRequest) {
+        lock(&self.trace_requests).push(request.clone());
         let mut spans = lock(&self.spans);
         for resource_spans in request.resource_spans {
             let resource = resource_spans.resource.unwrap_or_default();
@@ -95,6 +109,7 @@ impl Store {
     }
 
     fn add_metrics(&self, request: ExportMetricsServiceRequest, info: ExportRequest) {
+        lock(&self.metric_requests).push(request.clone());
         let mut metrics = lock(&self.metrics);
         for resource_metrics in request.resource_metrics {
             let resource = resource_metrics.resource.unwrap_or_default();
@@ -105,6 +120,54 @@ impl Store {
             }
         }
         lock(&self.requests).push(info);
+    }
+}
+
+/// How the receiver answers one trace export (metric exports are always accepted).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub enum Reply {
+    #[default]
+    Accept,
+    /// Accepts, saying that this many spans were rejected (partial success).
+    Partial(i64),
+    /// Refuses with this HTTP status (or the gRPC code the OTLP specification pairs with it)
+    /// and, when given, the delay to wait before retrying (`Retry-After`, `RetryInfo`).
+    Refuse {
+        http: u16,
+        retry_after: Option<Duration>,
+    },
+    /// Accepts after this long.
+    Delay(Duration),
+}
+
+/// The gRPC code that stands for an HTTP status in these tests.
+fn grpc_code(http: u16) -> tonic::Code {
+    match http {
+        429 => tonic::Code::ResourceExhausted,
+        503 => tonic::Code::Unavailable,
+        400 => tonic::Code::InvalidArgument,
+        _ => tonic::Code::Internal,
+    }
+}
+
+impl Store {
+    /// The reply to the next trace export, recording when it came.
+    fn next_reply(&self) -> Reply {
+        lock(&self.trace_attempts).push(std::time::Instant::now());
+        lock(&self.replies).pop_front().unwrap_or_default()
+    }
+}
+
+/// The rejected-spans count of a reply, once it is to be accepted.
+fn trace_response(reply: Reply) -> ExportTraceServiceResponse {
+    match reply {
+        Reply::Partial(rejected_spans) => ExportTraceServiceResponse {
+            partial_success: Some(ExportTracePartialSuccess {
+                rejected_spans,
+                error_message: "some spans were too old".to_owned(),
+            }),
+        },
+        _ => ExportTraceServiceResponse::default(),
     }
 }
 
@@ -119,13 +182,26 @@ impl TraceService for Collector {
         request: tonic::Request<ExportTraceServiceRequest>,
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
         let headers = header_pairs(&request.metadata().clone().into_headers());
+        let reply = self.0.next_reply();
+        match reply {
+            Reply::Refuse { http, retry_after } => {
+                let details = tonic_types::ErrorDetails::with_retry_info(retry_after);
+                return Err(tonic::Status::with_error_details(
+                    grpc_code(http),
+                    "refused by the test",
+                    details,
+                ));
+            }
+            Reply::Delay(delay) => tokio::time::sleep(delay).await,
+            Reply::Accept | Reply::Partial(_) => {}
+        }
         let info = ExportRequest {
             transport: Transport::Grpc,
             path: "/opentelemetry.proto.collector.trace.v1.TraceService/Export".to_owned(),
             headers,
         };
         self.0.add_traces(request.into_inner(), info);
-        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
+        Ok(tonic::Response::new(trace_response(reply)))
     }
 }
 
@@ -160,6 +236,19 @@ fn protobuf_response(message: &impl Message) -> axum::response::Response {
         .into_response()
 }
 
+/// The body as sent, gunzipped when its `Content-Encoding` says so.
+fn body_of(headers: &HeaderMap, body: Bytes) -> Option<Vec<u8>> {
+    let gzip = headers
+        .get(header::CONTENT_ENCODING)
+        .is_some_and(|v| v.as_bytes() == b"gzip");
+    if !gzip {
+        return Some(body.to_vec());
+    }
+    let mut decoded = Vec::new();
+    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&body[..]), &mut decoded).ok()?;
+    Some(decoded)
+}
+
 fn http_router(store: Arc<Store>) -> axum::Router {
     let traces_store = store.clone();
     axum::Router::new()
@@ -169,7 +258,27 @@ fn http_router(store: Arc<Store>) -> axum::Router {
                 if !is_protobuf(&headers) {
                     return StatusCode::UNSUPPORTED_MEDIA_TYPE.into_response();
                 }
-                match ExportTraceServiceRequest::decode(body) {
+                let reply = traces_store.next_reply();
+                match reply {
+                    Reply::Refuse { http, retry_after } => {
+                        let status =
+                            StatusCode::from_u16(http).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+                        let mut response = status.into_response();
+                        if let Some(delay) = retry_after {
+                            let value = delay.as_secs().to_string();
+                            if let Ok(value) = value.parse() {
+                                response.headers_mut().insert(header::RETRY_AFTER, value);
+                            }
+                        }
+                        return response;
+                    }
+                    Reply::Delay(delay) => tokio::time::sleep(delay).await,
+                    Reply::Accept | Reply::Partial(_) => {}
+                }
+                let Some(body) = body_of(&headers, body) else {
+                    return StatusCode::BAD_REQUEST.into_response();
+                };
+                match ExportTraceServiceRequest::decode(&body[..]) {
                     Ok(request) => {
                         let info = ExportRequest {
                             transport: Transport::Http,
@@ -177,7 +286,7 @@ fn http_router(store: Arc<Store>) -> axum::Router {
                             headers: header_pairs(&headers),
                         };
                         traces_store.add_traces(request, info);
-                        protobuf_response(&ExportTraceServiceResponse::default())
+                        protobuf_response(&trace_response(reply))
                     }
                     Err(_) => StatusCode::BAD_REQUEST.into_response(),
                 }
@@ -189,7 +298,10 @@ fn http_router(store: Arc<Store>) -> axum::Router {
                 if !is_protobuf(&headers) {
                     return StatusCode::UNSUPPORTED_MEDIA_TYPE.into_response();
                 }
-                match ExportMetricsServiceRequest::decode(body) {
+                let Some(body) = body_of(&headers, body) else {
+                    return StatusCode::BAD_REQUEST.into_response();
+                };
+                match ExportMetricsServiceRequest::decode(&body[..]) {
                     Ok(request) => {
                         let info = ExportRequest {
                             transport: Transport::Http,
@@ -207,25 +319,57 @@ fn http_router(store: Arc<Store>) -> axum::Router {
 
 fn grpc_router(store: Arc<Store>) -> axum::Router {
     let collector = Collector(store);
-    tonic::service::Routes::new(TraceServiceServer::new(collector.clone()))
-        .add_service(MetricsServiceServer::new(collector))
-        .into_axum_router()
+    tonic::service::Routes::new(
+        TraceServiceServer::new(collector.clone()).accept_compressed(CompressionEncoding::Gzip),
+    )
+    .add_service(MetricsServiceServer::new(collector).accept_compressed(CompressionEncoding::Gzip))
+    .into_axum_router()
 }
 
-/// Serves `router` (HTTP/1.1 or h2c) on `listener`. Connections live in a `JoinSet` owned by
-/// this future, so aborting it closes the listener and every connection at once.
-async fn serve(listener: TcpListener, router: axum::Router) {
+/// Wraps a router so that the body encoding of every request is noted.
+fn noting_encodings(router: axum::Router, store: Arc<Store>) -> axum::Router {
+    router.layer(axum::middleware::from_fn(
+        move |request: axum::extract::Request, next: axum::middleware::Next| {
+            let store = store.clone();
+            async move {
+                let headers = request.headers();
+                let encoding = headers
+                    .get("grpc-encoding")
+                    .or_else(|| headers.get(header::CONTENT_ENCODING))
+                    .map_or("identity".to_owned(), |v| {
+                        String::from_utf8_lossy(v.as_bytes()).into_owned()
+                    });
+                lock(&store.encodings).push(encoding);
+                next.run(request).await
+            }
+        },
+    ))
+}
+
+/// Serves `router` (HTTP/1.1 or HTTP/2, over TLS when an acceptor is given) on `listener`.
+/// Connections live in a `JoinSet` owned by this future, so aborting it closes the listener and
+/// every connection at once.
+async fn serve(listener: TcpListener, router: axum::Router, tls: Option<TlsAcceptor>) {
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
             accepted = listener.accept() => {
                 let Ok((stream, _)) = accepted else { continue };
                 let service = TowerToHyperService::new(router.clone());
+                let tls = tls.clone();
                 connections.spawn(async move {
-                    // Errors are clients going away; nothing to report.
-                    let _ = auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
+                    let builder = auto::Builder::new(TokioExecutor::new());
+                    // Errors are clients going away (or failing the handshake); nothing to report.
+                    match tls {
+                        Some(acceptor) => {
+                            if let Ok(stream) = acceptor.accept(stream).await {
+                                let _ = builder.serve_connection(TokioIo::new(stream), service).await;
+                            }
+                        }
+                        None => {
+                            let _ = builder.serve_connection(TokioIo::new(stream), service).await;
+                        }
+                    }
                 });
             }
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
@@ -233,18 +377,57 @@ async fn serve(listener: TcpListener, router: axum::Router) {
     }
 }
 
+/// A TLS acceptor for a PEM certificate chain and key, offering HTTP/2 and HTTP/1.1.
+fn acceptor(cert_pem: &str, key_pem: &str) -> std::io::Result<TlsAcceptor> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let invalid = |e: &dyn std::fmt::Display| std::io::Error::other(e.to_string());
+    let certs = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| invalid(&e))?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(|e| invalid(&e))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| invalid(&e))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| invalid(&e))?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
 /// The receiver. Dropping it stops it.
-#[derive(Debug)]
 pub struct OtlpReceiver {
     pub grpc_addr: SocketAddr,
     pub http_addr: SocketAddr,
     store: Arc<Store>,
     servers: Vec<JoinHandle<()>>,
+    tls: Option<TlsAcceptor>,
+}
+
+impl std::fmt::Debug for OtlpReceiver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OtlpReceiver")
+            .field("grpc_addr", &self.grpc_addr)
+            .field("http_addr", &self.http_addr)
+            .field("tls", &self.tls.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl OtlpReceiver {
     /// Listens on two ephemeral 127.0.0.1 ports.
     pub async fn start() -> std::io::Result<Self> {
+        Self::listen(None).await
+    }
+
+    /// Listens over TLS with this certificate chain and key.
+    pub async fn start_tls(cert_pem: &str, key_pem: &str) -> std::io::Result<Self> {
+        Self::listen(Some(acceptor(cert_pem, key_pem)?)).await
+    }
+
+    async fn listen(tls: Option<TlsAcceptor>) -> std::io::Result<Self> {
         let grpc = TcpListener::bind("127.0.0.1:0").await?;
         let http = TcpListener::bind("127.0.0.1:0").await?;
         let mut receiver = Self {
@@ -252,6 +435,7 @@ impl OtlpReceiver {
             http_addr: http.local_addr()?,
             store: Arc::default(),
             servers: Vec::new(),
+            tls,
         };
         receiver.spawn(grpc, http);
         Ok(receiver)
@@ -259,19 +443,47 @@ impl OtlpReceiver {
 
     fn spawn(&mut self, grpc: TcpListener, http: TcpListener) {
         self.servers = vec![
-            tokio::spawn(serve(grpc, grpc_router(self.store.clone()))),
-            tokio::spawn(serve(http, http_router(self.store.clone()))),
+            tokio::spawn(serve(
+                grpc,
+                noting_encodings(grpc_router(self.store.clone()), self.store.clone()),
+                self.tls.clone(),
+            )),
+            tokio::spawn(serve(
+                http,
+                noting_encodings(http_router(self.store.clone()), self.store.clone()),
+                self.tls.clone(),
+            )),
         ];
     }
 
-    /// `http://127.0.0.1:port` of the gRPC server.
-    pub fn grpc_endpoint(&self) -> String {
-        format!("http://{}", self.grpc_addr)
+    fn scheme(&self) -> &'static str {
+        if self.tls.is_some() { "https" } else { "http" }
     }
 
-    /// `http://127.0.0.1:port` of the HTTP server (exporters append `/v1/traces`).
+    /// `http://127.0.0.1:port` (or `https://`) of the gRPC server.
+    pub fn grpc_endpoint(&self) -> String {
+        format!("{}://{}", self.scheme(), self.grpc_addr)
+    }
+
+    /// `http://127.0.0.1:port` (or `https://`) of the HTTP server (exporters append
+    /// `/v1/traces`).
     pub fn http_endpoint(&self) -> String {
-        format!("http://{}", self.http_addr)
+        format!("{}://{}", self.scheme(), self.http_addr)
+    }
+
+    /// How the next trace exports are answered, in order; then they are accepted.
+    pub fn reply_with(&self, replies: impl IntoIterator<Item = Reply>) {
+        lock(&self.store.replies).extend(replies);
+    }
+
+    /// The body encoding of every request so far.
+    pub fn encodings(&self) -> Vec<String> {
+        lock(&self.store.encodings).clone()
+    }
+
+    /// When each trace export arrived, answered or not.
+    pub fn trace_attempts(&self) -> Vec<std::time::Instant> {
+        lock(&self.store.trace_attempts).clone()
     }
 
     /// Closes the listeners and all connections: the collector is down.
@@ -305,6 +517,16 @@ impl OtlpReceiver {
     /// Every export request received so far.
     pub fn requests(&self) -> Vec<ExportRequest> {
         lock(&self.store.requests).clone()
+    }
+
+    /// Every trace export received so far, as decoded.
+    pub fn trace_requests(&self) -> Vec<ExportTraceServiceRequest> {
+        lock(&self.store.trace_requests).clone()
+    }
+
+    /// Every metric export received so far, as decoded.
+    pub fn metric_requests(&self) -> Vec<ExportMetricsServiceRequest> {
+        lock(&self.store.metric_requests).clone()
     }
 
     /// Waits until at least `n` spans arrived or `timeout` passed; returns all spans.
