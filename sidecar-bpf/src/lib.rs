@@ -223,8 +223,11 @@ pub mod sock_common {
     pub const V6_RCV_SADDR: usize = 72;
 }
 
-/// Value of [`names::PIDS`]: why a process is selected (for userspace bookkeeping only).
+/// Value of [`names::PIDS`]: bits saying why and how a process is selected.
 pub const PID_SELECTED: u32 = 1;
+/// The process has TLS uprobes attached: its socket calls are looked at for TLS ties, and a
+/// failed one too (an `SSL_read` that found nothing to read yet still names its socket).
+pub const PID_TLS: u32 = 1 << 1;
 
 const _: () = {
     assert!(core::mem::size_of::<EventHeader>() == 24);

@@ -30,6 +30,7 @@ pub async fn run(config: Config) -> Result<()> {
         pid_namespace: PidNamespace::current()?,
         ring_buffer_bytes: config.ring_buffer_bytes,
         hooks: HookChoice::Best,
+        tls: config.tls_capture,
     })?;
     let ring = probes
         .take_events()
@@ -180,6 +181,13 @@ impl Sidecar {
         }
         for selected in changes.selected {
             self.instrument(selected);
+        }
+        // Libraries loaded since a process was selected (an `import ssl`) are found here.
+        let pids: Vec<u32> = self.processes.keys().copied().collect();
+        for pid in pids {
+            if let Err(error) = self.probes.hook_tls(pid) {
+                tracing::warn!(pid, %error, "hooking TLS libraries");
+            }
         }
         let metrics = self.telemetry.self_metrics();
         metrics

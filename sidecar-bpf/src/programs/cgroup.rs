@@ -25,7 +25,7 @@ use sidecar_bpf::{
     SEGMENT_EVENT_HEADER_LEN, SegmentEvent, TCP_FIN, TCP_RST, TCP_SYN, TcpEvent,
 };
 
-use super::{emit, now, ns_ids, tls};
+use super::{emit, now, ns_ids, tls, tls_hooked};
 
 /// What a `cgroup_skb` program returns to let the packet through.
 const ALLOW: i32 = 1;
@@ -130,7 +130,7 @@ fn on_skb(ctx: &SkBuffContext, direction: u32) {
     }
     // TLS ciphertext sent by a thread inside a hooked `SSL_*` call (or the write that ties a
     // memory-BIO session): its plaintext comes from the uprobes, so the bytes are not copied.
-    if pid != 0 && captured > 0 && tls::watching() {
+    if pid != 0 && captured > 0 && tls_hooked(pid) {
         let mut head = [0u8; 3];
         // SAFETY: three bytes into a local through the checked helper.
         let rc = unsafe {

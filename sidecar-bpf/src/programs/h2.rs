@@ -147,7 +147,9 @@ enum Step {
 pub(super) type PieceData = [u8; MAX_PIECE_BYTES];
 
 /// Walks the frames of `regions` from byte `start` (a frame header), in at most `steps` steps;
-/// fills the pieces of `event`.
+/// fills the pieces of `event`. Inlined into each caller: with its result pointer it takes more
+/// arguments than a BPF call can pass in registers.
+#[inline(always)]
 pub(super) fn walk(
     regions: &Regions,
     start: u64,

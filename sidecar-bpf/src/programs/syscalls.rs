@@ -11,13 +11,15 @@ use aya_ebpf::{
 };
 use sidecar_bpf::{
     ConnectEvent, DATA_EVENT_HEADER_LEN, DIRECTION_EGRESS, DIRECTION_INGRESS, DataEvent,
-    EVENT_CLOSE, EVENT_CONNECT, EVENT_DATA, EVENT_PIECES, MAX_PAYLOAD, MAX_SOCKETS,
+    EVENT_CLOSE, EVENT_CONNECT, EVENT_DATA, EVENT_PIECES, MAX_PAYLOAD, MAX_SOCKETS, PID_TLS,
     PIECES_EVENT_HEADER_LEN, PiecesEvent, ROLE_CLIENT, ROLE_SERVER, ROLE_UNKNOWN, SOCKET_H2,
     SOCKET_H2_KNOWN, SOCKET_REUSED, SOCKET_TLS, SocketKey, SocketState, arch::*, sock_common,
 };
 
 use super::h2::{self, MAX_REGIONS, Regions};
-use super::{PIECES_SCRATCH, REGIONS, SCRATCH, copy_user, emit, header, now, selected, tls};
+use super::{
+    PIECES_SCRATCH, REGIONS, SCRATCH, copy_user, emit, header, now, selected, selected_flags, tls,
+};
 
 /// Steps of an HTTP/2 frame walk under `sys_exit` ([`h2::walk`]): that program also handles
 /// accept, connect and close, and with a full walk the verifier's paths through it pass its
@@ -108,6 +110,8 @@ struct Call {
     ret: i64,
     /// Steps a frame walk of this call may take.
     walk_steps: u32,
+    /// The process has TLS hooks (`PID_TLS`).
+    tls: bool,
 }
 
 impl Call {
@@ -121,6 +125,7 @@ impl Call {
             aux: regs.read::<u64>(REG_ARG2),
             ret,
             walk_steps: SYS_EXIT_WALK_STEPS,
+            tls: false,
         }
     }
 
@@ -156,10 +161,13 @@ fn on_exit<R: Regs>(regs: &R, ret: i64) -> i32 {
     if ret < 0 && !(nr == SYS_CONNECT && ret == -EINPROGRESS) {
         return 0;
     }
-    let Some((pid, tid)) = selected() else {
+    let Some((pid, tid, flags)) = selected_flags() else {
         return 0;
     };
-    let call = Call::read(regs, nr, pid, tid, ret);
+    let call = Call {
+        tls: flags & PID_TLS != 0,
+        ..Call::read(regs, nr, pid, tid, ret)
+    };
     match nr {
         SYS_CLOSE => on_close(&call),
         SYS_ACCEPT | SYS_ACCEPT4 => on_connected(&call, ret as i32, ROLE_SERVER),
@@ -200,15 +208,16 @@ pub fn sock_send(ctx: BtfTracePointContext) -> i32 {
 }
 
 fn on_sock_io(sk: *const u8, ret: i32) -> i32 {
-    // A failed call still ties a TLS session to its socket (an `SSL_read` that found nothing
-    // to read yet), but only while some thread is inside an `SSL_*` call.
-    if ret <= 0 && !tls::watching() {
-        return 0;
-    }
     // Most socket I/O on the node is other pods': one helper call turns it away.
-    let Some((pid, tid)) = selected() else {
+    let Some((pid, tid, flags)) = selected_flags() else {
         return 0;
     };
+    // A failed call still ties a TLS session to its socket (an `SSL_read` that found nothing
+    // to read yet), in a process with TLS hooks.
+    let tls = flags & PID_TLS != 0;
+    if ret <= 0 && !tls {
+        return 0;
+    }
     let regs = BtfRegs::current();
     let nr = regs.read::<u32>(REG_SYSCALL_NR);
     // Socket I/O outside these syscalls (io_uring, sendmmsg, the kernel's own) has no buffer
@@ -218,6 +227,7 @@ fn on_sock_io(sk: *const u8, ret: i32) -> i32 {
     }
     let call = Call {
         walk_steps: h2::LOOP_HELPER,
+        tls,
         ..Call::read(&regs, nr, pid, tid, i64::from(ret))
     };
     if let Some(state) = adopt(&call, sk) {
@@ -235,8 +245,15 @@ fn on_sock_io(sk: *const u8, ret: i32) -> i32 {
 /// socket tied before. Its plaintext comes from the uprobes; the ciphertext is never captured.
 fn tls_ciphertext(call: &Call, state: &mut SocketState) -> bool {
     let egress = direction_of(call.nr) == DIRECTION_EGRESS;
-    if tls::watching()
-        && tls::on_socket_call(call.pid, call.tid, call.fd, egress, || first_bytes(call), state)
+    if call.tls
+        && tls::on_socket_call(
+            call.pid,
+            call.tid,
+            call.fd,
+            egress,
+            || first_bytes(call),
+            state,
+        )
     {
         return true;
     }

@@ -14,13 +14,11 @@
 //! Uprobe programs run with preemption enabled, so they use scratch space of their own rather
 //! than the socket programs' (which a preempting task's syscall could overwrite).
 
-use core::sync::atomic::{AtomicU64, Ordering};
-
 use aya_ebpf::{
     EbpfContext,
     helpers::{bpf_probe_read_user, generated},
     macros::{map, uprobe, uretprobe},
-    maps::{Array, LruHashMap, PerCpuArray},
+    maps::{LruHashMap, PerCpuArray},
     programs::{ProbeContext, RetProbeContext},
 };
 use sidecar_bpf::{
@@ -49,12 +47,6 @@ static TLS_SESSIONS: LruHashMap<TlsSessionKey, TlsSession> =
 #[map]
 static TLS_SOCKETS: LruHashMap<u64, u64> = LruHashMap::with_max_entries(MAX_TLS_SESSIONS, 0);
 
-/// Threads with a call in flight or a tie pending. The socket programs look at the thread table
-/// only while it is not zero, so a process that maps libssl but speaks cleartext (nginx serving
-/// HTTP) pays one array read per socket call, not a hash lookup.
-#[map]
-static TLS_WATCH: Array<u64> = Array::with_max_entries(1, 0);
-
 #[map]
 static TLS_SCRATCH: PerCpuArray<TlsScratch> = PerCpuArray::with_max_entries(1, 0);
 
@@ -78,28 +70,8 @@ fn thread_key(pid: u32, tid: u32) -> TlsThreadKey {
     (u64::from(pid) << 32) | u64::from(tid)
 }
 
-fn watch(delta: i64) {
-    if let Some(count) = TLS_WATCH.get_ptr_mut(0) {
-        // SAFETY: the array slot lives as long as the map; shared by all CPUs, hence atomic.
-        unsafe { AtomicU64::from_ptr(count) }.fetch_add(delta as u64, Ordering::Relaxed);
-    }
-}
-
-/// Whether any thread has a TLS call in flight or a tie pending.
-pub(super) fn watching() -> bool {
-    // SAFETY: a read of the array slot; a stale value costs one lookup or one missed tie of a
-    // call that starts at this very moment, whose next socket call sees the new value.
-    TLS_WATCH
-        .get_ptr(0)
-        .is_some_and(|count| unsafe { core::ptr::read_volatile(count) } != 0)
-}
-
 fn tied(session: &TlsSession) -> bool {
     session.fd >= 0 || session.cookie != 0
-}
-
-fn active(thread: &TlsThread) -> bool {
-    thread.function != 0 || thread.pending != 0
 }
 
 /// Entry of every hooked function: remember the call (reads and writes), or end the session.
@@ -135,9 +107,6 @@ pub fn ssl_entry(ctx: ProbeContext) -> u32 {
         Some(thread) => {
             // SAFETY: the entry was found just now; only this thread writes it.
             let thread = unsafe { &mut *thread };
-            if !active(thread) {
-                watch(1);
-            }
             // A call left in flight is one whose return was never seen (the thread was
             // cancelled in it): this one replaces it. The hooked functions do not call each
             // other (`SSL_connect` and `SSL_accept` are not hooked; they call
@@ -148,9 +117,8 @@ pub fn ssl_entry(ctx: ProbeContext) -> u32 {
             };
         }
         None => {
-            if TLS_THREADS.insert(key, call, 0).is_ok() {
-                watch(1);
-            }
+            // A full table (LRU) drops the oldest thread's state: at worst one tie is missed.
+            let _ = TLS_THREADS.insert(key, call, 0);
         }
     }
     0
@@ -183,13 +151,8 @@ pub fn ssl_return(ctx: RetProbeContext) -> u32 {
         }
         _ => 0,
     };
-    let key = TlsSessionKey {
-        pid,
-        _pad: 0,
-        ssl,
-    };
+    let key = TlsSessionKey { pid, _pad: 0, ssl };
     let Some(session) = session(&key) else {
-        finish(thread);
         return 0;
     };
     let used_socket = thread.fd >= 0 || thread.cookie != 0;
@@ -209,7 +172,6 @@ pub fn ssl_return(ctx: RetProbeContext) -> u32 {
     } else if thread.pending == ssl {
         thread.pending = 0;
     }
-    finish(thread);
     if len == 0 {
         return 0;
     }
@@ -220,13 +182,6 @@ pub fn ssl_return(ctx: RetProbeContext) -> u32 {
     };
     capture(pid, tid, ssl, session, direction, thread.buf, len);
     0
-}
-
-/// The thread's call is over: stop watching it unless a tie is pending.
-fn finish(thread: &TlsThread) {
-    if !active(thread) {
-        watch(-1);
-    }
 }
 
 fn attach_cookie<C: EbpfContext>(ctx: &C) -> u32 {
@@ -250,11 +205,7 @@ fn session(key: &TlsSessionKey) -> Option<&'static mut TlsSession> {
 /// `SSL_shutdown` or `SSL_free`: report the end once; forget the session when it is freed (the
 /// allocator may hand its address to the next session).
 fn end_session(pid: u32, tid: u32, ssl: u64, freed: bool) {
-    let key = TlsSessionKey {
-        pid,
-        _pad: 0,
-        ssl,
-    };
+    let key = TlsSessionKey { pid, _pad: 0, ssl };
     let Some(session) = TLS_SESSIONS.get_ptr_mut(&key) else {
         return;
     };
@@ -337,12 +288,7 @@ pub(super) fn on_egress(pid: u32, tid: u32, cookie: u64, head: &[u8; 3]) -> bool
 fn tie_pending(pid: u32, tid: u32, thread: &mut TlsThread, fd: i32, cookie: u64) {
     let ssl = thread.pending;
     thread.pending = 0;
-    finish(thread);
-    let key = TlsSessionKey {
-        pid,
-        _pad: 0,
-        ssl,
-    };
+    let key = TlsSessionKey { pid, _pad: 0, ssl };
     let Some(session) = session(&key) else {
         return;
     };

@@ -16,6 +16,7 @@ use crate::transaction::{SpanKind, Transaction};
 pub mod context;
 pub mod reassembly;
 pub mod stream;
+mod tls;
 
 use context::TraceBook;
 use stream::Chunk;
@@ -107,6 +108,8 @@ struct Conn {
     local: Option<SocketAddr>,
     peer: Option<SocketAddr>,
     lru_seq: u64,
+    /// Its bytes are the plaintext of an instrumented TLS session (see [`tls`]).
+    tls: bool,
 }
 
 /// What a parser needs besides its own state, borrowed from the [`Connections`].
@@ -128,6 +131,7 @@ impl Conn {
             local: None,
             peer,
             lru_seq: 0,
+            tls: false,
         }
     }
 
@@ -173,6 +177,7 @@ impl Conn {
             local: self.local,
             peer: self.peer,
             from_start: self.from_start,
+            tls: self.tls,
             traces: shared.traces,
             out: shared.out,
             discarded: &mut shared.stats.discarded_requests,
@@ -261,6 +266,8 @@ pub struct Connections {
     /// Sum of the connections' heap bytes.
     buffered: usize,
     stats: Stats,
+    /// TLS plaintext of sessions whose socket is not known yet.
+    held: tls::Held,
 }
 
 impl Connections {
@@ -273,6 +280,7 @@ impl Connections {
             traces: TraceBook::default(),
             buffered: 0,
             stats: Stats::default(),
+            held: tls::Held::default(),
         }
     }
 
@@ -317,32 +325,53 @@ impl Connections {
                 total_len,
                 pieces,
             } => {
-                // One chunk per piece, each followed by the bytes up to the next piece; bytes
-                // before the first piece are a chunk of their own, with nothing visible.
                 let key = ConnKey::fd(meta.pid, meta.fd);
-                let total = u64::from(total_len);
-                let mut chunk = Chunk {
-                    visible: &[],
-                    unseen: 0,
-                    at_boundary: true,
-                    timestamp_ns: meta.timestamp_ns,
-                    tid: Some(meta.tid),
-                };
-                let mut end = 0u64;
-                for (offset, bytes) in pieces.iter() {
-                    chunk.unseen = offset.saturating_sub(end);
-                    if !chunk.is_empty() {
-                        self.chunk(key, meta.pid, direction, &chunk, out);
-                        chunk.at_boundary = false;
-                    }
-                    chunk.visible = bytes;
-                    end = offset + bytes.len() as u64;
-                }
-                chunk.unseen = total.saturating_sub(end);
-                if !chunk.is_empty() || end == 0 {
-                    self.chunk(key, meta.pid, direction, &chunk, out);
-                }
+                self.pieces(key, &meta, direction, total_len, pieces, out);
             }
+            Event::TlsData {
+                meta,
+                session,
+                direction,
+                total_len,
+                data,
+            } => self.tls_data(&meta, session, direction, total_len, data, out),
+            Event::TlsTie { meta, session } => self.tls_tie(&meta, session, out),
+            Event::TlsClose { meta, session } => self.held.forget(meta.pid, session.ssl),
+        }
+    }
+
+    /// One captured call as pieces: one chunk per piece, each followed by the bytes up to the
+    /// next piece; bytes before the first piece are a chunk of their own, with nothing visible.
+    fn pieces(
+        &mut self,
+        key: ConnKey,
+        meta: &crate::capture::events::Meta,
+        direction: Direction,
+        total_len: u32,
+        pieces: crate::capture::events::Pieces<'_>,
+        out: &mut Vec<Transaction>,
+    ) {
+        let total = u64::from(total_len);
+        let mut chunk = Chunk {
+            visible: &[],
+            unseen: 0,
+            at_boundary: true,
+            timestamp_ns: meta.timestamp_ns,
+            tid: Some(meta.tid),
+        };
+        let mut end = 0u64;
+        for (offset, bytes) in pieces.iter() {
+            chunk.unseen = offset.saturating_sub(end);
+            if !chunk.is_empty() {
+                self.chunk(key, meta.pid, direction, &chunk, out);
+                chunk.at_boundary = false;
+            }
+            chunk.visible = bytes;
+            end = offset + bytes.len() as u64;
+        }
+        chunk.unseen = total.saturating_sub(end);
+        if !chunk.is_empty() || end == 0 {
+            self.chunk(key, meta.pid, direction, &chunk, out);
         }
     }
 
