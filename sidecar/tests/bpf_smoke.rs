@@ -225,6 +225,9 @@ fn events_of_own_pid_namespace_only(hooks: HookChoice, expected: Hook) {
             Event::Pieces { .. } => {
                 panic!("a short plain-text write captured as pieces: {event:?}")
             }
+            Event::TlsData { .. } | Event::TlsTie { .. } | Event::TlsClose { .. } => {
+                panic!("no TLS library is hooked here: {event:?}")
+            }
         }
     }
     assert!(connected, "no connect event from the selected process");

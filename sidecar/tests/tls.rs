@@ -3,6 +3,11 @@
 //! with exactly its four capabilities; spans exported over OTLP to a real receiver. The
 //! certificates are made by the test with the openssl CLI. Needs root; CI runs as root.
 
+#![allow(
+    clippy::expect_used,
+    reason = "the helpers set up real peers: failing loudly with context is their job"
+)]
+
 #[path = "support/otlp.rs"]
 mod otlp;
 #[path = "support/pod.rs"]

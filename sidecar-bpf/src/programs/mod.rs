@@ -109,7 +109,7 @@ fn selected_flags() -> Option<(u32, u32, u32)> {
 /// Whether process `pid` (sidecar namespace) has TLS uprobes attached.
 fn tls_hooked(pid: u32) -> bool {
     // SAFETY: a u32 read of an entry found just now.
-    PIDS.get_ptr(&pid)
+    PIDS.get_ptr(pid)
         .is_some_and(|flags| unsafe { *flags } & sidecar_bpf::PID_TLS != 0)
 }
 

@@ -206,7 +206,7 @@ fn session(key: &TlsSessionKey) -> Option<&'static mut TlsSession> {
 /// allocator may hand its address to the next session).
 fn end_session(pid: u32, tid: u32, ssl: u64, freed: bool) {
     let key = TlsSessionKey { pid, _pad: 0, ssl };
-    let Some(session) = TLS_SESSIONS.get_ptr_mut(&key) else {
+    let Some(session) = TLS_SESSIONS.get_ptr_mut(key) else {
         return;
     };
     // SAFETY: the entry was found just now.
@@ -221,9 +221,9 @@ fn end_session(pid: u32, tid: u32, ssl: u64, freed: bool) {
     }
     if freed {
         if session.cookie != 0 {
-            let _ = TLS_SOCKETS.remove(&session.cookie);
+            let _ = TLS_SOCKETS.remove(session.cookie);
         }
-        let _ = TLS_SESSIONS.remove(&key);
+        let _ = TLS_SESSIONS.remove(key);
     }
 }
 
@@ -277,7 +277,7 @@ pub(super) fn on_egress(pid: u32, tid: u32, cookie: u64, head: &[u8; 3]) -> bool
         }
         return thread.cookie == cookie;
     }
-    if thread.pending != 0 && TLS_SOCKETS.get_ptr(&cookie).is_none() {
+    if thread.pending != 0 && TLS_SOCKETS.get_ptr(cookie).is_none() {
         tie_pending(pid, tid, thread, -1, cookie);
         return true;
     }

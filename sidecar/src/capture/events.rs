@@ -520,6 +520,72 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn decodes_tls_records() {
+        let mut event = TlsDataEvent {
+            header: header(EVENT_TLS_DATA),
+            ssl: 0xabc,
+            cookie: 9,
+            direction: DIRECTION_EGRESS,
+            total_len: 70_000,
+            captured_len: 4,
+            piece_count: 0,
+            data: [0; MAX_PIECE_BYTES],
+        };
+        event.data[..4].copy_from_slice(b"GET ");
+        let bytes = &as_bytes(&event)[..TLS_DATA_EVENT_HEADER_LEN + 4];
+        let decoded = Event::decode(bytes).unwrap();
+        assert_eq!(
+            decoded,
+            Event::TlsData {
+                meta: Meta {
+                    pid: 7,
+                    tid: 8,
+                    fd: 3,
+                    timestamp_ns: 42
+                },
+                session: TlsSession {
+                    ssl: 0xabc,
+                    cookie: 9
+                },
+                direction: Direction::Egress,
+                total_len: 70_000,
+                data: TlsPayload::Prefix(b"GET "),
+            }
+        );
+        // Cut short of its data, or a prefix longer than a prefix may be: refused.
+        assert!(Event::decode(&bytes[..bytes.len() - 1]).is_err());
+        event.captured_len = MAX_PAYLOAD as u32 + 1;
+        assert!(Event::decode(as_bytes(&event)).is_err());
+        // Pieces are checked as the socket programs' are.
+        event.captured_len = size_of::<Piece>() as u32 + 2;
+        event.piece_count = 1;
+        event.data[..8].copy_from_slice(&[0, 0, 0, 0, 2, 0, 0, 0]);
+        let Event::TlsData {
+            data: TlsPayload::Pieces(pieces),
+            ..
+        } = Event::decode(as_bytes(&event)).unwrap()
+        else {
+            panic!("expected pieces");
+        };
+        assert_eq!(pieces.iter().count(), 1);
+        event.piece_count = 2;
+        assert!(Event::decode(as_bytes(&event)).is_err());
+        let session = TlsSessionEvent {
+            header: header(EVENT_TLS_TIE),
+            ssl: 5,
+            cookie: 6,
+        };
+        assert!(matches!(
+            Event::decode(as_bytes(&session)).unwrap(),
+            Event::TlsTie {
+                session: TlsSession { ssl: 5, cookie: 6 },
+                ..
+            }
+        ));
+        assert!(Event::decode(&as_bytes(&session)[..30]).is_err());
+    }
+
+    #[test]
     fn decodes_trimmed_data_record() {
         let mut event = DataEvent {
             header: header(EVENT_DATA),

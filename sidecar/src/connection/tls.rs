@@ -179,3 +179,123 @@ impl Connections {
         self.buffered = self.buffered.saturating_sub(before);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::capture::events::{Event, Role};
+    use crate::connection::testing::{FD, PID, Sim, TID, http};
+
+    const SSL: u64 = 0x5555_0000;
+
+    fn tls(sim: &mut Sim, fd: i32, direction: Direction, bytes: &[u8]) {
+        let meta = sim.meta(PID, TID, fd);
+        let event = Event::TlsData {
+            meta,
+            session: TlsSession {
+                ssl: SSL,
+                cookie: 0,
+            },
+            direction,
+            total_len: bytes.len() as u32,
+            data: TlsPayload::Prefix(bytes),
+        };
+        sim.conns.on_event(&event, &mut sim.out);
+    }
+
+    const REQUEST: &[u8] = b"GET /a HTTP/1.1\r\nHost: shop\r\n\r\n";
+    const RESPONSE: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+
+    #[test]
+    fn plaintext_after_ciphertext_starts_the_connection_over_as_https() {
+        let mut sim = Sim::new();
+        sim.connect(FD, Role::Server);
+        // A ClientHello read outside a hooked call: not a protocol, the connection is dropped...
+        sim.read(FD, &[0x16, 0x03, 0x01, 0x00, 0x05, 1, 0, 0, 1, 0]);
+        // ...until its plaintext comes.
+        tls(&mut sim, FD, Direction::Ingress, REQUEST);
+        tls(&mut sim, FD, Direction::Egress, RESPONSE);
+        let txs = sim.take();
+        assert_eq!(txs.len(), 1, "{txs:?}");
+        assert!(txs[0].tls);
+        assert_eq!(http(&txs[0]).target, "/a");
+        assert_eq!(http(&txs[0]).status, 200);
+        // The peer the connect event named is kept.
+        assert_eq!(txs[0].peer, Some("10.0.0.9:40000".parse().unwrap()));
+    }
+
+    #[test]
+    fn untied_plaintext_is_held_until_the_tie_and_dropped_at_the_sessions_end() {
+        let mut sim = Sim::new();
+        sim.connect(FD, Role::Client);
+        tls(&mut sim, -1, Direction::Egress, RESPONSE);
+        // Another session's plaintext, which ends before it is tied.
+        let meta = sim.meta(PID, TID, -1);
+        let other = TlsSession { ssl: 7, cookie: 0 };
+        sim.conns.on_event(
+            &Event::TlsData {
+                meta,
+                session: other,
+                direction: Direction::Egress,
+                total_len: REQUEST.len() as u32,
+                data: TlsPayload::Prefix(REQUEST),
+            },
+            &mut sim.out,
+        );
+        sim.conns.on_event(
+            &Event::TlsClose {
+                meta,
+                session: other,
+            },
+            &mut sim.out,
+        );
+        assert!(!sim.conns.held.sessions.contains_key(&(PID, 7)));
+        // The first session: a request held, tied, then its response.
+        let mut sim = Sim::new();
+        sim.connect(FD, Role::Client);
+        tls(&mut sim, -1, Direction::Egress, REQUEST);
+        assert_eq!(sim.conns.held.bytes, REQUEST.len());
+        let meta = sim.meta(PID, TID, FD);
+        sim.conns.on_event(
+            &Event::TlsTie {
+                meta,
+                session: TlsSession {
+                    ssl: SSL,
+                    cookie: 0,
+                },
+            },
+            &mut sim.out,
+        );
+        assert_eq!(sim.conns.held.bytes, 0);
+        tls(&mut sim, FD, Direction::Ingress, RESPONSE);
+        let txs = sim.take();
+        assert_eq!(txs.len(), 1, "{txs:?}");
+        assert!(txs[0].tls);
+        assert_eq!(http(&txs[0]).method, "GET");
+    }
+
+    #[test]
+    fn held_plaintext_is_bounded() {
+        let mut held = Held::default();
+        let call = |n: usize| HeldCall {
+            meta: Meta {
+                pid: PID,
+                tid: TID,
+                fd: -1,
+                timestamp_ns: 0,
+            },
+            direction: Direction::Egress,
+            total_len: n as u32,
+            piece_count: 0,
+            bytes: vec![0; n],
+        };
+        for ssl in 0..2000u64 {
+            held.hold((PID, ssl), call(1024));
+        }
+        assert!(held.bytes <= MAX_HELD_BYTES);
+        assert_eq!(held.sessions.len(), MAX_HELD_BYTES / 1024);
+        // The oldest went first.
+        assert!(held.sessions.contains_key(&(PID, 1999)));
+        assert!(!held.sessions.contains_key(&(PID, 0)));
+    }
+}
