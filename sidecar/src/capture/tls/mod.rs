@@ -42,6 +42,9 @@ pub struct TlsHooks {
     programs: bpf::Programs,
     cache: FunctionCache,
     processes: HashMap<u32, Hooked>,
+    /// The kernel refused `uprobe_multi` links outright (no support, or not permitted): TLS
+    /// capture is off from then on, said once.
+    refused: bool,
 }
 
 impl std::fmt::Debug for TlsHooks {
@@ -59,6 +62,7 @@ impl TlsHooks {
             programs: bpf::Programs::load(object, ebpf, names::SSL_ENTRY, names::SSL_RETURN)?,
             cache: FunctionCache::default(),
             processes: HashMap::new(),
+            refused: false,
         })
     }
 
@@ -66,6 +70,9 @@ impl TlsHooks {
     /// process not seen before, else at most every [`RECHECK`]. True when the process has hooks
     /// it did not have before this call.
     pub fn refresh(&mut self, pid: u32) -> bool {
+        if self.refused {
+            return false;
+        }
         let now = Instant::now();
         let hooked = self.processes.entry(pid).or_insert_with(|| Hooked {
             files: Vec::new(),
@@ -88,6 +95,16 @@ impl TlsHooks {
                     hooked.links.extend(links);
                 }
                 Ok(None) => {}
+                Err(error)
+                    if matches!(
+                        error.raw_os_error(),
+                        Some(libc::EPERM | libc::EOPNOTSUPP | libc::ENOSYS)
+                    ) =>
+                {
+                    tracing::info!(%error, "uprobe_multi links are refused: TLS plaintext is not captured");
+                    self.refused = true;
+                    return false;
+                }
                 Err(error) => {
                     tracing::warn!(pid, library = %target.path.display(), %error, "cannot attach TLS hooks");
                 }
