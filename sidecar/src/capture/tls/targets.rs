@@ -120,10 +120,25 @@ pub fn candidates(pid: u32) -> Vec<Target> {
 /// The file offsets of the `SSL_*` functions `path` defines and exports (or keeps in its symbol
 /// table); None when it has no usable set.
 pub fn functions(path: &Path) -> Option<Functions> {
-    let data = std::fs::read(path).ok()?;
-    let file = object::File::parse(&*data).ok()?;
+    // Read on demand: only the headers and symbol tables are touched, not the whole file (a
+    // node binary is about 100 MB).
+    let data = object::ReadCache::new(std::fs::File::open(path).ok()?);
+    let file = object::File::parse(&data).ok()?;
     let mut found = Functions::default();
-    let symbols = file.dynamic_symbols().chain(file.symbols());
+    add_symbols(&file, file.dynamic_symbols(), &mut found);
+    // The static symbol table only when the exports do not have them: it is large where it
+    // exists (node's holds every symbol of the binary), and the cache would keep it.
+    if !found.usable() {
+        add_symbols(&file, file.symbols(), &mut found);
+    }
+    found.usable().then_some(found)
+}
+
+fn add_symbols<'a, R: object::ReadRef<'a> + 'a>(
+    file: &object::File<'a, R>,
+    symbols: impl Iterator<Item = object::Symbol<'a, 'a, R>>,
+    found: &mut Functions,
+) {
     for symbol in symbols {
         if !symbol.is_definition() || symbol.address() == 0 {
             continue;
@@ -137,15 +152,17 @@ pub fn functions(path: &Path) -> Option<Functions> {
         if found.entries.iter().any(|(_, f)| *f == function) {
             continue;
         }
-        if let Some(offset) = file_offset(&file, symbol.address()) {
+        if let Some(offset) = file_offset(file, symbol.address()) {
             found.entries.push((offset, function));
         }
     }
-    found.usable().then_some(found)
 }
 
 /// The file offset of virtual address `address`: uprobes are placed by offset.
-fn file_offset(file: &object::File<'_>, address: u64) -> Option<u64> {
+fn file_offset<'a, R: object::ReadRef<'a>>(
+    file: &object::File<'a, R>,
+    address: u64,
+) -> Option<u64> {
     file.segments().find_map(|segment| {
         let (offset, size) = segment.file_range();
         let start = segment.address();
