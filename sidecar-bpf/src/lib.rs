@@ -44,6 +44,11 @@ pub mod names {
     pub const SKB_EGRESS: &str = "skb_egress";
     pub const TCP_OPS: &str = "tcp_ops";
     pub const SEGMENT_SCRATCH: &str = "SEGMENT_SCRATCH";
+    // TLS plaintext (uprobes attached per process).
+    pub const SSL_ENTRY: &str = "ssl_entry";
+    pub const SSL_RETURN: &str = "ssl_return";
+    pub const TLS_THREADS: &str = "TLS_THREADS";
+    pub const TLS_SESSIONS: &str = "TLS_SESSIONS";
 }
 
 /// `EventHeader::kind`.
@@ -218,8 +223,11 @@ pub mod sock_common {
     pub const V6_RCV_SADDR: usize = 72;
 }
 
-/// Value of [`names::PIDS`]: why a process is selected (for userspace bookkeeping only).
+/// Value of [`names::PIDS`]: bits saying why and how a process is selected.
 pub const PID_SELECTED: u32 = 1;
+/// The process has TLS uprobes attached: its socket calls are looked at for TLS ties, and a
+/// failed one too (an `SSL_read` that found nothing to read yet still names its socket).
+pub const PID_TLS: u32 = 1 << 1;
 
 const _: () = {
     assert!(core::mem::size_of::<EventHeader>() == 24);
@@ -337,6 +345,143 @@ const _: () = {
     assert!(core::mem::offset_of!(TcpEvent, kind) == 0);
 };
 
+// ---------------------------------------------------------------------------------------------
+// TLS plaintext: uprobes on the `SSL_*` functions of OpenSSL-compatible libraries (OpenSSL 1.1
+// and 3, BoringSSL, executables with one linked in), attached per process with `uprobe_multi`
+// links. Their records share the ring buffer, and `EventHeader` as their head, with the records
+// above. A session is named by its `SSL*` in its process; the socket it rides on is learned in
+// the kernel (the "tie") from a socket call the same thread makes inside an `SSL_*` call (the
+// socket tracepoints give its descriptor, a `cgroup_skb` egress its cookie), or, for libraries
+// that move ciphertext through memory buffers (Node.js), from the next write of a TLS record by
+// the thread that last called into an untied session.
+// ---------------------------------------------------------------------------------------------
+
+/// A [`TlsDataEvent`]: plaintext an `SSL_read*` returned or an `SSL_write*` took.
+pub const EVENT_TLS_DATA: u32 = 9;
+/// A [`TlsSessionEvent`]: a session's socket was learned after its last data record.
+pub const EVENT_TLS_TIE: u32 = 10;
+/// A [`TlsSessionEvent`]: `SSL_shutdown` or `SSL_free` ended a session.
+pub const EVENT_TLS_CLOSE: u32 = 11;
+
+/// The hooked functions, as the attach cookie (`bpf_get_attach_cookie`) of each probe names
+/// them: one entry program and one return program serve all of them.
+pub const TLS_FN_READ: u32 = 1;
+pub const TLS_FN_READ_EX: u32 = 2;
+pub const TLS_FN_WRITE: u32 = 3;
+pub const TLS_FN_WRITE_EX: u32 = 4;
+/// `SSL_do_handshake` (which `SSL_connect` and `SSL_accept` call): no data, but its socket calls
+/// tie the session before its first record.
+pub const TLS_FN_HANDSHAKE: u32 = 5;
+pub const TLS_FN_SHUTDOWN: u32 = 6;
+pub const TLS_FN_FREE: u32 = 7;
+
+/// Threads with a TLS call in flight or a tie pending, across the selected processes.
+pub const MAX_TLS_THREADS: u32 = 8192;
+/// TLS sessions followed at once.
+pub const MAX_TLS_SESSIONS: u32 = 16384;
+
+/// `SocketState::flags`: the socket carries an instrumented TLS session; its ciphertext is
+/// never captured.
+pub const SOCKET_TLS: u32 = 1 << 3;
+
+/// Plaintext of one `SSL_read`, `SSL_read_ex`, `SSL_write` or `SSL_write_ex` call.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct TlsDataEvent {
+    /// `fd`: the socket's descriptor when the socket tracepoints tied the session, else -1.
+    /// `timestamp_ns`: when the call returned.
+    pub header: EventHeader,
+    /// The session: its `SSL*` in the process.
+    pub ssl: u64,
+    /// The socket's cookie when the session is tied, else 0.
+    pub cookie: u64,
+    /// `DIRECTION_INGRESS` (read) or `DIRECTION_EGRESS` (written).
+    pub direction: u32,
+    /// Plaintext bytes the call moved.
+    pub total_len: u32,
+    /// Leading bytes of `data` in use.
+    pub captured_len: u32,
+    /// 0: `data` holds a prefix of the plaintext (at most [`MAX_PAYLOAD`] bytes); otherwise
+    /// `data` holds this many pieces, as in [`PiecesEvent`] (an HTTP/2 session, walked frame by
+    /// frame).
+    pub piece_count: u32,
+    pub data: [u8; MAX_PIECE_BYTES],
+}
+
+/// Size of a TLS data event without its data; a record is this plus `captured_len` bytes.
+pub const TLS_DATA_EVENT_HEADER_LEN: usize = core::mem::offset_of!(TlsDataEvent, data);
+
+/// A session's tie or end.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TlsSessionEvent {
+    /// `kind`: [`EVENT_TLS_TIE`] or [`EVENT_TLS_CLOSE`]; `fd`: as in [`TlsDataEvent`].
+    pub header: EventHeader,
+    pub ssl: u64,
+    /// As in [`TlsDataEvent`].
+    pub cookie: u64,
+}
+
+/// Key of the kernel's thread table: ids in the sidecar's PID namespace, `pid << 32 | tid`.
+pub type TlsThreadKey = u64;
+
+/// What the kernel keeps per thread of a hooked process.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TlsThread {
+    /// The session of the call in flight.
+    pub ssl: u64,
+    /// Its plaintext buffer, and where an `_ex` function writes the byte count.
+    pub buf: u64,
+    pub len_ptr: u64,
+    /// The socket a socket call inside the call named: its cookie (0: none yet).
+    pub cookie: u64,
+    /// An untied session whose ciphertext this thread is expected to write next (its last call
+    /// moved plaintext but made no socket call: a memory BIO).
+    pub pending: u64,
+    /// The socket's descriptor, when a socket tracepoint saw the call (-1: none).
+    pub fd: i32,
+    /// `TLS_FN_*` of the call in flight; 0 when none.
+    pub function: u32,
+}
+
+/// Key of the kernel's session table.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct TlsSessionKey {
+    /// Process id in the sidecar's PID namespace.
+    pub pid: u32,
+    pub _pad: u32,
+    pub ssl: u64,
+}
+
+/// What the kernel keeps per session.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TlsSession {
+    /// The socket, once tied: its descriptor (socket tracepoints; -1 otherwise) and cookie.
+    pub fd: i32,
+    /// `SOCKET_H2*` bits of the plaintext stream, and [`TLS_SESSION_CLOSED`].
+    pub flags: u32,
+    pub cookie: u64,
+    /// As `SocketState::h2_skip`, for the plaintext.
+    pub h2_skip: [u32; 2],
+}
+
+/// `TlsSession::flags`: the session's end was reported.
+pub const TLS_SESSION_CLOSED: u32 = 1 << 8;
+
+const _: () = {
+    assert!(TLS_DATA_EVENT_HEADER_LEN == 56);
+    assert!(core::mem::size_of::<TlsDataEvent>() == 56 + MAX_PIECE_BYTES);
+    assert!(core::mem::size_of::<TlsSessionEvent>() == 40);
+    assert!(core::mem::size_of::<TlsThread>() == 48);
+    assert!(core::mem::size_of::<TlsSessionKey>() == 16);
+    assert!(core::mem::size_of::<TlsSession>() == 24);
+    assert!(core::mem::offset_of!(TlsDataEvent, header) == 0);
+    assert!(SOCKET_TLS & (SOCKET_H2 | SOCKET_H2_KNOWN << 1 | SOCKET_H2_KNOWN) == 0);
+};
+
 /// Syscall numbers and `struct pt_regs` offsets of the architecture the object is built for.
 /// The raw `sys_exit` tracepoint hands over the saved registers, not typed arguments; the
 /// argument registers named here still hold the arguments when the syscall returns.
@@ -393,4 +538,10 @@ mod user {
     unsafe impl aya::Pod for super::SocketKey {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::SocketState {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::TlsThread {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::TlsSessionKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::TlsSession {}
 }

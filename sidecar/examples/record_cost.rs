@@ -28,6 +28,7 @@ fn transaction(i: usize) -> Transaction {
         end_ns: now,
         local: Some(SocketAddr::from(([10, 0, 0, 1], 8080))),
         peer: Some(SocketAddr::from(([10, 0, 0, 2], 51000))),
+        tls: false,
         trace: TraceContext {
             trace_id: [0x11; 16],
             span_id: (i as u64 + 1).to_be_bytes(),

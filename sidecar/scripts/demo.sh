@@ -12,7 +12,7 @@ sidecar="${OBI_SIDECAR_BIN:-$root/target/release/obi-sidecar}"
 # shellcheck source=lib.sh
 . "$here/lib.sh"
 
-read -r app_port backend_port decoy_port h2_port grpc_port front_port < <(free_ports 6)
+read -r app_port backend_port decoy_port h2_port grpc_port front_port tls_port < <(free_ports 7)
 new_namespace; pod=$ns_init
 new_namespace; decoy=$ns_init
 
@@ -37,12 +37,20 @@ nsenter --target="$pod" --pid --mount -- python3 "$peer" serve "$grpc_port" >/de
 nsenter --target="$pod" --pid --mount -- python3 "$peer" http "$front_port" "$grpc_port" >/dev/null 2>&1 &
 wait_port "$grpc_port"; wait_port "$front_port"
 
-ports="$app_port,$backend_port,$h2_port,$grpc_port,$front_port"
+echo "== pod: tls_app.py serving HTTPS on :$tls_port (Python's ssl module: TLS plaintext through the uprobes)"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 \
+  -subj /CN=127.0.0.1 -keyout "$work/key.pem" -out "$work/cert.pem" 2>/dev/null
+nsenter --target="$pod" --pid --mount -- python3 "$root/sidecar/tests/servers/tls_app.py" "$tls_port" \
+  "$work/cert.pem" "$work/key.pem" >/dev/null 2>&1 &
+wait_port "$tls_port"
+
+ports="$app_port,$backend_port,$h2_port,$grpc_port,$front_port,$tls_port"
 echo "== sidecar: OTEL_EBPF_OPEN_PORT=$ports OTEL_EBPF_TRACE_PRINTER=text"
 OTEL_EBPF_OPEN_PORT="$ports" OTEL_EBPF_TRACE_PRINTER=text \
 OTEL_EBPF_ROUTES_PATTERNS="/users/{id}" \
   nsenter --target="$pod" --pid --mount -- "$sidecar" 2>"$work/sidecar.err" | sed 's/^/  span: /' &
 wait_capturing "$work/sidecar.err"
+for _ in $(seq 100); do grep -q "TLS hooks attached" "$work/sidecar.err" && break; sleep 0.05; done
 
 request() { echo "-- curl $*"; curl -sS -o /dev/null -w '   -> %{http_code}\n' "$@"; sleep 0.3; }
 request "http://127.0.0.1:$app_port/users/42"
@@ -51,6 +59,8 @@ request -I "http://127.0.0.1:$app_port/status/204"
 request -H 'traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01' \
   "http://127.0.0.1:$app_port/call/$backend_port/status/500"
 request "http://127.0.0.1:$backend_port/status/404"
+echo "-- HTTPS: the handler calls https://127.0.0.1:$tls_port/status/200 (server and client spans over TLS, one trace)"
+request -k "https://127.0.0.1:$tls_port/call/$tls_port/status/200"
 wait_port "$pg_port"; wait_port "$redis_port"
 echo "-- the handler queries PostgreSQL (:$pg_port) and Redis (:$redis_port): client spans in the request's trace"
 request "http://127.0.0.1:$app_port/db/$pg_port/$redis_port"

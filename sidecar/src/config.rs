@@ -241,6 +241,9 @@ pub struct Config {
     /// `OTEL_EBPF_DB_INCLUDE_QUERY_TEXT`: export statement text (`db.query.text`), with its
     /// literals replaced by `?`. Off by default: statements may still say more than they should.
     pub include_db_query_text: bool,
+    /// `OTEL_EBPF_TLS_CAPTURE`: capture TLS plaintext with uprobes on OpenSSL-compatible
+    /// libraries (on by default).
+    pub tls_capture: bool,
 }
 
 /// The raw variables, picked from the environment by envy (field names are the lowercased
@@ -287,6 +290,7 @@ struct RawVars {
     otel_ebpf_routes_unmatched: Option<String>,
     otel_ebpf_http_include_query: Option<String>,
     otel_ebpf_db_include_query_text: Option<String>,
+    otel_ebpf_tls_capture: Option<String>,
 }
 
 /// A variable's value, with empty values treated as unset.
@@ -764,6 +768,12 @@ impl Config {
             parse_bool,
         )?
         .unwrap_or(false);
+        let tls_capture = parse_with(
+            "OTEL_EBPF_TLS_CAPTURE",
+            &raw.otel_ebpf_tls_capture,
+            parse_bool,
+        )?
+        .unwrap_or(true);
 
         Ok(Self {
             open_ports,
@@ -786,6 +796,7 @@ impl Config {
             routes: RouteMatcher::new(patterns, unmatched),
             include_url_query,
             include_db_query_text,
+            tls_capture,
         })
     }
 }
@@ -843,6 +854,7 @@ mod tests {
         assert_eq!(config.routes, RouteMatcher::default());
         assert!(!config.include_url_query);
         assert!(!config.include_db_query_text);
+        assert!(config.tls_capture);
     }
 
     #[test]
@@ -894,6 +906,7 @@ mod tests {
             ("OTEL_EBPF_ROUTES_UNMATCHED", "path"),
             ("OTEL_EBPF_HTTP_INCLUDE_QUERY", "true"),
             ("OTEL_EBPF_DB_INCLUDE_QUERY_TEXT", "true"),
+            ("OTEL_EBPF_TLS_CAPTURE", "false"),
         ]);
         assert!(config.open_ports.as_ref().is_some_and(|p| p.contains(9005)));
         assert!(
@@ -925,6 +938,7 @@ mod tests {
         );
         assert!(config.include_url_query);
         assert!(config.include_db_query_text);
+        assert!(!config.tls_capture);
     }
 
     #[test]

@@ -31,6 +31,9 @@ pub enum Error {
         source: aya::maps::MapError,
     },
     /// The embedded object lacks a program or map the loader expects (a build mismatch).
+    #[error("TLS capture: {0}")]
+    Tls(String),
+
     #[error("the embedded eBPF object has no {0}")]
     MissingObjectItem(&'static str),
     /// The ring buffer size is not a power-of-two multiple of the page size.

@@ -29,6 +29,8 @@ pub struct Transaction {
     /// Local and remote socket addresses when known.
     pub local: Option<SocketAddr>,
     pub peer: Option<SocketAddr>,
+    /// Carried over TLS (its plaintext captured from the TLS library).
+    pub tls: bool,
     pub trace: TraceContext,
     /// What the protocol says of the exchange.
     pub facts: Facts,

@@ -107,9 +107,12 @@ fn events_of_own_pid_namespace_only(hooks: HookChoice, expected: Hook) {
         pid_namespace: PidNamespace::current().expect("own pid namespace"),
         ring_buffer_bytes: 1 << 20,
         hooks,
+        tls: true,
     })
     .expect("load and attach the embedded eBPF object");
     assert_eq!(probes.hook(), expected);
+    // The TLS programs pass the verifier as uprobe_multi programs, sharing the maps.
+    assert!(probes.tls_enabled());
     let mut ring = probes.take_events().expect("ring buffer");
 
     let port = serving("127.0.0.1:0");
@@ -222,6 +225,9 @@ fn events_of_own_pid_namespace_only(hooks: HookChoice, expected: Hook) {
             Event::Pieces { .. } => {
                 panic!("a short plain-text write captured as pieces: {event:?}")
             }
+            Event::TlsData { .. } | Event::TlsTie { .. } | Event::TlsClose { .. } => {
+                panic!("no TLS library is hooked here: {event:?}")
+            }
         }
     }
     assert!(connected, "no connect event from the selected process");
@@ -239,6 +245,7 @@ fn load_socket_tracepoints() -> (Probes, RingBuf<MapData>) {
         pid_namespace: PidNamespace::current().expect("own pid namespace"),
         ring_buffer_bytes: 1 << 20,
         hooks: HookChoice::Best,
+        tls: false,
     })
     .expect("load and attach the embedded eBPF object");
     assert_eq!(probes.hook(), Hook::SocketTracepoints);
@@ -530,6 +537,7 @@ fn http2_frames_behind_large_data(hooks: HookChoice, expected: Hook) {
         pid_namespace: PidNamespace::current().expect("own pid namespace"),
         ring_buffer_bytes: 1 << 20,
         hooks,
+        tls: false,
     })
     .expect("load and attach the embedded eBPF object");
     assert_eq!(probes.hook(), expected);

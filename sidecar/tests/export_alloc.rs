@@ -102,6 +102,7 @@ fn transactions(n: usize) -> Vec<Transaction> {
             end_ns: now,
             local: Some(SocketAddr::from(([127, 0, 0, 1], 8080))),
             peer: Some(SocketAddr::from(([127, 0, 0, 2], 40000))),
+            tls: false,
             trace: TraceContext {
                 trace_id: [0xab; 16],
                 span_id: (i as u64 + 1).to_be_bytes(),

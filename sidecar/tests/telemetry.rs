@@ -59,6 +59,7 @@ fn transaction(kind: SpanKind, method: &str, target: &str, status: u16, id: u8) 
         end_ns,
         local: Some(SocketAddr::from(([127, 0, 0, 1], 8080))),
         peer: Some(SocketAddr::from(([127, 0, 0, 2], 40000))),
+        tls: false,
         trace: TraceContext {
             trace_id: [0xab; 16],
             span_id: [id; 8],
@@ -382,6 +383,7 @@ fn golden_transaction(
         end_ns: start_ns + duration_ns,
         local: Some(SocketAddr::from(([127, 0, 0, 1], 8080))),
         peer: Some(SocketAddr::from(([127, 0, 0, 2], 40000))),
+        tls: false,
         trace: TraceContext {
             trace_id: [0xab; 16],
             span_id: [index; 8],

@@ -25,7 +25,7 @@ use sidecar_bpf::{
     SEGMENT_EVENT_HEADER_LEN, SegmentEvent, TCP_FIN, TCP_RST, TCP_SYN, TcpEvent,
 };
 
-use super::{emit, now, ns_ids};
+use super::{emit, now, ns_ids, tls, tls_hooked};
 
 /// What a `cgroup_skb` program returns to let the packet through.
 const ALLOW: i32 = 1;
@@ -127,6 +127,23 @@ fn on_skb(ctx: &SkBuffContext, direction: u32) {
     let mut captured = payload_len;
     if captured > MAX_PAYLOAD as u32 {
         captured = MAX_PAYLOAD as u32;
+    }
+    // TLS ciphertext sent by a thread inside a hooked `SSL_*` call (or the write that ties a
+    // memory-BIO session): its plaintext comes from the uprobes, so the bytes are not copied.
+    if pid != 0 && captured > 0 && tls_hooked(pid) {
+        let mut head = [0u8; 3];
+        // SAFETY: three bytes into a local through the checked helper.
+        let rc = unsafe {
+            generated::bpf_skb_load_bytes(
+                skb.skb.cast::<c_void>(),
+                payload_offset,
+                head.as_mut_ptr().cast::<c_void>(),
+                3,
+            )
+        };
+        if rc == 0 && tls::on_egress(pid, tid, event.cookie, &head) {
+            captured = 0;
+        }
     }
     if captured > 0 {
         // The same value for 1..=MAX_PAYLOAD, written so the verifier sees that range: the

@@ -13,7 +13,7 @@
 use core::{ffi::c_void, mem::size_of};
 
 use aya_ebpf::helpers::generated;
-use sidecar_bpf::{MAX_H2_FRAME, MAX_PIECE_BYTES, MAX_PIECES, Piece, PiecesEvent};
+use sidecar_bpf::{MAX_H2_FRAME, MAX_PIECE_BYTES, MAX_PIECES, Piece};
 
 /// Buffers (iovecs) of one syscall followed by a walk: nginx gathers up to 64 per write.
 pub(super) const MAX_REGIONS: usize = 64;
@@ -146,12 +146,18 @@ enum Step {
     Done,
 }
 
+/// The data of a pieced record (`PiecesEvent::data`, `TlsDataEvent::data`): pieces, each its
+/// [`Piece`] header then its bytes.
+pub(super) type PieceData = [u8; MAX_PIECE_BYTES];
+
 /// Walks the frames of `regions` from byte `start` (a frame header), in at most `steps` steps;
-/// fills `event`'s pieces and data.
+/// fills the pieces of `event`. Inlined into each caller: with its result pointer it takes more
+/// arguments than a BPF call can pass in registers.
+#[inline(always)]
 pub(super) fn walk(
     regions: &Regions,
     start: u64,
-    event: &mut PiecesEvent,
+    event: &mut PieceData,
     cursor: *mut Cursor,
     steps: u32,
 ) -> Walk {
@@ -207,7 +213,7 @@ pub(super) fn walk(
 /// What [`walk_step`] needs, handed to `bpf_loop` as its context.
 struct Walking<'a> {
     regions: &'a Regions,
-    event: &'a mut PiecesEvent,
+    event: &'a mut PieceData,
     cursor: *mut Cursor,
 }
 
@@ -228,7 +234,7 @@ fn lost(cursor: *mut Cursor) -> Step {
     Step::Done
 }
 
-fn step(regions: &Regions, event: &mut PiecesEvent, cursor: *mut Cursor) -> Step {
+fn step(regions: &Regions, event: &mut PieceData, cursor: *mut Cursor) -> Step {
     let total = regions.total;
     let pos = get!(cursor.pos);
     let (copy_from, copy_to) = (get!(cursor.copy_from), get!(cursor.copy_to));
@@ -321,7 +327,7 @@ fn step(regions: &Regions, event: &mut PiecesEvent, cursor: *mut Cursor) -> Step
 /// there, the frame is taken as [`step`] takes one read at once (its payload copied unless it is
 /// DATA).
 fn gather_header(
-    event: &mut PiecesEvent,
+    event: &mut PieceData,
     cursor: *mut Cursor,
     pieces: usize,
     pos: u64,
@@ -376,7 +382,7 @@ fn gather_header(
 /// payload in buffers of their own), else as a new piece with its [`Piece`] header, so that
 /// pieces break only where a DATA payload is left out. False when the data is full.
 fn add_piece(
-    event: &mut PiecesEvent,
+    event: &mut PieceData,
     cursor: *mut Cursor,
     index: usize,
     offset: u64,
@@ -389,7 +395,7 @@ fn add_piece(
     if used > MAX_PIECE_BYTES as u64 || header + len > MAX_PIECE_BYTES as u64 - used {
         return false;
     }
-    let data = event.data.as_mut_ptr();
+    let data = event.as_mut_ptr();
     if !copy(data, (used + header) as u32, src, len as u32) {
         return false;
     }

@@ -18,6 +18,7 @@ use sidecar_bpf::{
 mod cgroup;
 mod h2;
 mod syscalls;
+mod tls;
 
 /// The sidecar's PID namespace (device and inode of `/proc/self/ns/pid`), set by the loader.
 #[unsafe(no_mangle)]
@@ -94,9 +95,22 @@ fn ns_ids() -> Option<(u32, u32)> {
 
 /// The current task's (tgid, pid) in the sidecar's namespace, if it is of a selected process.
 fn selected() -> Option<(u32, u32)> {
+    selected_flags().map(|(pid, tid, _)| (pid, tid))
+}
+
+/// As [`selected`], with the process's `PID_*` bits.
+fn selected_flags() -> Option<(u32, u32, u32)> {
     let (pid, tid) = ns_ids()?;
-    PIDS.get_ptr(pid)?;
-    Some((pid, tid))
+    let flags = PIDS.get_ptr(pid)?;
+    // SAFETY: the entry was found just now; a u32 read.
+    Some((pid, tid, unsafe { *flags }))
+}
+
+/// Whether process `pid` (sidecar namespace) has TLS uprobes attached.
+fn tls_hooked(pid: u32) -> bool {
+    // SAFETY: a u32 read of an entry found just now.
+    PIDS.get_ptr(pid)
+        .is_some_and(|flags| unsafe { *flags } & sidecar_bpf::PID_TLS != 0)
 }
 
 fn header(kind: u32, pid: u32, tid: u32, fd: i32, timestamp_ns: u64) -> EventHeader {

@@ -11,13 +11,15 @@ use aya_ebpf::{
 };
 use sidecar_bpf::{
     ConnectEvent, DATA_EVENT_HEADER_LEN, DIRECTION_EGRESS, DIRECTION_INGRESS, DataEvent,
-    EVENT_CLOSE, EVENT_CONNECT, EVENT_DATA, EVENT_PIECES, MAX_PAYLOAD, MAX_SOCKETS,
+    EVENT_CLOSE, EVENT_CONNECT, EVENT_DATA, EVENT_PIECES, MAX_PAYLOAD, MAX_SOCKETS, PID_TLS,
     PIECES_EVENT_HEADER_LEN, PiecesEvent, ROLE_CLIENT, ROLE_SERVER, ROLE_UNKNOWN, SOCKET_H2,
-    SOCKET_H2_KNOWN, SOCKET_REUSED, SocketKey, SocketState, arch::*, sock_common,
+    SOCKET_H2_KNOWN, SOCKET_REUSED, SOCKET_TLS, SocketKey, SocketState, arch::*, sock_common,
 };
 
 use super::h2::{self, MAX_REGIONS, Regions};
-use super::{PIECES_SCRATCH, REGIONS, SCRATCH, copy_user, emit, header, now, selected};
+use super::{
+    PIECES_SCRATCH, REGIONS, SCRATCH, copy_user, emit, header, now, selected, selected_flags, tls,
+};
 
 /// Steps of an HTTP/2 frame walk under `sys_exit` ([`h2::walk`]): that program also handles
 /// accept, connect and close, and with a full walk the verifier's paths through it pass its
@@ -108,6 +110,8 @@ struct Call {
     ret: i64,
     /// Steps a frame walk of this call may take.
     walk_steps: u32,
+    /// The process has TLS hooks (`PID_TLS`).
+    tls: bool,
 }
 
 impl Call {
@@ -121,6 +125,7 @@ impl Call {
             aux: regs.read::<u64>(REG_ARG2),
             ret,
             walk_steps: SYS_EXIT_WALK_STEPS,
+            tls: false,
         }
     }
 
@@ -156,10 +161,13 @@ fn on_exit<R: Regs>(regs: &R, ret: i64) -> i32 {
     if ret < 0 && !(nr == SYS_CONNECT && ret == -EINPROGRESS) {
         return 0;
     }
-    let Some((pid, tid)) = selected() else {
+    let Some((pid, tid, flags)) = selected_flags() else {
         return 0;
     };
-    let call = Call::read(regs, nr, pid, tid, ret);
+    let call = Call {
+        tls: flags & PID_TLS != 0,
+        ..Call::read(regs, nr, pid, tid, ret)
+    };
     match nr {
         SYS_CLOSE => on_close(&call),
         SYS_ACCEPT | SYS_ACCEPT4 => on_connected(&call, ret as i32, ROLE_SERVER),
@@ -167,7 +175,10 @@ fn on_exit<R: Regs>(regs: &R, ret: i64) -> i32 {
         _ if ret > 0 => {
             if let Some(state) = SOCKETS.get_ptr_mut(call.socket(call.fd)) {
                 // SAFETY: the entry was found just now; a concurrent update of it is benign.
-                capture(&call, unsafe { &mut *state });
+                let state = unsafe { &mut *state };
+                if !tls_ciphertext(&call, state) {
+                    capture(&call, state);
+                }
             }
         }
         _ => {}
@@ -197,13 +208,16 @@ pub fn sock_send(ctx: BtfTracePointContext) -> i32 {
 }
 
 fn on_sock_io(sk: *const u8, ret: i32) -> i32 {
-    if ret <= 0 {
-        return 0;
-    }
     // Most socket I/O on the node is other pods': one helper call turns it away.
-    let Some((pid, tid)) = selected() else {
+    let Some((pid, tid, flags)) = selected_flags() else {
         return 0;
     };
+    // A failed call still ties a TLS session to its socket (an `SSL_read` that found nothing
+    // to read yet), in a process with TLS hooks.
+    let tls = flags & PID_TLS != 0;
+    if ret <= 0 && !tls {
+        return 0;
+    }
     let regs = BtfRegs::current();
     let nr = regs.read::<u32>(REG_SYSCALL_NR);
     // Socket I/O outside these syscalls (io_uring, sendmmsg, the kernel's own) has no buffer
@@ -213,13 +227,53 @@ fn on_sock_io(sk: *const u8, ret: i32) -> i32 {
     }
     let call = Call {
         walk_steps: h2::LOOP_HELPER,
+        tls,
         ..Call::read(&regs, nr, pid, tid, i64::from(ret))
     };
     if let Some(state) = adopt(&call, sk) {
         // SAFETY: the entry was found or inserted just now; a concurrent update is benign.
-        capture(&call, unsafe { &mut *state });
+        let state = unsafe { &mut *state };
+        if !tls_ciphertext(&call, state) && ret > 0 {
+            capture(&call, state);
+        }
     }
     0
+}
+
+/// Whether the call moves TLS ciphertext: a call made inside a hooked `SSL_*` call (which ties
+/// that session to this socket), the write that ties a memory-BIO session, or any call on a
+/// socket tied before. Its plaintext comes from the uprobes; the ciphertext is never captured.
+fn tls_ciphertext(call: &Call, state: &mut SocketState) -> bool {
+    let egress = direction_of(call.nr) == DIRECTION_EGRESS;
+    if call.tls
+        && tls::on_socket_call(
+            call.pid,
+            call.tid,
+            call.fd,
+            egress,
+            || first_bytes(call),
+            state,
+        )
+    {
+        return true;
+    }
+    state.flags & SOCKET_TLS != 0
+}
+
+/// The first bytes a write-like call moved (zeros when they cannot be read).
+fn first_bytes(call: &Call) -> [u8; 3] {
+    // SAFETY (all reads): user memory read through the checked helper; a failure reads as 0.
+    let base = match call.nr {
+        SYS_WRITE | SYS_SENDTO => call.ptr,
+        // iov[0].iov_base.
+        SYS_WRITEV => unsafe { bpf_probe_read_user(call.ptr as *const u64) }.unwrap_or(0),
+        SYS_SENDMSG => {
+            let iov = unsafe { bpf_probe_read_user((call.ptr + 16) as *const u64) }.unwrap_or(0);
+            unsafe { bpf_probe_read_user(iov as *const u64) }.unwrap_or(0)
+        }
+        _ => 0,
+    };
+    unsafe { bpf_probe_read_user(base as *const [u8; 3]) }.unwrap_or_default()
 }
 
 /// TCP state changes (Linux 4.16+, BTF form): a close(2) of a tracked socket shows as one in
@@ -511,7 +565,7 @@ fn capture_frames(call: &Call, regions: &Regions, start: u64, state: &mut Socket
     };
     // SAFETY: the per-CPU scratch slot is owned by this program for the duration of the run.
     let (event, cursor) = unsafe { (&mut (*scratch).event, &raw mut (*scratch).cursor) };
-    let walk = h2::walk(regions, start, event, cursor, call.walk_steps);
+    let walk = h2::walk(regions, start, &mut event.data, cursor, call.walk_steps);
     let direction = direction_of(call.nr);
     let dir = (direction & 1) as usize;
     let known = SOCKET_H2_KNOWN << dir;

@@ -8,9 +8,10 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use sidecar_bpf::{
     ConnectEvent, DATA_EVENT_HEADER_LEN, DIRECTION_EGRESS, DataEvent, EVENT_CLOSE, EVENT_CONNECT,
     EVENT_DATA, EVENT_PIECES, EVENT_SEGMENT, EVENT_TCP_CLOSE, EVENT_TCP_CONNECT,
-    EVENT_TCP_ESTABLISHED, EventHeader, MAX_PAYLOAD, MAX_PIECE_BYTES, MAX_PIECES,
-    PIECES_EVENT_HEADER_LEN, Piece, PiecesEvent, ROLE_CLIENT, ROLE_SERVER,
-    SEGMENT_EVENT_HEADER_LEN, SegmentEvent, TcpEvent,
+    EVENT_TCP_ESTABLISHED, EVENT_TLS_CLOSE, EVENT_TLS_DATA, EVENT_TLS_TIE, EventHeader,
+    MAX_PAYLOAD, MAX_PIECE_BYTES, MAX_PIECES, PIECES_EVENT_HEADER_LEN, Piece, PiecesEvent,
+    ROLE_CLIENT, ROLE_SERVER, SEGMENT_EVENT_HEADER_LEN, SegmentEvent, TLS_DATA_EVENT_HEADER_LEN,
+    TcpEvent, TlsDataEvent, TlsSessionEvent,
 };
 
 use crate::{Error, Result};
@@ -80,6 +81,37 @@ pub enum Event<'a> {
     },
     /// A tracked socket was closed.
     Close { meta: Meta },
+    /// Plaintext of one `SSL_read*` or `SSL_write*` call. `meta.fd` is the session's socket
+    /// when the socket tracepoints tied it, else -1 (see `sidecar_bpf::TlsDataEvent`).
+    TlsData {
+        meta: Meta,
+        session: TlsSession,
+        direction: Direction,
+        /// Bytes the call moved.
+        total_len: u32,
+        data: TlsPayload<'a>,
+    },
+    /// A session's socket was learned after its first data (`meta.fd`, or -1 and a cookie).
+    TlsTie { meta: Meta, session: TlsSession },
+    /// `SSL_shutdown` or `SSL_free` ended a session.
+    TlsClose { meta: Meta, session: TlsSession },
+}
+
+/// A TLS session as the kernel names it: its `SSL*` in its process, and its socket's cookie
+/// once tied (0 before).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TlsSession {
+    pub ssl: u64,
+    pub cookie: u64,
+}
+
+/// What a TLS data record holds of the plaintext.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TlsPayload<'a> {
+    /// Its leading bytes.
+    Prefix(&'a [u8]),
+    /// HTTP/2 frames found through the whole call.
+    Pieces(Pieces<'a>),
 }
 
 /// The pieces of a [`PiecesEvent`], checked: in increasing, non-overlapping offsets within what
@@ -105,8 +137,13 @@ impl<'a> Pieces<'a> {
         })
     }
 
+    /// The checked bytes: each piece's header, then its bytes.
+    pub fn raw(&self) -> &'a [u8] {
+        self.data
+    }
+
     /// Validates the pieces against their count and the syscall's length.
-    fn check(data: &'a [u8], count: usize, total_len: u32) -> Result<Self> {
+    pub(crate) fn check(data: &'a [u8], count: usize, total_len: u32) -> Result<Self> {
         let pieces = Self { data };
         let (mut end, mut used, mut seen) = (0u64, 0usize, 0usize);
         for (offset, bytes) in pieces.iter() {
@@ -133,7 +170,10 @@ impl Event<'_> {
             Event::Data { meta, .. }
             | Event::Connect { meta, .. }
             | Event::Pieces { meta, .. }
-            | Event::Close { meta } => meta,
+            | Event::Close { meta }
+            | Event::TlsData { meta, .. }
+            | Event::TlsTie { meta, .. }
+            | Event::TlsClose { meta, .. } => meta,
         }
     }
 }
@@ -224,9 +264,56 @@ impl<'a> Event<'a> {
                 })
             }
             EVENT_CLOSE => Ok(Event::Close { meta }),
+            EVENT_TLS_DATA => decode_tls_data(bytes, meta),
+            EVENT_TLS_TIE | EVENT_TLS_CLOSE => {
+                let event: TlsSessionEvent = read(bytes)?;
+                let session = TlsSession {
+                    ssl: event.ssl,
+                    cookie: event.cookie,
+                };
+                Ok(if header.kind == EVENT_TLS_TIE {
+                    Event::TlsTie { meta, session }
+                } else {
+                    Event::TlsClose { meta, session }
+                })
+            }
             _ => Err(Error::MalformedEvent("unknown event kind")),
         }
     }
+}
+
+fn decode_tls_data<'a>(bytes: &'a [u8], meta: Meta) -> Result<Event<'a>> {
+    if bytes.len() < TLS_DATA_EVENT_HEADER_LEN {
+        return Err(Error::MalformedEvent("TLS record shorter than its header"));
+    }
+    let field = |offset: usize| read::<u32>(bytes.get(offset..).unwrap_or_default());
+    let wide = |offset: usize| read::<u64>(bytes.get(offset..).unwrap_or_default());
+    let direction = field(offset_of!(TlsDataEvent, direction))?;
+    let total_len = field(offset_of!(TlsDataEvent, total_len))?;
+    let captured = field(offset_of!(TlsDataEvent, captured_len))? as usize;
+    let count = field(offset_of!(TlsDataEvent, piece_count))? as usize;
+    if captured > MAX_PIECE_BYTES
+        || count > MAX_PIECES
+        || (count == 0 && captured > MAX_PAYLOAD)
+        || bytes.len() < TLS_DATA_EVENT_HEADER_LEN + captured
+    {
+        return Err(Error::MalformedEvent("TLS record shorter than its data"));
+    }
+    let data = &bytes[TLS_DATA_EVENT_HEADER_LEN..TLS_DATA_EVENT_HEADER_LEN + captured];
+    Ok(Event::TlsData {
+        meta,
+        session: TlsSession {
+            ssl: wide(offset_of!(TlsDataEvent, ssl))?,
+            cookie: wide(offset_of!(TlsDataEvent, cookie))?,
+        },
+        direction: direction_of(direction),
+        total_len,
+        data: if count == 0 {
+            TlsPayload::Prefix(data)
+        } else {
+            TlsPayload::Pieces(Pieces::check(data, count, total_len)?)
+        },
+    })
 }
 
 /// A task named by a pod-scoped record, ids in the sidecar's PID namespace.
@@ -430,6 +517,72 @@ pub(crate) mod tests {
             fd: 3,
             timestamp_ns: 42,
         }
+    }
+
+    #[test]
+    fn decodes_tls_records() {
+        let mut event = TlsDataEvent {
+            header: header(EVENT_TLS_DATA),
+            ssl: 0xabc,
+            cookie: 9,
+            direction: DIRECTION_EGRESS,
+            total_len: 70_000,
+            captured_len: 4,
+            piece_count: 0,
+            data: [0; MAX_PIECE_BYTES],
+        };
+        event.data[..4].copy_from_slice(b"GET ");
+        let bytes = &as_bytes(&event)[..TLS_DATA_EVENT_HEADER_LEN + 4];
+        let decoded = Event::decode(bytes).unwrap();
+        assert_eq!(
+            decoded,
+            Event::TlsData {
+                meta: Meta {
+                    pid: 7,
+                    tid: 8,
+                    fd: 3,
+                    timestamp_ns: 42
+                },
+                session: TlsSession {
+                    ssl: 0xabc,
+                    cookie: 9
+                },
+                direction: Direction::Egress,
+                total_len: 70_000,
+                data: TlsPayload::Prefix(b"GET "),
+            }
+        );
+        // Cut short of its data, or a prefix longer than a prefix may be: refused.
+        assert!(Event::decode(&bytes[..bytes.len() - 1]).is_err());
+        event.captured_len = MAX_PAYLOAD as u32 + 1;
+        assert!(Event::decode(as_bytes(&event)).is_err());
+        // Pieces are checked as the socket programs' are.
+        event.captured_len = size_of::<Piece>() as u32 + 2;
+        event.piece_count = 1;
+        event.data[..8].copy_from_slice(&[0, 0, 0, 0, 2, 0, 0, 0]);
+        let Event::TlsData {
+            data: TlsPayload::Pieces(pieces),
+            ..
+        } = Event::decode(as_bytes(&event)).unwrap()
+        else {
+            panic!("expected pieces");
+        };
+        assert_eq!(pieces.iter().count(), 1);
+        event.piece_count = 2;
+        assert!(Event::decode(as_bytes(&event)).is_err());
+        let session = TlsSessionEvent {
+            header: header(EVENT_TLS_TIE),
+            ssl: 5,
+            cookie: 6,
+        };
+        assert!(matches!(
+            Event::decode(as_bytes(&session)).unwrap(),
+            Event::TlsTie {
+                session: TlsSession { ssl: 5, cookie: 6 },
+                ..
+            }
+        ));
+        assert!(Event::decode(&as_bytes(&session)[..30]).is_err());
     }
 
     #[test]

@@ -16,14 +16,15 @@ use aya::{
     programs::{Program, ProgramError},
 };
 use sidecar_bpf::{
-    PID_SELECTED, ROLE_CLIENT, ROLE_SERVER, ROLE_UNKNOWN, STAT_DROPPED, STAT_EVENTS, SocketKey,
-    SocketState, names,
+    PID_SELECTED, PID_TLS, ROLE_CLIENT, ROLE_SERVER, ROLE_UNKNOWN, STAT_DROPPED, STAT_EVENTS,
+    SocketKey, SocketState, names,
 };
 
 use crate::{Error, Result};
 
 pub mod cgroup;
 pub mod events;
+pub mod tls;
 pub mod tracepoints;
 
 use events::Role;
@@ -73,6 +74,8 @@ pub struct ProbeConfig {
     pub ring_buffer_bytes: u32,
     /// Which hooks may be attached.
     pub hooks: HookChoice,
+    /// Load the TLS programs, to hook processes' TLS libraries ([`Probes::hook_tls`]).
+    pub tls: bool,
 }
 
 /// Counters kept by the eBPF programs, summed over CPUs.
@@ -93,6 +96,7 @@ pub struct Probes {
     stats: PerCpuArray<MapData, u64>,
     hook: Hook,
     events: Option<RingBuf<MapData>>,
+    tls: Option<tls::TlsHooks>,
 }
 
 impl std::fmt::Debug for Probes {
@@ -217,6 +221,14 @@ impl Probes {
             HookChoice::RawOnly => None,
         };
         let hook = attach_best(&mut ebpf, btf.as_ref(), config.hooks)?;
+        // Before the maps are taken: the TLS programs are relocated to the same maps.
+        let tls = if config.tls {
+            tls::TlsHooks::load(OBJECT, &ebpf)
+                .inspect_err(|e| tracing::info!("TLS plaintext is not captured: {e}"))
+                .ok()
+        } else {
+            None
+        };
         let mut take =
             |name: &'static str| ebpf.take_map(name).ok_or(Error::MissingObjectItem(name));
         let pids = HashMap::try_from(take(names::PIDS)?).map_err(map_error("PIDS"))?;
@@ -230,6 +242,7 @@ impl Probes {
             stats,
             events: Some(events),
             hook,
+            tls,
         })
     }
 
@@ -247,7 +260,29 @@ impl Probes {
 
     /// Stops capturing a process. Unknown pids are not an error: it may have been evicted.
     pub fn deselect_process(&mut self, pid: u32) -> Result<()> {
+        if let Some(tls) = &mut self.tls {
+            tls.forget(pid);
+        }
         ignore_missing(self.pids.remove(&pid)).map_err(map_error("PIDS remove"))
+    }
+
+    /// Hooks the TLS libraries of a selected process not hooked yet (see
+    /// [`tls::TlsHooks::refresh`]); nothing when TLS capture is off.
+    pub fn hook_tls(&mut self, pid: u32) -> Result<()> {
+        let Some(tls) = &mut self.tls else {
+            return Ok(());
+        };
+        if tls.refresh(pid) {
+            self.pids
+                .insert(pid, PID_SELECTED | PID_TLS, 0)
+                .map_err(map_error("PIDS insert"))?;
+        }
+        Ok(())
+    }
+
+    /// Whether TLS plaintext is captured.
+    pub fn tls_enabled(&self) -> bool {
+        self.tls.is_some()
     }
 
     /// Tracks a socket that existed before its process was selected.

@@ -17,6 +17,7 @@ pub mod context;
 pub mod reassembly;
 pub mod segments;
 pub mod stream;
+mod tls;
 
 use context::TraceBook;
 use stream::Chunk;
@@ -110,6 +111,8 @@ struct Conn {
     local: Option<SocketAddr>,
     peer: Option<SocketAddr>,
     lru_seq: u64,
+    /// Its bytes are the plaintext of an instrumented TLS session (see [`tls`]).
+    tls: bool,
 }
 
 /// What a parser needs besides its own state, borrowed from the [`Connections`].
@@ -132,6 +135,7 @@ impl Conn {
             local: None,
             peer,
             lru_seq: 0,
+            tls: false,
         }
     }
 
@@ -178,6 +182,7 @@ impl Conn {
             local: self.local,
             peer: self.peer,
             from_start: self.from_start,
+            tls: self.tls,
             traces: shared.traces,
             out: shared.out,
             discarded: &mut shared.stats.discarded_requests,
@@ -287,6 +292,8 @@ pub struct Connections {
     /// Transactions the trace book released while a connection was evicted (where no output is
     /// at hand): they go out with the next call that has one.
     released: Vec<Transaction>,
+    /// TLS plaintext of sessions whose socket is not known yet.
+    held: tls::Held,
 }
 
 impl Connections {
@@ -301,6 +308,7 @@ impl Connections {
             stats: Stats::default(),
             next_serial: 0,
             released: Vec::new(),
+            held: tls::Held::default(),
         }
     }
 
@@ -345,32 +353,53 @@ impl Connections {
                 total_len,
                 pieces,
             } => {
-                // One chunk per piece, each followed by the bytes up to the next piece; bytes
-                // before the first piece are a chunk of their own, with nothing visible.
                 let key = ConnKey::fd(meta.pid, meta.fd);
-                let total = u64::from(total_len);
-                let mut chunk = Chunk {
-                    visible: &[],
-                    unseen: 0,
-                    at_boundary: true,
-                    timestamp_ns: meta.timestamp_ns,
-                    tid: Some(meta.tid),
-                };
-                let mut end = 0u64;
-                for (offset, bytes) in pieces.iter() {
-                    chunk.unseen = offset.saturating_sub(end);
-                    if !chunk.is_empty() {
-                        self.chunk(key, meta.pid, direction, &chunk, out);
-                        chunk.at_boundary = false;
-                    }
-                    chunk.visible = bytes;
-                    end = offset + bytes.len() as u64;
-                }
-                chunk.unseen = total.saturating_sub(end);
-                if !chunk.is_empty() || end == 0 {
-                    self.chunk(key, meta.pid, direction, &chunk, out);
-                }
+                self.pieces(key, &meta, direction, total_len, pieces, out);
             }
+            Event::TlsData {
+                meta,
+                session,
+                direction,
+                total_len,
+                data,
+            } => self.tls_data(&meta, session, direction, total_len, data, out),
+            Event::TlsTie { meta, session } => self.tls_tie(&meta, session, out),
+            Event::TlsClose { meta, session } => self.held.forget(meta.pid, session.ssl),
+        }
+    }
+
+    /// One captured call as pieces: one chunk per piece, each followed by the bytes up to the
+    /// next piece; bytes before the first piece are a chunk of their own, with nothing visible.
+    fn pieces(
+        &mut self,
+        key: ConnKey,
+        meta: &crate::capture::events::Meta,
+        direction: Direction,
+        total_len: u32,
+        pieces: crate::capture::events::Pieces<'_>,
+        out: &mut Vec<Transaction>,
+    ) {
+        let total = u64::from(total_len);
+        let mut chunk = Chunk {
+            visible: &[],
+            unseen: 0,
+            at_boundary: true,
+            timestamp_ns: meta.timestamp_ns,
+            tid: Some(meta.tid),
+        };
+        let mut end = 0u64;
+        for (offset, bytes) in pieces.iter() {
+            chunk.unseen = offset.saturating_sub(end);
+            if !chunk.is_empty() {
+                self.chunk(key, meta.pid, direction, &chunk, out);
+                chunk.at_boundary = false;
+            }
+            chunk.visible = bytes;
+            end = offset + bytes.len() as u64;
+        }
+        chunk.unseen = total.saturating_sub(end);
+        if !chunk.is_empty() || end == 0 {
+            self.chunk(key, meta.pid, direction, &chunk, out);
         }
     }
 

@@ -55,6 +55,8 @@ pub struct Context<'a> {
     pub(crate) peer: Option<SocketAddr>,
     /// The connection was seen from its start (accepted or connected), not joined mid-stream.
     pub(crate) from_start: bool,
+    /// The bytes are the plaintext of a TLS session.
+    pub(crate) tls: bool,
     pub(crate) traces: &'a mut TraceBook,
     pub(crate) out: &'a mut Vec<Transaction>,
     /// Requests dropped without a transaction (beyond a parser's bounds).
@@ -113,6 +115,7 @@ impl Context<'_> {
             end_ns: exchange.end_ns.max(exchange.start_ns),
             local: self.local,
             peer: self.peer,
+            tls: self.tls,
             trace: exchange.trace,
             facts: exchange.facts,
         };

@@ -57,6 +57,7 @@ pub async fn run(config: Config) -> Result<()> {
                 pid_namespace: namespace,
                 ring_buffer_bytes: config.ring_buffer_bytes,
                 hooks,
+                tls: config.tls_capture,
             })?;
             (None, Some(probes))
         }
@@ -318,6 +319,9 @@ impl Sidecar {
                     pid_namespace: self.namespace,
                     ring_buffer_bytes: self.ring_buffer_bytes,
                     hooks: HookChoice::Best,
+                    // TLS plaintext is tied to its socket by the socket tracepoints; the
+                    // records of sockets the pod-scoped hooks capture are not consumed yet.
+                    tls: false,
                 })?;
                 tracing::warn!(
                     "falling back to the {} for the processes of containers the pod-scoped \
@@ -349,6 +353,14 @@ impl Sidecar {
                     container = process.info.container.as_deref(),
                     "instrumenting process"
                 );
+            }
+        }
+        if let Some(probes) = self.probes.as_mut() {
+            // Libraries loaded since a process was selected (an `import ssl`) are found here.
+            for (&pid, _) in self.processes.iter().filter(|(_, p)| p.in_probes) {
+                if let Err(error) = probes.hook_tls(pid) {
+                    tracing::warn!(pid, %error, "hooking TLS libraries");
+                }
             }
         }
         let metrics = self.telemetry.self_metrics();

@@ -213,6 +213,7 @@ mod tests {
             end_ns: 1_002_000_000,
             local: Some(SocketAddr::from(([10, 0, 0, 1], 5432))),
             peer: Some(SocketAddr::from(([10, 0, 0, 2], 41000))),
+            tls: false,
             trace: TraceContext {
                 trace_id: [1; 16],
                 span_id: [2; 8],

@@ -133,6 +133,8 @@ pub struct HttpFacts<'a> {
     /// Client spans only: the authority `url.full` is made with.
     pub url_authority: Option<Authority<'a>>,
     pub protocol_version: &'static str,
+    /// `http`, or `https` for an exchange over TLS.
+    pub scheme: &'static str,
     pub request_body_size: Option<u64>,
     pub response_body_size: Option<u64>,
     /// Seconds from the first request byte to the last response byte.
@@ -294,18 +296,25 @@ impl<'a> HttpFacts<'a> {
             _ => (None, None),
         };
         let query = target.query.filter(|_| include_query);
+        let (scheme, default_port) = if tx.tls { ("https", 443) } else { ("http", 80) };
         let (server_address, server_port, client_address, client_port, url_authority) =
             match tx.kind {
                 SpanKind::Server => (
                     host_name.or_else(|| tx.local.map(|a| Host::Ip(a.ip()))),
-                    tx.local.map(|a| a.port()).or(host_port).or(Some(80)),
+                    tx.local
+                        .map(|a| a.port())
+                        .or(host_port)
+                        .or(Some(default_port)),
                     tx.peer.map(|a| a.ip()),
                     tx.peer.map(|a| a.port()),
                     None,
                 ),
                 SpanKind::Client => (
                     host_name.or_else(|| tx.peer.map(|a| Host::Ip(a.ip()))),
-                    tx.peer.map(|a| a.port()).or(host_port).or(Some(80)),
+                    tx.peer
+                        .map(|a| a.port())
+                        .or(host_port)
+                        .or(Some(default_port)),
                     None,
                     None,
                     host.map(str::trim)
@@ -329,6 +338,7 @@ impl<'a> HttpFacts<'a> {
             client_port,
             url_authority,
             protocol_version: http.version.as_str(),
+            scheme,
             request_body_size: http.request_body_size,
             response_body_size: http.response_body_size,
             duration_seconds: tx.end_ns.saturating_sub(tx.start_ns) as f64 / 1e9,
@@ -350,7 +360,8 @@ impl<'a> HttpFacts<'a> {
 
     /// `url.full` of a client span: `http://authority/path[?query]`.
     fn write_url_full(&self, authority: Authority<'_>, text: &mut String) {
-        text.push_str("http://");
+        text.push_str(self.scheme);
+        text.push_str("://");
         match authority {
             Authority::Header(header) => text.push_str(header),
             Authority::Socket(address) => push_socket_address(text, address),
@@ -436,7 +447,7 @@ impl Semantics for HttpFacts<'_> {
         if !self.path.is_empty() {
             attributes.str(semconv::URL_PATH, self.path);
         }
-        attributes.str(semconv::URL_SCHEME, "http");
+        attributes.str(semconv::URL_SCHEME, self.scheme);
         attributes.str(semconv::NETWORK_PROTOCOL_VERSION, self.protocol_version);
         if let Some(method) = self.method_original {
             attributes.str(semconv::HTTP_REQUEST_METHOD_ORIGINAL, method);
@@ -505,6 +516,7 @@ pub(crate) mod tests {
             end_ns: 1_250_000_000,
             local: Some(SocketAddr::from(([10, 0, 0, 1], 8080))),
             peer: Some(SocketAddr::from(([10, 0, 0, 2], 51000))),
+            tls: false,
             trace: TraceContext {
                 trace_id: [0x11; 16],
                 span_id: [0x22; 8],
