@@ -41,6 +41,7 @@ bench: build ## Webhook and sidecar benchmarks (figures printed as tables)
 	sidecar/scripts/bench.sh
 	sidecar/scripts/bench-db.sh
 	sidecar/scripts/bench-pods.sh
+	sidecar/scripts/bench-h2.sh
 
 # --- Images, certificates and a kind cluster (Dockerfile, certs/, manifests/, kind-tests/) ---
 # Image tag: the commit, marked -dirty with uncommitted changes, so a tag names what it holds.

@@ -12,7 +12,7 @@ sidecar="${OBI_SIDECAR_BIN:-$root/target/release/obi-sidecar}"
 # shellcheck source=lib.sh
 . "$here/lib.sh"
 
-read -r app_port backend_port decoy_port < <(free_ports 3)
+read -r app_port backend_port decoy_port h2_port grpc_port front_port < <(free_ports 6)
 new_namespace; pod=$ns_init
 new_namespace; decoy=$ns_init
 
@@ -30,9 +30,16 @@ nsenter --target="$pod" --pid --mount -- python3 "$root/sidecar/tests/servers/ap
 wait_port "$app_port"
 start_nginx "$pod" backend "$backend_port"
 start_nginx "$decoy" decoy "$decoy_port"
+echo "== pod: nginx h2c on :$h2_port; a grpcio server on :$grpc_port and an HTTP frontend on :$front_port calling it"
+start_nginx "$pod" h2c "$h2_port" http2
+peer="$root/sidecar/tests/servers/grpc_peer.py"
+nsenter --target="$pod" --pid --mount -- python3 "$peer" serve "$grpc_port" >/dev/null 2>&1 &
+nsenter --target="$pod" --pid --mount -- python3 "$peer" http "$front_port" "$grpc_port" >/dev/null 2>&1 &
+wait_port "$grpc_port"; wait_port "$front_port"
 
-echo "== sidecar: OTEL_EBPF_OPEN_PORT=$app_port,$backend_port OTEL_EBPF_TRACE_PRINTER=text"
-OTEL_EBPF_OPEN_PORT="$app_port,$backend_port" OTEL_EBPF_TRACE_PRINTER=text \
+ports="$app_port,$backend_port,$h2_port,$grpc_port,$front_port"
+echo "== sidecar: OTEL_EBPF_OPEN_PORT=$ports OTEL_EBPF_TRACE_PRINTER=text"
+OTEL_EBPF_OPEN_PORT="$ports" OTEL_EBPF_TRACE_PRINTER=text \
 OTEL_EBPF_ROUTES_PATTERNS="/users/{id}" \
   nsenter --target="$pod" --pid --mount -- "$sidecar" 2>"$work/sidecar.err" | sed 's/^/  span: /' &
 wait_capturing "$work/sidecar.err"
@@ -47,6 +54,16 @@ request "http://127.0.0.1:$backend_port/status/404"
 wait_port "$pg_port"; wait_port "$redis_port"
 echo "-- the handler queries PostgreSQL (:$pg_port) and Redis (:$redis_port): client spans in the request's trace"
 request "http://127.0.0.1:$app_port/db/$pg_port/$redis_port"
+echo "-- HTTP/2 with prior knowledge to nginx h2c (network.protocol.version=2)"
+request --http2-prior-knowledge "http://127.0.0.1:$h2_port/status/200"
+echo "-- gRPC from an unselected client: server spans, OK then NOT_FOUND (not a server fault: no error)"
+nsenter --target="$pod" --pid --mount -- python3 "$peer" call "$grpc_port" SayHello:demo SayHello:status:5 \
+  | sed 's/^/   -> /'
+sleep 0.3
+echo "-- the frontend's handler calls shop.Greeter/SayHello: server and client gRPC spans; the"
+echo "   channel's first call is written by grpcio's threads (a root), the next joins the request's trace"
+request "http://127.0.0.1:$front_port/hello/first"
+request "http://127.0.0.1:$front_port/hello/demo"
 echo "-- curl http://127.0.0.1:$decoy_port/ (decoy: no span expected)"
 curl -sS -o /dev/null "http://127.0.0.1:$decoy_port/"
 sleep 1

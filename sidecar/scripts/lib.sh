@@ -90,18 +90,21 @@ in_container() {
   pids+=("$container_nsenter")
 }
 
-# nginx_conf NAME PORT: writes nginx.conf for PORT under $work/NAME and prints its path.
+# nginx_conf NAME PORT [LISTEN OPTION]: writes nginx.conf for PORT under $work/NAME and prints
+# its path; `http2` as the option serves cleartext HTTP/2 with prior knowledge.
 nginx_conf() {
   mkdir -p "$work/$1"
-  sed -e "s#PORT#$2#g" -e "s#DIR#$work/$1#g" "$root/sidecar/tests/servers/nginx.conf.in" > "$work/$1/nginx.conf"
+  sed -e "s#PORT;#PORT${3:+ $3};#" -e "s#PORT#$2#g" -e "s#DIR#$work/$1#g" \
+    "$root/sidecar/tests/servers/nginx.conf.in" > "$work/$1/nginx.conf"
   echo "$work/$1/nginx.conf"
 }
 
-# start_nginx NAMESPACE_INIT NAME PORT: nginx from tests/servers/nginx.conf.in, inside the namespace.
+# start_nginx NAMESPACE_INIT NAME PORT [LISTEN OPTION]: nginx from tests/servers/nginx.conf.in,
+# inside the namespace (the option as for nginx_conf).
 start_nginx() {
-  mkdir -p "$work/$2"
-  sed -e "s#PORT#$3#g" -e "s#DIR#$work/$2#g" "$root/sidecar/tests/servers/nginx.conf.in" > "$work/$2/nginx.conf"
-  nsenter --target="$1" --pid --mount -- nginx -c "$work/$2/nginx.conf" 2>"$work/$2.err" &
+  local conf
+  conf=$(nginx_conf "$2" "$3" "${4:-}")
+  nsenter --target="$1" --pid --mount -- nginx -c "$conf" 2>"$work/$2.err" &
   wait_port "$3"
 }
 

@@ -374,7 +374,7 @@ async fn redis_client_and_server_spans() {
             is_db(s, "redis") && s.name == command
         })
         .await;
-        assert_eq!(spans.len(), requests, "{command}");
+        assert_eq!(spans.len(), requests, "{command}; {}", receiver.losses());
     }
 
     // redis-py: MULTI/EXEC, SELECT 2 (the namespace), an error.

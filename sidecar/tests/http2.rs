@@ -1,7 +1,8 @@
 //! HTTP/2 end to end on a real kernel: nginx serving cleartext HTTP/2 under h2load and curl,
 //! an `Upgrade: h2c` request to python-hyper's h2, Node's built-in http2 module as server and
-//! client, and a connection opened before the sidecar started; spans exported over OTLP to a
-//! real receiver. Needs root; CI runs as root.
+//! client, a connection opened before the sidecar started, and writes whose frame headers are
+//! split across buffers (as grpcio's are); spans exported over OTLP to a real receiver. Needs
+//! root; CI runs as root.
 
 #[path = "support/otlp.rs"]
 mod otlp;
@@ -338,5 +339,67 @@ async fn a_session_opened_before_the_sidecar_started_still_yields_spans() {
                 "{path}"
             );
         }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frame_headers_split_across_the_buffers_of_a_write_are_followed() {
+    let receiver = OtlpReceiver::start().await.expect("OTLP receiver");
+    let mut pod = Pod::new();
+    let [port] = free_ports();
+    pod.start_nginx_h2c("nginx", port);
+    // Every process of the pod: nginx and the client.
+    start_sidecar(&mut pod, &sidecar_env(&receiver, &[]));
+    let go = pod.path("go");
+    let go_arg = go.to_string_lossy().into_owned();
+    pod.spawn(
+        "client",
+        &[
+            "python3",
+            &server("h2_split_writes.py"),
+            &port.to_string(),
+            "20",
+            &go_arg,
+        ],
+        &[],
+    );
+    let deadline = std::time::Instant::now() + WAIT;
+    while !pod
+        .log("sidecar.err")
+        .lines()
+        .any(|l| l.contains("instrumenting process") && l.contains("python"))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the client was never instrumented"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    std::fs::write(&go, "").expect("go file");
+    let deadline = std::time::Instant::now() + WAIT;
+    while pod.log("client.out").lines().count() < 20 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "client: {}{}",
+            pod.log("client.out"),
+            pod.log("client.err")
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(pod.log("client.out").lines().all(|l| l == "200"));
+    // Every request both ways: the HEADERS behind each split frame header were captured.
+    wait_spans(&receiver, 40).await;
+    // Nothing more arrives after the expected count.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let spans = span_list(&receiver);
+    for kind in [SpanKind::Server, SpanKind::Client] {
+        let of = of_kind(&spans, kind);
+        assert_eq!(of.len(), 20, "{kind:?}: {of:#?}");
+        assert!(
+            of.iter()
+                .all(|s| int_attr(s, "http.response.status_code") == Some(200)
+                    && str_attr(s, "url.path").as_deref() == Some("/")),
+            "{of:#?}"
+        );
     }
 }

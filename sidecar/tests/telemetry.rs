@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use obi_sidecar::config::Config;
-use obi_sidecar::protocol::http::{HttpExchange, HttpVersion};
+use obi_sidecar::protocol::http::{GrpcCall, HttpExchange, HttpVersion};
 use obi_sidecar::telemetry::metrics::{DURATION_BUCKETS, SIZE_BUCKETS};
 use obi_sidecar::telemetry::spans::WallClock;
 use obi_sidecar::telemetry::{ProcessInfo, Telemetry};
@@ -349,6 +349,21 @@ fn exchange(
     }
 }
 
+/// A gRPC call of the golden set: an HTTP/2 exchange with its `grpc-status`, if any.
+fn grpc(
+    path: &str,
+    authority: Option<&str>,
+    status: Option<u32>,
+    aborted: Option<&'static str>,
+) -> HttpExchange {
+    HttpExchange {
+        version: HttpVersion::Http2,
+        aborted,
+        grpc: Some(GrpcCall { status }),
+        ..exchange("POST", path, authority, 200, (Some(12), Some(17)))
+    }
+}
+
 /// A transaction of the golden set: `index` ms after `base_ns`, taking `duration_ns`.
 fn golden_transaction(
     base_ns: u64,
@@ -377,7 +392,7 @@ fn golden_transaction(
 }
 
 /// The golden transactions, with the process each belongs to: every kind of span and metric
-/// point the HTTP mapping makes (errors, missing responses, non-standard methods, remote and
+/// point the HTTP and gRPC mappings make (errors, missing responses, non-standard methods, remote and
 /// local parents, IPv6 peers, a span the sampler drops, two resources).
 fn golden_transactions(base_ns: u64) -> Vec<(Transaction, ProcessInfo)> {
     use SpanKind::{Client, Server};
@@ -466,6 +481,26 @@ fn golden_transactions(base_ns: u64) -> Vec<(Transaction, ProcessInfo)> {
             Server,
             exchange("GET", "/users/7", shop, 200, (Some(0), Some(4100))),
         ),
+        (
+            3 * MS,
+            Server,
+            grpc(
+                "/shop.Greeter/SayHello",
+                Some("greeter:50051"),
+                Some(0),
+                None,
+            ),
+        ),
+        (
+            8 * MS,
+            Client,
+            grpc("/shop.Greeter/SayHello", None, Some(14), None),
+        ),
+        (
+            150 * MS,
+            Server,
+            grpc("/shop.Greeter/Count", None, None, Some("stream reset")),
+        ),
     ];
     let mut set: Vec<Transaction> = (1..)
         .zip(table)
@@ -482,6 +517,8 @@ fn golden_transactions(base_ns: u64) -> Vec<(Transaction, ProcessInfo)> {
     // 8: its caller did not sample it: metrics only.
     set[7].trace.parent_span_id = Some([0x98; 8]);
     set[7].trace.sampled = false;
+    // 15: a gRPC call made while serving 14.
+    set[14].trace.parent_span_id = Some([14; 8]);
     // 9 and 10: another process, on other addresses.
     for tx in &mut set[8..10] {
         tx.pid = 77;

@@ -6,9 +6,9 @@
 //! The walk needs to know where a frame starts. A syscall of an HTTP/2 socket (its client
 //! preface was seen) that starts with a plausible frame header gives it, as does a write too long
 //! for the bounded copy whose frames account for every byte; each walk then leaves, per
-//! direction, how many bytes of the next syscall still belong to the last frame. A walk that
-//! cannot finish (too many frames, a header split across buffers) forgets the position until a
-//! later syscall starts with a frame again.
+//! direction, how many bytes of the next syscall still belong to the last frame. A frame header
+//! split across buffers is gathered from each. A walk that cannot finish (too many frames or
+//! pieces) forgets the position until a later syscall starts with a frame again.
 
 use core::{ffi::c_void, mem::size_of};
 
@@ -120,6 +120,10 @@ pub(super) struct Cursor {
     last_header: u64,
     /// 0 once the position is lost.
     known: u64,
+    /// Bytes of the frame header at `pos` gathered so far, when it is split across buffers
+    /// (grpcio's writes split them often), and those bytes.
+    hdr_have: u64,
+    hdr: [u8; 32],
 }
 
 macro_rules! get {
@@ -162,6 +166,7 @@ pub(super) fn walk(
     set!(cursor.last_end = u64::MAX);
     set!(cursor.last_header = 0);
     set!(cursor.known = 1);
+    set!(cursor.hdr_have = 0);
     let lead = regions.lead;
     if lead > 0 && regions.count > 0 && lead <= regions.vecs[1].min(total) {
         add_piece(event, cursor, 0, 0, regions.vecs[0], lead);
@@ -228,7 +233,8 @@ fn step(regions: &Regions, event: &mut PiecesEvent, cursor: *mut Cursor) -> Step
     let pos = get!(cursor.pos);
     let (copy_from, copy_to) = (get!(cursor.copy_from), get!(cursor.copy_to));
     let copying = copy_from < copy_to && copy_from < total;
-    let at = if copying { copy_from } else { pos };
+    let have = get!(cursor.hdr_have);
+    let at = if copying { copy_from } else { pos + have };
     if at >= total {
         return Step::Done;
     }
@@ -267,9 +273,16 @@ fn step(regions: &Regions, event: &mut PiecesEvent, cursor: *mut Cursor) -> Step
         set!(cursor.copy_from = copy_from + want);
         return Step::Continue;
     }
-    if within + FRAME_HEADER > len {
-        // A header split across buffers: rare, and not worth a second read path.
-        return lost(cursor);
+    if have > 0 || within + FRAME_HEADER > len {
+        return gather_header(
+            event,
+            cursor,
+            pieces,
+            pos,
+            have,
+            base + within,
+            len - within,
+        );
     }
     let mut bytes = [0u8; 16];
     // SAFETY: 9 bytes of user memory into a local of 16 through the checked helper.
@@ -297,6 +310,61 @@ fn step(regions: &Regions, event: &mut PiecesEvent, cursor: *mut Cursor) -> Step
     }
     if frame.kind != DATA {
         set!(cursor.copy_from = pos + want);
+        set!(cursor.copy_to = pos + end);
+    }
+    set!(cursor.pos = pos + end);
+    Step::Continue
+}
+
+/// Part of a frame header split across buffers: the `avail` bytes at `src` (user memory, at
+/// syscall offset `pos + have`) up to the header's end are captured and kept; once all nine are
+/// there, the frame is taken as [`step`] takes one read at once (its payload copied unless it is
+/// DATA).
+fn gather_header(
+    event: &mut PiecesEvent,
+    cursor: *mut Cursor,
+    pieces: usize,
+    pos: u64,
+    have: u64,
+    src: u64,
+    avail: u64,
+) -> Step {
+    if have >= FRAME_HEADER {
+        return lost(cursor);
+    }
+    let mut n = FRAME_HEADER - have;
+    if n > avail {
+        n = avail;
+    }
+    // SAFETY: `have` < 9 and `n` <= 9, masked for the verifier: at most 30 bytes into the
+    // cursor's 32-byte buffer of the scratch slot, through the checked helper.
+    let rc = unsafe {
+        generated::bpf_probe_read_user(
+            (&raw mut (*cursor).hdr)
+                .cast::<u8>()
+                .add((have & 15) as usize)
+                .cast::<c_void>(),
+            (n & 15) as u32,
+            src as *const c_void,
+        )
+    };
+    if rc != 0 || !add_piece(event, cursor, pieces, pos + have, src, n) {
+        return lost(cursor);
+    }
+    if have + n < FRAME_HEADER {
+        set!(cursor.hdr_have = have + n);
+        return Step::Continue;
+    }
+    set!(cursor.hdr_have = 0);
+    let gathered = get!(cursor.hdr);
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&gathered[..16]);
+    let Some(frame) = header(&bytes) else {
+        return lost(cursor);
+    };
+    let end = FRAME_HEADER + u64::from(frame.len);
+    if frame.kind != DATA {
+        set!(cursor.copy_from = pos + FRAME_HEADER);
         set!(cursor.copy_to = pos + end);
     }
     set!(cursor.pos = pos + end);

@@ -3,10 +3,10 @@
 //!
 //! What is bypassed: opentelemetry-proto's generated `Span`, `KeyValue` and `AnyValue` types.
 //! Building them costs a `Vec` per span and a `String` per attribute, allocated, encoded and
-//! freed again: `encode_cost` in this module's tests (an HTTP server span of 15 attributes, 396
-//! bytes, in batches of 512; best of five runs) measured ~1.8 µs per span that way on this
-//! project's 2-core VM, against ~0.15 µs for writing the same bytes directly, when the budget
-//! of a captured and exported request is 1 µs. What changes rarely (resources, the scope) is
+//! freed again: for an HTTP server span of 15 attributes (396 bytes, in batches of 512, best of
+//! five runs) that measured ~1.8 µs per span on this project's 2-core VM, against ~0.15 µs for
+//! writing the same bytes directly, when the budget of a captured and exported request is 1 µs.
+//! (`examples/record_cost.rs` measures what recording a transaction costs in all.) What changes rarely (resources, the scope) is
 //! still built with the generated types and encoded once with prost.
 //!
 //! Fields are written in field-number order and defaults are left out, as prost does, so a
@@ -622,128 +622,5 @@ mod tests {
         assert_eq!(span.name.len(), 70_000);
         assert_eq!(span.kind, 3);
         assert_eq!(span.attributes[0].key, "url.full");
-    }
-
-    /// The cost of a span both ways: written here, and built as the generated types then
-    /// encoded (what opentelemetry-otlp did after converting SDK spans). Timing, so not run by
-    /// default: `cargo test --release -p obi-sidecar --lib encode_cost -- --ignored --nocapture`.
-    #[test]
-    #[ignore]
-    fn encode_cost() {
-        use crate::telemetry::Semantics;
-        use crate::telemetry::http::tests::{facts_of, name_of, routes, transaction};
-        use std::time::Instant;
-
-        const SPANS: usize = 512;
-        const ROUNDS: usize = 200;
-        let tx = transaction(SpanKind::Server, "GET", "/users/42?token=x", 200);
-        let (routes, mut route) = (routes(), String::new());
-        let facts = facts_of(&tx, &routes, false, &mut route);
-        let name = name_of(&facts);
-        let status = facts.span_status();
-        let scope = EncodedScope::new(&scope(), "https://schema/1");
-        let resource = EncodedResource::new(resource("a"));
-
-        let mut scratch = SpanScratch::default();
-        let (mut spans, mut request) = (Vec::new(), Vec::new());
-        // The best of several runs: the machine is shared.
-        let mut hand = f64::MAX;
-        for _ in 0..5 {
-            let started = Instant::now();
-            for _ in 0..ROUNDS {
-                spans.clear();
-                request.clear();
-                for _ in 0..SPANS {
-                    let fields = SpanFields {
-                        trace_id: &tx.trace.trace_id,
-                        span_id: &tx.trace.span_id,
-                        parent_span_id: tx.trace.parent_span_id.as_ref(),
-                        parent_is_remote: true,
-                        kind: tx.kind,
-                        start_unix_nano: 1_700_000_000_000_000_000,
-                        end_unix_nano: 1_700_000_000_250_000_000,
-                        name: &name,
-                        status: &status,
-                    };
-                    put_span(&mut spans, &mut scratch, &fields, |a| {
-                        facts.span_attributes(a)
-                    });
-                }
-                put_trace_request(&mut request, &scope, [(&resource, &spans[..])]);
-            }
-            hand = hand.min(started.elapsed().as_nanos() as f64 / (ROUNDS * SPANS) as f64);
-        }
-
-        let mut generated = f64::MAX;
-        let mut bytes = 0;
-        for _ in 0..5 {
-            let started = Instant::now();
-            for _ in 0..ROUNDS {
-                let spans: Vec<Span> = (0..SPANS)
-                    .map(|_| {
-                        let mut attributes = ProtoAttributes(Vec::new());
-                        facts.span_attributes(&mut attributes);
-                        let attributes = attributes.0;
-                        Span {
-                            trace_id: tx.trace.trace_id.to_vec(),
-                            span_id: tx.trace.span_id.to_vec(),
-                            parent_span_id: tx
-                                .trace
-                                .parent_span_id
-                                .map(|p| p.to_vec())
-                                .unwrap_or_default(),
-                            flags: 0x301,
-                            name: name.clone(),
-                            kind: 2,
-                            start_time_unix_nano: 1_700_000_000_000_000_000,
-                            end_time_unix_nano: 1_700_000_000_250_000_000,
-                            attributes,
-                            status: Some(ProtoStatus::default()),
-                            ..Default::default()
-                        }
-                    })
-                    .collect();
-                let request = ExportTraceServiceRequest {
-                    resource_spans: vec![ResourceSpans {
-                        resource: Some(resource.proto.clone()),
-                        scope_spans: vec![ScopeSpans {
-                            scope: Some(super::tests::scope()),
-                            spans,
-                            schema_url: "https://schema/1".to_owned(),
-                        }],
-                        schema_url: String::new(),
-                    }],
-                };
-                bytes = request.encode_to_vec().len();
-            }
-            generated =
-                generated.min(started.elapsed().as_nanos() as f64 / (ROUNDS * SPANS) as f64);
-        }
-        assert_eq!(bytes, request.len());
-        println!(
-            "per span: written {hand:.0} ns, generated types built and encoded {generated:.0} ns ({} bytes)",
-            bytes / SPANS
-        );
-    }
-
-    /// The generated types, straight from a mapping.
-    struct ProtoAttributes(Vec<KeyValue>);
-
-    impl Attributes for ProtoAttributes {
-        fn add(&mut self, key: &str, value: AttributeValue<'_>) {
-            let value = match value {
-                AttributeValue::Str(s) => any_value::Value::StringValue(s.to_owned()),
-                AttributeValue::I64(i) => any_value::Value::IntValue(i),
-                AttributeValue::F64(f) => any_value::Value::DoubleValue(f),
-                AttributeValue::Bool(b) => any_value::Value::BoolValue(b),
-            };
-            self.0.push(kv(key, value));
-        }
-
-        fn add_written(&mut self, key: &str, write: &mut dyn FnMut(&mut String)) {
-            let mut text = String::new();
-            write(&mut text);
-            self.0.push(kv(key, any_value::Value::StringValue(text)));
-        }
     }
 }

@@ -132,6 +132,14 @@ impl Collector for Histograms {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
         let merged = self.merged();
         for (index, &def) in HISTOGRAMS.iter().enumerate() {
+            let mut series = merged
+                .range((index, Vec::new())..(index + 1, Vec::new()))
+                .peekable();
+            // As Prometheus clients leave out a labelled family with no children yet: a page
+            // of a pod without databases names no database histograms.
+            if series.peek().is_none() {
+                continue;
+            }
             let unit = prometheus_unit(def);
             // As the registry writes the help of what it holds.
             let help = format!("{}.", def.description);
@@ -141,8 +149,7 @@ impl Collector for Histograms {
                 Some(&unit),
                 MetricType::Histogram,
             )?;
-            for ((_, labels), counts) in merged.range((index, Vec::new())..(index + 1, Vec::new()))
-            {
+            for ((_, labels), counts) in series {
                 let mut buckets: Vec<(f64, u64)> = def
                     .buckets
                     .iter()

@@ -191,7 +191,7 @@ fn split_target(target: &str) -> Target<'_> {
 }
 
 /// Splits `host[:port]` / `[v6][:port]` from a Host header or authority.
-fn split_host(authority: &str) -> (&str, Option<u16>) {
+pub(crate) fn split_host(authority: &str) -> (&str, Option<u16>) {
     let authority = authority.trim();
     if let Some(rest) = authority.strip_prefix('[')
         && let Some((host, after)) = rest.split_once(']')
@@ -207,7 +207,7 @@ fn split_host(authority: &str) -> (&str, Option<u16>) {
 }
 
 /// Appends a number in decimal.
-fn push_decimal(text: &mut String, value: u16) {
+pub(crate) fn push_decimal(text: &mut String, value: u16) {
     let mut digits = [0u8; 5];
     let mut n = value;
     let mut start = digits.len();
@@ -227,7 +227,7 @@ fn push_decimal(text: &mut String, value: u16) {
 /// Appends an address as text. IPv4 (nearly every request's client address) is written digit
 /// by digit: `Display` goes through the formatting machinery, which showed up in profiles at
 /// one or two addresses per request.
-fn push_ip(text: &mut String, ip: IpAddr) {
+pub(crate) fn push_ip(text: &mut String, ip: IpAddr) {
     let IpAddr::V4(v4) = ip else {
         // Writing into a String cannot fail.
         let _ = write!(text, "{ip}");
@@ -432,7 +432,10 @@ impl Semantics for HttpFacts<'_> {
     /// Span attributes: the metric ones first, then the rest in a fixed order.
     fn span_attributes(&self, attributes: &mut dyn Attributes) {
         self.metric_attributes(attributes);
-        attributes.str(semconv::URL_PATH, self.path);
+        // Empty: an HTTP/2 `:path` the capture could not decode, which is never guessed.
+        if !self.path.is_empty() {
+            attributes.str(semconv::URL_PATH, self.path);
+        }
         attributes.str(semconv::URL_SCHEME, "http");
         attributes.str(semconv::NETWORK_PROTOCOL_VERSION, self.protocol_version);
         if let Some(method) = self.method_original {

@@ -47,6 +47,7 @@ use crate::{Error, Result};
 
 pub mod attributes;
 pub mod db;
+pub mod grpc;
 pub mod http;
 pub mod metrics;
 pub mod route;
@@ -54,6 +55,7 @@ pub mod spans;
 
 use attributes::Attributes;
 use db::DbFacts;
+use grpc::GrpcFacts;
 use http::HttpFacts;
 use metrics::{HistogramDef, SelfMetrics, SeriesTable};
 use route::RouteMatcher;
@@ -173,7 +175,14 @@ struct Shared {
 
 /// Every histogram a protocol's mapping records into.
 pub(crate) static HISTOGRAMS: std::sync::LazyLock<Vec<&'static HistogramDef>> =
-    std::sync::LazyLock::new(|| [&http::HISTOGRAMS[..], &db::HISTOGRAMS[..]].concat());
+    std::sync::LazyLock::new(|| {
+        [
+            &http::HISTOGRAMS[..],
+            &db::HISTOGRAMS[..],
+            &grpc::HISTOGRAMS[..],
+        ]
+        .concat()
+    });
 
 /// What a protocol's mapping provides: a transaction's facts in the terms of the semantic
 /// conventions, derived once, from which its span and its metric measurements are made.
@@ -199,12 +208,17 @@ pub trait Semantics {
 #[derive(Debug)]
 enum Mapped<'a> {
     Http(HttpFacts<'a>),
+    /// An HTTP/2 exchange that is a gRPC call: an RPC span, never also an HTTP one.
+    Grpc(GrpcFacts<'a>),
     Db(DbFacts),
 }
 
 impl<'a> Mapped<'a> {
     fn new(tx: &'a Transaction, shared: &'a Shared, scratch: &'a mut String) -> Self {
         match &tx.facts {
+            Facts::Http(exchange) if let Some(call) = exchange.grpc => {
+                Mapped::Grpc(GrpcFacts::new(tx, exchange, call))
+            }
             Facts::Http(exchange) => Mapped::Http(HttpFacts::new(
                 tx,
                 exchange,
@@ -221,6 +235,7 @@ impl Semantics for Mapped<'_> {
     fn span_name(&self, name: &mut String) {
         match self {
             Mapped::Http(facts) => facts.span_name(name),
+            Mapped::Grpc(facts) => facts.span_name(name),
             Mapped::Db(facts) => facts.span_name(name),
         }
     }
@@ -228,6 +243,7 @@ impl Semantics for Mapped<'_> {
     fn span_status(&self) -> Status {
         match self {
             Mapped::Http(facts) => facts.span_status(),
+            Mapped::Grpc(facts) => facts.span_status(),
             Mapped::Db(facts) => facts.span_status(),
         }
     }
@@ -235,6 +251,7 @@ impl Semantics for Mapped<'_> {
     fn metric_attributes(&self, attributes: &mut dyn Attributes) {
         match self {
             Mapped::Http(facts) => facts.metric_attributes(attributes),
+            Mapped::Grpc(facts) => facts.metric_attributes(attributes),
             Mapped::Db(facts) => facts.metric_attributes(attributes),
         }
     }
@@ -242,6 +259,7 @@ impl Semantics for Mapped<'_> {
     fn measurements(&self, record: &mut dyn FnMut(&'static HistogramDef, f64)) {
         match self {
             Mapped::Http(facts) => facts.measurements(record),
+            Mapped::Grpc(facts) => facts.measurements(record),
             Mapped::Db(facts) => facts.measurements(record),
         }
     }
@@ -249,6 +267,7 @@ impl Semantics for Mapped<'_> {
     fn span_attributes(&self, attributes: &mut dyn Attributes) {
         match self {
             Mapped::Http(facts) => facts.span_attributes(attributes),
+            Mapped::Grpc(facts) => facts.span_attributes(attributes),
             Mapped::Db(facts) => facts.span_attributes(attributes),
         }
     }

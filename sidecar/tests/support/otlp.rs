@@ -36,7 +36,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
-use opentelemetry_proto::tonic::metrics::v1::Metric;
+use opentelemetry_proto::tonic::metrics::v1::{Metric, metric};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message;
@@ -560,6 +560,26 @@ impl OtlpReceiver {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+    /// The sidecar's own losses as last exported (`obi.sidecar.{events,spans}.dropped`): what
+    /// an exact-count assertion prints when spans are missing.
+    pub fn losses(&self) -> String {
+        let latest = |name: &str| {
+            self.metrics()
+                .into_iter()
+                .rev()
+                .find(|(_, metric)| metric.name == name)
+                .and_then(|(_, metric)| match metric.data {
+                    Some(metric::Data::Sum(sum)) => sum.data_points.last().map(|p| p.value),
+                    _ => None,
+                })
+                .map_or_else(|| "not exported".to_owned(), |value| format!("{value:?}"))
+        };
+        format!(
+            "kernel events dropped: {}, spans dropped: {}",
+            latest("obi.sidecar.events.dropped"),
+            latest("obi.sidecar.spans.dropped")
+        )
     }
 }
 

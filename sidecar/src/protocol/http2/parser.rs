@@ -368,6 +368,9 @@ impl Http2 {
                 if fields.grpc_status.is_some() {
                     stream.grpc_status = fields.grpc_status;
                 }
+                // The response says gRPC too: a request whose content-type was an HPACK entry
+                // from before the sidecar joined is still known as a call.
+                stream.grpc |= fields.grpc || fields.grpc_status.is_some();
                 if block.end_stream {
                     self.complete(block.stream, block.started_ns, None, cx);
                 }

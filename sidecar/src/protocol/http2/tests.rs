@@ -444,3 +444,30 @@ fn frames_the_kernel_captured_as_pieces_make_the_same_exchange() {
         vec![("GET".to_owned(), "/".to_owned(), 500, None, 0, 7, None)]
     );
 }
+
+#[test]
+fn a_response_with_grpc_status_makes_a_grpc_call_of_an_unknown_content_type() {
+    let mut sim = Sim::new();
+    sim.connect(FD, Role::Server);
+    let mut client = PREFACE.to_vec();
+    client.extend(frame(4, 0, 0, b""));
+    // POST / with no content-type the decoder could resolve.
+    client.extend(frame(1, 0x05, 1, &request_block(true)));
+    client.extend(frame(1, 0x05, 3, &request_block(true)));
+    sim.read(FD, &client);
+    // Stream 1: trailers-only with `grpc-status: 7` (a literal, never indexed); stream 3: a plain
+    // HTTP/2 response.
+    let mut trailers = vec![STATUS_200, 0x00, 11];
+    trailers.extend_from_slice(b"grpc-status");
+    trailers.extend_from_slice(&[1, b'7']);
+    let mut server = frame(1, 0x05, 1, &trailers);
+    server.extend(frame(1, 0x05, 3, &[STATUS_200]));
+    sim.write(FD, &server);
+    let mut calls: Vec<Option<Option<u32>>> = sim
+        .take()
+        .iter()
+        .map(|t| http(t).grpc.map(|g| g.status))
+        .collect();
+    calls.sort();
+    assert_eq!(calls, [None, Some(Some(7))]);
+}
