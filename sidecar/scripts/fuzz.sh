@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Fuzzes every parser of captured bytes on nightly, one target after another, each for SECONDS
 # (default 30): the HTTP/1.x parsers and the connection layer, the HTTP/2 frame reader and the
-# HPACK decoder, TCP reassembly, the PostgreSQL, MySQL and Redis parsers, the SQL tokenizer, and the
-# ring buffer records (TLS ones among them) decoded into the connection layer.
+# HPACK decoder, TCP reassembly, the pod-scoped records, the PostgreSQL, MySQL and Redis parsers,
+# the SQL tokenizer, and the ring buffer records (TLS ones among them) decoded into the
+# connection layer.
 # The golden captures seed the corpora; a crash leaves its input under
 # sidecar/fuzz/artifacts/<target>/.
 set -euo pipefail
@@ -27,8 +28,8 @@ for capture in ../testdata/http2/*.c2s ../testdata/http2/*.s2c; do
 done
 
 # target:max_len (hpack draws its blocks from the golden captures itself).
-for entry in http1:8192 http2_frames:65536 hpack:4096 reassembly:4096 postgres:8192 \
-    mysql:8192 redis:8192 sql:8192 events:16384; do
+for entry in http1:8192 http2_frames:65536 hpack:4096 reassembly:4096 pod_records:8192 \
+    postgres:8192 mysql:8192 redis:8192 sql:8192 events:16384; do
     target=${entry%%:*}
     mkdir -p "corpus/$target"
     echo "==> fuzzing $target for ${seconds}s"

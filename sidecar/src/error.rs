@@ -86,6 +86,10 @@ pub enum PodCaptureError {
     /// sharing the node's cgroup namespace): attaching there would capture other containers.
     #[error("{path} is not a container cgroup of its own (its cgroup is {cgroup})")]
     NotAContainer { path: String, cgroup: String },
+    /// The process is in the sidecar's own cgroup (its container, or, run outside containers,
+    /// the same cgroup), which is never attached.
+    #[error("it shares the sidecar's own cgroup, which is never attached")]
+    OwnCgroup,
     /// The kernel refused a program for want of CAP_NET_ADMIN.
     #[error("CAP_NET_ADMIN is missing: {what} was refused ({source})")]
     NoNetAdmin {

@@ -331,7 +331,7 @@ async fn a_session_opened_before_the_sidecar_started_still_yields_spans() {
         .map(|s| int_attr(s, "http.response.status_code").unwrap_or(0))
         .collect();
     statuses.sort();
-    assert_eq!(statuses, [200, 200, 404], "{server:#?}");
+    assert_eq!(statuses, [200, 200, 404], "{spans:#?}");
     for span in &server {
         if let Some(path) = str_attr(span, "url.path") {
             assert!(

@@ -608,8 +608,15 @@ fn pod_hooks_see_the_app_containers_traffic_and_nothing_else() {
             "leaked into the decoy: {s:?}"
         );
     }
+    // The stand-in hands over every process of its pod, its own container's too: those are
+    // reported as left to the tracepoints, and nothing else fails.
     for l in lines.iter().chain(&decoy_lines) {
-        assert!(!matches!(l, Line::Failed(_) | Line::Error(_)), "{l:?}");
+        let own_cgroup =
+            matches!(l, Line::Failed(f) if f.contains("shares the sidecar's own cgroup"));
+        assert!(
+            own_cgroup || !matches!(l, Line::Failed(_) | Line::Error(_)),
+            "{l:?}"
+        );
     }
 }
 

@@ -233,7 +233,13 @@ impl PodHooks {
     ) -> Result<Self, PodCaptureError> {
         let mut hooks = Self::load(config)?;
         let changes = hooks.sync(pids);
-        if let Some(failure) = changes.failed.into_iter().next() {
+        // A process sharing the sidecar's cgroup is no reason to give the mode up: it alone
+        // falls back.
+        if let Some(failure) = changes
+            .failed
+            .into_iter()
+            .find(|failure| !matches!(failure.error, PodCaptureError::OwnCgroup))
+        {
             return Err(failure.error);
         }
         if hooks.attached.is_empty() {
@@ -273,9 +279,20 @@ impl PodHooks {
                     }
                 },
             };
-            if Some(cgroup) != self.own {
-                live.entry(cgroup).or_insert(pid);
+            if Some(cgroup) == self.own {
+                // Not attached, so that the sidecar's own traffic is never captured; an
+                // instrumented process there (the sidecar run outside containers, beside its
+                // app) is left to the tracepoints.
+                if self.unreachable.insert(pid) {
+                    changes.failed.push(AttachFailure {
+                        pid,
+                        cgroup: Some(cgroup),
+                        error: PodCaptureError::OwnCgroup,
+                    });
+                }
+                continue;
             }
+            live.entry(cgroup).or_insert(pid);
         }
         self.cgroup_of.retain(|pid, _| seen_pids.contains(pid));
         self.unreachable.retain(|pid| seen_pids.contains(pid));
