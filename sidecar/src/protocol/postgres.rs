@@ -83,7 +83,7 @@ const UNTAGGED: Layout = Layout {
         let len = be32(head)?;
         (8..=MAX_STARTUP)
             .contains(&len)
-            .then_some((0, u64::from(len - 4)))
+            .then(|| (0, u64::from(len - 4)))
     },
 };
 

@@ -492,3 +492,16 @@ fn context_carried_in_a_comment_is_continued() {
     );
     assert_eq!(txs[1].trace.parent_span_id, None);
 }
+
+#[test]
+fn lengths_shorter_than_their_own_field_are_refused() {
+    // Found by the fuzzer: the length was subtracted from before it was checked.
+    for len in 0u32..8 {
+        assert_eq!((super::UNTAGGED.decode)(&len.to_be_bytes()), None, "{len}");
+    }
+    for len in 0u32..4 {
+        let mut head = vec![b'Q'];
+        head.extend_from_slice(&len.to_be_bytes());
+        assert_eq!((super::TAGGED.decode)(&head), None, "{len}");
+    }
+}
