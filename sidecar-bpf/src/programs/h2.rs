@@ -13,7 +13,7 @@
 use core::{ffi::c_void, mem::size_of};
 
 use aya_ebpf::helpers::generated;
-use sidecar_bpf::{MAX_H2_FRAME, MAX_PIECE_BYTES, MAX_PIECES, Piece};
+use sidecar_bpf::{MAX_H2_FRAME, MAX_PIECE_BYTES, MAX_PIECES, Piece, SOCKET_H2, SOCKET_H2_KNOWN};
 
 /// Buffers (iovecs) of one syscall followed by a walk: nginx gathers up to 64 per write.
 pub(super) const MAX_REGIONS: usize = 64;
@@ -52,6 +52,31 @@ pub(super) struct Walk {
     pub known: bool,
     /// Bytes of the next syscall that belong to the last frame, when `known`.
     pub skip: u32,
+}
+
+impl Walk {
+    /// Whether the walk is taken for a stream of the socket or session whose `flags` and
+    /// `h2_skip` these are (direction `dir`), which it updates: on one known to speak HTTP/2 any
+    /// frame counts; otherwise only a walk that accounts for every byte, over several frames.
+    #[inline(always)]
+    pub(super) fn settle(&self, flags: &mut u32, h2_skip: &mut [u32; 2], dir: usize) -> bool {
+        let known = SOCKET_H2_KNOWN << dir;
+        let accepted = if *flags & SOCKET_H2 != 0 {
+            self.pieces > 0 || self.known
+        } else {
+            self.known && self.pieces >= 2
+        };
+        if !accepted {
+            return false;
+        }
+        if self.known {
+            *flags |= SOCKET_H2 | known;
+            h2_skip[dir & 1] = self.skip;
+        } else {
+            *flags &= !known;
+        }
+        true
+    }
 }
 
 /// A frame header as the walk reads it.

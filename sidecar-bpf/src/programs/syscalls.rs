@@ -568,21 +568,8 @@ fn capture_frames(call: &Call, regions: &Regions, start: u64, state: &mut Socket
     let walk = h2::walk(regions, start, &mut event.data, cursor, call.walk_steps);
     let direction = direction_of(call.nr);
     let dir = (direction & 1) as usize;
-    let known = SOCKET_H2_KNOWN << dir;
-    let h2 = state.flags & SOCKET_H2 != 0;
-    let accepted = if h2 {
-        walk.pieces > 0 || walk.known
-    } else {
-        walk.known && walk.pieces >= 2
-    };
-    if !accepted {
+    if !walk.settle(&mut state.flags, &mut state.h2_skip, dir) {
         return false;
-    }
-    if walk.known {
-        state.flags |= SOCKET_H2 | known;
-        state.h2_skip[dir & 1] = walk.skip;
-    } else {
-        state.flags &= !known;
     }
     event.header = header(EVENT_PIECES, call.pid, call.tid, call.fd, now());
     event.direction = direction;

@@ -379,20 +379,8 @@ fn frames(scratch: &mut TlsScratch, start: u64, session: &mut TlsSession, dir: u
         cursor,
         h2::LOOP_HELPER,
     );
-    let known = SOCKET_H2_KNOWN << dir;
-    let accepted = if session.flags & SOCKET_H2 != 0 {
-        walk.pieces > 0 || walk.known
-    } else {
-        walk.known && walk.pieces >= 2
-    };
-    if !accepted {
+    if !walk.settle(&mut session.flags, &mut session.h2_skip, dir) {
         return false;
-    }
-    if walk.known {
-        session.flags |= SOCKET_H2 | known;
-        session.h2_skip[dir & 1] = walk.skip;
-    } else {
-        session.flags &= !known;
     }
     emit_data(&mut scratch.event, walk.captured, walk.pieces);
     true
