@@ -55,14 +55,7 @@ run_on() {
 }
 
 printf '%-6s %-8s %12s %10s\n' round sidecar req/s p99_ms
-variants=(off on)
-for round in $(seq "$ROUNDS"); do
-  for i in "${!variants[@]}"; do
-    variant=${variants[$(( (i + round - 1) % ${#variants[@]} ))]}
-    "run_$variant"
-    printf '%-6s %-8s %12s %10s\n' "$round" "$variant" "$rps" "$p99"
-  done
-done
+rotate_rounds 8 off on
 
 # Paced: every request must have become a span (printed as JSON lines; only nginx is selected).
 start_sidecar OTEL_EBPF_TRACE_PRINTER=json

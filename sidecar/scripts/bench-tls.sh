@@ -58,14 +58,7 @@ run_notls() {
   stop_sidecar
   notls_rps+=("$rps")
 }
-variants=(off on notls)
-for round in $(seq "$ROUNDS"); do
-  for i in "${!variants[@]}"; do
-    variant=${variants[$(( (i + round - 1) % ${#variants[@]} ))]}
-    "run_$variant"
-    printf '%-6s %-8s %12s %10s\n' "$round" "$variant" "$rps" "$p99"
-  done
-done
+rotate_rounds 8 off on notls
 
 # Paced run: 50 connections, each waiting 10 ms between requests; every completed request must
 # have become a span.

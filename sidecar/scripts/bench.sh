@@ -50,16 +50,7 @@ run_exporting() {
   measure_sidecar OTEL_EXPORTER_OTLP_ENDPOINT="$collector"
   export_rps+=("$rps"); export_cpu+=("$cpu")
 }
-# The order rotates from round to round: with a fixed order, a drift within rounds (the machine
-# warming up, or the sidecar run before leaving work behind) would always favour the same side.
-variants=(off idle on exporting)
-for round in $(seq "$ROUNDS"); do
-  for i in "${!variants[@]}"; do
-    variant=${variants[$(( (i + round - 1) % ${#variants[@]} ))]}
-    "run_$variant"
-    printf '%-6s %-10s %12s %10s\n' "$round" "$variant" "$rps" "$p99"
-  done
-done
+rotate_rounds 10 off idle on exporting
 
 # Paced run: 50 connections, each waiting 10 ms between requests (about 5k req/s); every
 # completed request must have become a span.

@@ -118,6 +118,23 @@ wait_capturing() {
 # init the sidecar joins), $port (what it selects), $url (what wrk loads) and $CONNECTIONS and
 # $DURATION.
 
+# rotate_rounds WIDTH VARIANT...: $ROUNDS rounds, each calling run_VARIANT for every variant and
+# printing its $rps and $p99 (the variant in a column WIDTH wide). The order rotates from round
+# to round: with a fixed order, a drift within rounds (the machine warming up, or the sidecar
+# run before leaving work behind) would always favour the same side.
+rotate_rounds() {
+  local width=$1 round i variant
+  shift
+  local variants=("$@")
+  for round in $(seq "$ROUNDS"); do
+    for i in "${!variants[@]}"; do
+      variant=${variants[$(( (i + round - 1) % ${#variants[@]} ))]}
+      "run_$variant"
+      printf "%-6s %-${width}s %12s %10s\n" "$round" "$variant" "$rps" "$p99"
+    done
+  done
+}
+
 # start_sidecar [ENV=VALUE...]: the sidecar in the pod; sets $sidecar_pid (its pid here) and
 # $sidecar_nsenter. nsenter does not forward signals: stop_sidecar signals the sidecar itself.
 start_sidecar() {
