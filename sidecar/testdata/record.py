@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
-"""Records HTTP/2 golden files: a TCP relay on loopback between a real client and a real server
-that writes the bytes of one connection as NAME.c2s (client to server) and NAME.s2c (server to
-client), exactly as they crossed the relay.
+"""Records golden captures: a TCP relay on loopback between a real client and a real server that
+writes the bytes of one connection as they crossed it, client to server in CLIENT_FILE, server to
+client in SERVER_FILE (http1/: NAME.req and NAME.resp; http2/: NAME.c2s and NAME.s2c).
 
-    record.py LISTEN_PORT TARGET_PORT NAME   # prints "ready", relays one connection, then exits
+    record.py LISTEN_PORT TARGET_PORT CLIENT_FILE SERVER_FILE
+        # prints "ready", relays one connection, then exits
 """
 import socket
 import sys
@@ -24,7 +25,8 @@ def pump(src, dst, sink):
 
 
 def main():
-    listen_port, target_port, name = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+    listen_port, target_port = int(sys.argv[1]), int(sys.argv[2])
+    client_file, server_file = sys.argv[3], sys.argv[4]
     listener = socket.create_server(("127.0.0.1", listen_port), reuse_port=True)
     print("ready", flush=True)
     client, _ = listener.accept()
@@ -37,9 +39,9 @@ def main():
     down.start()
     up.join()
     down.join()
-    with open(f"{name}.c2s", "wb") as f:
+    with open(client_file, "wb") as f:
         f.write(b"".join(c2s))
-    with open(f"{name}.s2c", "wb") as f:
+    with open(server_file, "wb") as f:
         f.write(b"".join(s2c))
 
 
