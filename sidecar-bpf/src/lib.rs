@@ -49,6 +49,7 @@ pub mod names {
     pub const SSL_RETURN: &str = "ssl_return";
     pub const TLS_THREADS: &str = "TLS_THREADS";
     pub const TLS_SESSIONS: &str = "TLS_SESSIONS";
+    pub const TLS_CAPTURE: &str = "TLS_CAPTURE";
 }
 
 /// `EventHeader::kind`.

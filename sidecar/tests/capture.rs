@@ -437,28 +437,6 @@ async fn collector_down_then_up(mode: Mode) {
     }
 }
 
-/// Each test once per capture mode: `tracepoints::<test>` and `pod_scoped::<test>`.
-macro_rules! in_both_modes {
-    ($($test:ident),* $(,)?) => {
-        mod tracepoints {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $test() {
-                    super::$test(super::Mode::Tracepoints).await;
-                }
-            )*
-        }
-        mod pod_scoped {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $test() {
-                    super::$test(super::Mode::Pod).await;
-                }
-            )*
-        }
-    };
-}
-
 in_both_modes!(
     python_server_methods_statuses_and_keep_alive,
     nginx_ten_thousand_requests_over_fifty_connections_lose_nothing,

@@ -101,7 +101,7 @@ mod helper {
             Ok(namespace) => namespace,
             Err(e) => return println!("ERROR {e}"),
         };
-        let config = PodHooksConfig::new(namespace, sidecar_bpf::DEFAULT_RING_BYTES);
+        let config = PodHooksConfig::new(namespace, sidecar_bpf::DEFAULT_RING_BYTES, false);
         let mut hooks = match choose_mode(mode, || PodHooks::probe(&config, pod_pids())) {
             Err(e) => return println!("ERROR {e}"),
             Ok(choice) => match choice.capture {
@@ -179,6 +179,8 @@ mod helper {
                     connection.send_next,
                     connection.recv_next
                 ),
+                // This helper loads no TLS programs.
+                Ok(PodEvent::Tls(event)) => println!("TLS {event:?}"),
                 Err(e) => println!("MALFORMED {e}"),
             }
         }

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use opentelemetry_proto::tonic::trace::v1::{Span, span::SpanKind};
 use otlp::OtlpReceiver;
-use pod::{Pod, child_of, free_ports, nginx_conf, pid_in_namespace, run, wait_for_port};
+use pod::{Mode, Pod, child_of, free_ports, nginx_conf, pid_in_namespace, run, wait_for_port};
 use sidecar::*;
 
 fn server(path: &str) -> String {
@@ -156,10 +156,9 @@ impl PendingCurl {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn nginx_https_and_curl_yield_server_and_client_spans() {
+async fn nginx_https_and_curl_yield_server_and_client_spans(mode: Mode) {
     let receiver = OtlpReceiver::start().await.expect("OTLP receiver");
-    let mut pod = Pod::new();
+    let mut pod = Pod::with_mode(mode);
     let [port] = free_ports();
     start_nginx_https(&mut pod, "nginx", port);
     // Every process of the pod: curl too.
@@ -204,10 +203,9 @@ async fn nginx_https_and_curl_yield_server_and_client_spans() {
     assert_eq!(spans.len(), 6, "{spans:#?}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn curl_over_https_with_an_incoming_traceparent_and_http2_by_alpn() {
+async fn curl_over_https_with_an_incoming_traceparent_and_http2_by_alpn(mode: Mode) {
     let receiver = OtlpReceiver::start().await.expect("OTLP receiver");
-    let mut pod = Pod::new();
+    let mut pod = Pod::with_mode(mode);
     let [port] = free_ports();
     start_nginx_https(&mut pod, "nginx", port);
     start_sidecar(
@@ -245,9 +243,15 @@ async fn curl_over_https_with_an_incoming_traceparent_and_http2_by_alpn() {
 }
 
 /// `h2load` against nginx over TLS: exactly one span per request.
-async fn h2load_exact(protocol: &[&str], requests: usize, connections: usize, streams: usize) {
+async fn h2load_exact(
+    mode: Mode,
+    protocol: &[&str],
+    requests: usize,
+    connections: usize,
+    streams: usize,
+) {
     let receiver = OtlpReceiver::start().await.expect("OTLP receiver");
-    let mut pod = Pod::new();
+    let mut pod = Pod::with_mode(mode);
     let [port] = free_ports();
     start_nginx_https(&mut pod, "nginx", port);
     let env = sidecar_env(
@@ -292,20 +296,17 @@ async fn h2load_exact(protocol: &[&str], requests: usize, connections: usize, st
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ten_thousand_https_requests_over_fifty_keepalive_connections_none_lost() {
-    h2load_exact(&["--h1"], 10_000, 50, 1).await;
+async fn ten_thousand_https_requests_over_fifty_keepalive_connections_none_lost(mode: Mode) {
+    h2load_exact(mode, &["--h1"], 10_000, 50, 1).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn h2load_over_tls_with_alpn_h2_and_a_hundred_streams() {
-    h2load_exact(&[], 10_000, 10, 100).await;
+async fn h2load_over_tls_with_alpn_h2_and_a_hundred_streams(mode: Mode) {
+    h2load_exact(mode, &[], 10_000, 10, 100).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn python_ssl_server_and_client_calls_join_the_request_trace() {
+async fn python_ssl_server_and_client_calls_join_the_request_trace(mode: Mode) {
     let receiver = OtlpReceiver::start().await.expect("OTLP receiver");
-    let mut pod = Pod::new();
+    let mut pod = Pod::with_mode(mode);
     let [nginx_port, app_port] = free_ports();
     start_nginx_https(&mut pod, "nginx", nginx_port);
     let (cert, key) = certificate(&pod.path("app"));
@@ -371,10 +372,9 @@ async fn python_ssl_server_and_client_calls_join_the_request_trace() {
     assert_eq!(str_attr(nginx, "url.scheme").as_deref(), Some("https"));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_process_started_after_the_sidecar_is_hooked_within_a_second() {
+async fn a_process_started_after_the_sidecar_is_hooked_within_a_second(mode: Mode) {
     let receiver = OtlpReceiver::start().await.expect("OTLP receiver");
-    let mut pod = Pod::new();
+    let mut pod = Pod::with_mode(mode);
     let [port] = free_ports();
     start_sidecar(
         &mut pod,
@@ -402,11 +402,10 @@ async fn a_process_started_after_the_sidecar_is_hooked_within_a_second() {
     assert_eq!(server_spans_on_port(&spans, port).len(), 1, "{spans:#?}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_decoy_pods_https_traffic_is_never_reported() {
+async fn a_decoy_pods_https_traffic_is_never_reported(mode: Mode) {
     let receiver = OtlpReceiver::start().await.expect("OTLP receiver");
-    let mut pod = Pod::new();
-    let mut decoy = Pod::new();
+    let mut pod = Pod::with_mode(mode);
+    let mut decoy = Pod::with_mode(mode);
     let [port, decoy_port] = free_ports();
     start_nginx_https(&mut pod, "nginx", port);
     start_nginx_https(&mut decoy, "nginx", decoy_port);
@@ -440,34 +439,44 @@ async fn a_decoy_pods_https_traffic_is_never_reported() {
 
 /// Capability numbers (linux/capability.h).
 const CAP_DAC_READ_SEARCH: u32 = 2;
+const CAP_NET_ADMIN: u32 = 12;
 const CAP_SYS_PTRACE: u32 = 19;
 const CAP_PERFMON: u32 = 38;
 const CAP_BPF: u32 = 39;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tls_spans_with_exactly_the_sidecars_four_capabilities() {
+async fn tls_spans_with_exactly_the_capture_modes_capabilities(mode: Mode) {
     let receiver = OtlpReceiver::start().await.expect("OTLP receiver");
-    let mut pod = Pod::new();
+    let mut pod = Pod::with_mode(mode);
     let [port] = free_ports();
     start_nginx_https(&mut pod, "nginx", port);
-    let env = sidecar_env(&receiver, &[("OTEL_EBPF_OPEN_PORT", port.to_string())]);
+    let mut env = sidecar_env(&receiver, &[("OTEL_EBPF_OPEN_PORT", port.to_string())]);
+    env.push(("OTEL_EBPF_CAPTURE_MODE", mode.as_env().to_owned()));
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let bin = pod::sidecar_bin();
-    // Root's uid, but only these capabilities, in every set: perf-event uprobes (CAP_SYS_ADMIN)
-    // are out of reach, uprobe_multi links are not.
-    let host_pid = pod.spawn(
-        "sidecar",
-        &[
-            "setpriv",
-            "--inh-caps=-all,+bpf,+perfmon,+sys_ptrace,+dac_read_search",
-            "--bounding-set=-all,+bpf,+perfmon,+sys_ptrace,+dac_read_search",
-            &bin,
-        ],
-        &env,
-    );
+    // Root's uid, but only the mode's capabilities, in every set: perf-event uprobes
+    // (CAP_SYS_ADMIN) are out of reach, uprobe_multi links are not.
+    let (names, caps) = match mode {
+        Mode::Tracepoints => (
+            "+bpf,+perfmon,+sys_ptrace,+dac_read_search",
+            vec![CAP_DAC_READ_SEARCH, CAP_SYS_PTRACE, CAP_PERFMON, CAP_BPF],
+        ),
+        Mode::Pod => (
+            "+bpf,+perfmon,+sys_ptrace,+dac_read_search,+net_admin",
+            vec![
+                CAP_DAC_READ_SEARCH,
+                CAP_NET_ADMIN,
+                CAP_SYS_PTRACE,
+                CAP_PERFMON,
+                CAP_BPF,
+            ],
+        ),
+    };
+    let inheritable = format!("--inh-caps=-all,{names}");
+    let bounding = format!("--bounding-set=-all,{names}");
+    let host_pid = pod.spawn("sidecar", &["setpriv", &inheritable, &bounding, &bin], &env);
     pod.wait_for_log("sidecar.err", "capturing", WAIT);
     pod.wait_for_log("sidecar.err", "TLS hooks attached", WAIT);
-    // setpriv exec'd the sidecar: nsenter's child. Its effective set is the four, no more.
+    // setpriv exec'd the sidecar: nsenter's child. Its effective set is the mode's, no more.
     let sidecar_pid = child_of(host_pid).expect("the sidecar runs");
     let status =
         std::fs::read_to_string(format!("/proc/{sidecar_pid}/status")).expect("sidecar status");
@@ -476,10 +485,8 @@ async fn tls_spans_with_exactly_the_sidecars_four_capabilities() {
         .find_map(|l| l.strip_prefix("CapEff:"))
         .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
         .expect("CapEff");
-    let four = [CAP_DAC_READ_SEARCH, CAP_SYS_PTRACE, CAP_PERFMON, CAP_BPF]
-        .iter()
-        .fold(0u64, |mask, cap| mask | 1 << cap);
-    assert_eq!(effective, four, "{status}");
+    let expected = caps.iter().fold(0u64, |mask, cap| mask | 1 << cap);
+    assert_eq!(effective, expected, "{status}");
     let code = curl(&["-k", &format!("https://127.0.0.1:{port}/status/200")]);
     assert_eq!(code.trim(), "200");
     let spans = wait_spans(&receiver, 1).await;
@@ -488,10 +495,9 @@ async fn tls_spans_with_exactly_the_sidecars_four_capabilities() {
     assert_eq!(str_attr(server[0], "url.scheme").as_deref(), Some("https"));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn node_https_and_http2_secure_server_and_clients() {
+async fn node_https_and_http2_secure_server_and_clients(mode: Mode) {
     let receiver = OtlpReceiver::start().await.expect("OTLP receiver");
-    let mut pod = Pod::new();
+    let mut pod = Pod::with_mode(mode);
     let [port] = free_ports();
     let (cert, key) = certificate(&pod.path("node"));
     pod.spawn(
@@ -574,3 +580,15 @@ async fn node_https_and_http2_secure_server_and_clients() {
         }
     }
 }
+
+in_both_modes!(
+    nginx_https_and_curl_yield_server_and_client_spans,
+    curl_over_https_with_an_incoming_traceparent_and_http2_by_alpn,
+    ten_thousand_https_requests_over_fifty_keepalive_connections_none_lost,
+    h2load_over_tls_with_alpn_h2_and_a_hundred_streams,
+    python_ssl_server_and_client_calls_join_the_request_trace,
+    a_process_started_after_the_sidecar_is_hooked_within_a_second,
+    a_decoy_pods_https_traffic_is_never_reported,
+    tls_spans_with_exactly_the_capture_modes_capabilities,
+    node_https_and_http2_secure_server_and_clients,
+);

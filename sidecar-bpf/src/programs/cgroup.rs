@@ -128,22 +128,18 @@ fn on_skb(ctx: &SkBuffContext, direction: u32) {
     if captured > MAX_PAYLOAD as u32 {
         captured = MAX_PAYLOAD as u32;
     }
-    // TLS ciphertext sent by a thread inside a hooked `SSL_*` call (or the write that ties a
-    // memory-BIO session): its plaintext comes from the uprobes, so the bytes are not copied.
-    if pid != 0 && captured > 0 && tls_hooked(pid) {
-        let mut head = [0u8; 3];
-        // SAFETY: three bytes into a local through the checked helper.
-        let rc = unsafe {
-            generated::bpf_skb_load_bytes(
-                skb.skb.cast::<c_void>(),
-                payload_offset,
-                head.as_mut_ptr().cast::<c_void>(),
-                3,
-            )
-        };
-        if rc == 0 && tls::on_egress(pid, tid, event.cookie, &head) {
-            captured = 0;
+    // TLS ciphertext of a hooked session: its plaintext comes from the uprobes, so the segment
+    // is not recorded at all, unless it ends a direction (then without its bytes). A socket is
+    // known by its cookie once its session is tied; before that, by the egress its thread
+    // sends inside a hooked `SSL_*` call (or the write that ties a memory-BIO session).
+    if captured > 0
+        && tls::capturing()
+        && ciphertext(skb.skb, pid, tid, event.cookie, payload_offset)
+    {
+        if flags & (TCP_FIN | TCP_RST) == 0 {
+            return;
         }
+        captured = 0;
     }
     if captured > 0 {
         // The same value for 1..=MAX_PAYLOAD, written so the verifier sees that range: the
@@ -169,6 +165,27 @@ fn on_skb(ctx: &SkBuffContext, direction: u32) {
     let bytes =
         unsafe { core::slice::from_raw_parts((event as *const SegmentEvent).cast::<u8>(), size) };
     emit(bytes);
+}
+
+/// Whether the skb carries the ciphertext of a hooked TLS session (see [`on_skb`]).
+fn ciphertext(skb: *mut __sk_buff, pid: u32, tid: u32, cookie: u64, payload_offset: u32) -> bool {
+    if tls::tied_socket(cookie) {
+        return true;
+    }
+    if pid == 0 || !tls_hooked(pid) {
+        return false;
+    }
+    let mut head = [0u8; 3];
+    // SAFETY: three bytes into a local through the checked helper.
+    let rc = unsafe {
+        generated::bpf_skb_load_bytes(
+            skb.cast::<c_void>(),
+            payload_offset,
+            head.as_mut_ptr().cast::<c_void>(),
+            3,
+        )
+    };
+    rc == 0 && tls::on_egress(pid, tid, cookie, &head)
 }
 
 /// Whether the task running now can be the one sending: it is in the socket's cgroup. Segments

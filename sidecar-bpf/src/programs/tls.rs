@@ -18,7 +18,7 @@ use aya_ebpf::{
     EbpfContext,
     helpers::{bpf_probe_read_user, generated},
     macros::{map, uprobe, uretprobe},
-    maps::{LruHashMap, PerCpuArray},
+    maps::{Array, LruHashMap, PerCpuArray},
     programs::{ProbeContext, RetProbeContext},
 };
 use sidecar_bpf::{
@@ -46,6 +46,11 @@ static TLS_SESSIONS: LruHashMap<TlsSessionKey, TlsSession> =
 /// mark `SocketState` instead): a pending tie never takes a socket another session has.
 #[map]
 static TLS_SOCKETS: LruHashMap<u64, u64> = LruHashMap::with_max_entries(MAX_TLS_SESSIONS, 0);
+
+/// Entry 0 is non-zero once a process of the pod has TLS hooks (set by userspace): until then the
+/// pod-scoped programs skip the [`TLS_SOCKETS`] lookup.
+#[map]
+static TLS_CAPTURE: Array<u32> = Array::with_max_entries(1, 0);
 
 #[map]
 static TLS_SCRATCH: PerCpuArray<TlsScratch> = PerCpuArray::with_max_entries(1, 0);
@@ -282,6 +287,17 @@ pub(super) fn on_egress(pid: u32, tid: u32, cookie: u64, head: &[u8; 3]) -> bool
         return true;
     }
     false
+}
+
+/// Whether any process of the pod has TLS hooks (pod-scoped capture).
+pub(super) fn capturing() -> bool {
+    TLS_CAPTURE.get(0).is_some_and(|on| *on != 0)
+}
+
+/// Whether socket `cookie` carries a hooked session (pod-scoped capture): its ciphertext, in
+/// either direction and whoever sends it, is not captured.
+pub(super) fn tied_socket(cookie: u64) -> bool {
+    TLS_SOCKETS.get_ptr(cookie).is_some()
 }
 
 /// Ties the thread's pending session to the socket it writes a record to, and says so.

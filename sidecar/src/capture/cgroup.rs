@@ -23,7 +23,7 @@ use std::{
 
 use aya::{
     Ebpf,
-    maps::{MapData, PerCpuArray, RingBuf},
+    maps::{Array, HashMap as AyaHashMap, MapData, PerCpuArray, RingBuf},
     programs::{
         CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, ProgramError, SockOps,
         cgroup_skb::CgroupSkbLink, sock_ops::SockOpsLink,
@@ -31,7 +31,9 @@ use aya::{
 };
 use sidecar_bpf::names;
 
-use super::{HookChoice, KernelStats, OBJECT, PidNamespace, map_error, program, read_stats};
+use super::{
+    HookChoice, KernelStats, OBJECT, PidNamespace, map_error, program, read_stats, tls::TlsHooks,
+};
 use crate::{Error, Result, config::CaptureMode, error::PodCaptureError};
 
 /// `statfs` magic of cgroup2.
@@ -98,16 +100,19 @@ pub struct PodHooksConfig {
     /// The sidecar's own cgroup v2 directory (`/sys/fs/cgroup` in its container), never
     /// attached. Not a cgroup2 mount: nothing is skipped.
     pub own_cgroup: PathBuf,
+    /// Load the TLS programs, to hook processes' TLS libraries ([`PodHooks::hook_tls`]).
+    pub tls: bool,
 }
 
 impl PodHooksConfig {
     /// The paths as they are in a sidecar container.
-    pub fn new(pid_namespace: PidNamespace, ring_buffer_bytes: u32) -> Self {
+    pub fn new(pid_namespace: PidNamespace, ring_buffer_bytes: u32, tls: bool) -> Self {
         Self {
             pid_namespace,
             ring_buffer_bytes,
             proc: PathBuf::from("/proc"),
             own_cgroup: PathBuf::from("/sys/fs/cgroup"),
+            tls,
         }
     }
 }
@@ -123,6 +128,7 @@ pub struct PodHooks {
     ebpf: Ebpf,
     stats: PerCpuArray<MapData, u64>,
     events: Option<RingBuf<MapData>>,
+    tls: Option<PodTls>,
     proc: PathBuf,
     /// The sidecar's own cgroup, never attached.
     own: Option<CgroupId>,
@@ -133,6 +139,16 @@ pub struct PodHooks {
     cgroup_of: HashMap<u32, CgroupId>,
     /// Processes whose cgroup could not be reached: reported once.
     unreachable: HashSet<u32>,
+}
+
+/// TLS capture in the pod-scoped mode: the uprobes and the tables the cgroup programs consult.
+struct PodTls {
+    hooks: TlsHooks,
+    /// Processes with TLS hooks (`PID_TLS`): their egress is looked at for ties.
+    pids: AyaHashMap<MapData, u32, u32>,
+    /// Entry 0 switches the cgroup programs' TLS lookups on, with the first hooked process.
+    capture: Array<MapData, u32>,
+    capturing: bool,
 }
 
 impl std::fmt::Debug for PodHooks {
@@ -176,9 +192,13 @@ impl PodHooks {
                 true,
             )
             .map_max_entries(names::EVENTS, ring)
-            // The tracepoint mode's tables are not used here: keep their kernel memory small.
+            // The tracepoint mode's socket table is not used here: keep its kernel memory small
+            // (the process table holds only the TLS-hooked processes).
             .map_max_entries(names::SOCKETS, 1)
-            .map_max_entries(names::PIDS, 1)
+            .map_max_entries(
+                names::PIDS,
+                if config.tls { sidecar_bpf::MAX_PIDS } else { 1 },
+            )
             .load(OBJECT)
             .map_err(|source| setup(Error::Load { source }))?;
         for name in [names::SKB_INGRESS, names::SKB_EGRESS] {
@@ -202,6 +222,14 @@ impl PodHooks {
                 }
             }
         })?;
+        // Before the maps are taken: the TLS programs are relocated to the same maps.
+        let tls_hooks = if config.tls {
+            TlsHooks::load(OBJECT, &ebpf)
+                .inspect_err(|e| tracing::info!("TLS plaintext is not captured: {e}"))
+                .ok()
+        } else {
+            None
+        };
         let mut take = |name: &'static str| {
             ebpf.take_map(name)
                 .ok_or_else(|| setup(Error::MissingObjectItem(name)))
@@ -210,10 +238,22 @@ impl PodHooks {
             PerCpuArray::try_from(take(names::STATS)?).map_err(|e| setup(map_error("STATS")(e)))?;
         let events =
             RingBuf::try_from(take(names::EVENTS)?).map_err(|e| setup(map_error("EVENTS")(e)))?;
+        let tls = match tls_hooks {
+            Some(hooks) => Some(PodTls {
+                hooks,
+                pids: AyaHashMap::try_from(take(names::PIDS)?)
+                    .map_err(|e| setup(map_error("PIDS")(e)))?,
+                capture: Array::try_from(take(names::TLS_CAPTURE)?)
+                    .map_err(|e| setup(map_error("TLS_CAPTURE")(e)))?,
+                capturing: false,
+            }),
+            None => None,
+        };
         Ok(Self {
             ebpf,
             stats,
             events: Some(events),
+            tls,
             proc: config.proc.clone(),
             own: open_cgroup(&config.own_cgroup).ok().map(|(id, _)| id),
             attached: HashMap::new(),
@@ -342,6 +382,36 @@ impl PodHooks {
                 .cgroup_of
                 .get(&pid)
                 .is_some_and(|cgroup| self.refused.contains(cgroup))
+    }
+
+    /// Hooks the TLS libraries of an instrumented process not hooked yet (see
+    /// [`TlsHooks::hook`]); nothing when TLS capture is off.
+    pub fn hook_tls(&mut self, pid: u32) -> Result<()> {
+        let Some(tls) = &mut self.tls else {
+            return Ok(());
+        };
+        if !tls.hooks.hook(pid, &mut tls.pids, sidecar_bpf::PID_TLS)? || tls.capturing {
+            return Ok(());
+        }
+        tls.capture
+            .set(0, 1, 0)
+            .map_err(map_error("TLS_CAPTURE set"))?;
+        tls.capturing = true;
+        Ok(())
+    }
+
+    /// A process exited: its TLS hooks go.
+    pub fn forget(&mut self, pid: u32) {
+        if let Some(tls) = &mut self.tls {
+            tls.hooks.forget(pid);
+            // Absent when it had no hooks.
+            let _ = tls.pids.remove(&pid);
+        }
+    }
+
+    /// Whether TLS plaintext is captured.
+    pub fn tls_enabled(&self) -> bool {
+        self.tls.is_some()
     }
 
     /// The containers attached now.

@@ -398,6 +398,9 @@ pub enum PodEvent<'a> {
     },
     /// An established socket entered `TCP_CLOSE`.
     Closed { connection: TcpConnection },
+    /// A record of the TLS uprobes (`TlsData`, `TlsTie`, `TlsClose`), which share the ring with
+    /// the cgroup programs: the session is tied by socket cookie, `meta.fd` is -1.
+    Tls(Event<'a>),
 }
 
 impl<'a> PodEvent<'a> {
@@ -467,6 +470,9 @@ impl<'a> PodEvent<'a> {
                     },
                     _ => PodEvent::Closed { connection },
                 })
+            }
+            EVENT_TLS_DATA | EVENT_TLS_TIE | EVENT_TLS_CLOSE => {
+                Event::decode(bytes).map(PodEvent::Tls)
             }
             _ => Err(Error::MalformedEvent("unknown pod-scoped event kind")),
         }

@@ -267,16 +267,12 @@ impl Probes {
     }
 
     /// Hooks the TLS libraries of a selected process not hooked yet (see
-    /// [`tls::TlsHooks::refresh`]); nothing when TLS capture is off.
+    /// [`tls::TlsHooks::hook`]); nothing when TLS capture is off.
     pub fn hook_tls(&mut self, pid: u32) -> Result<()> {
         let Some(tls) = &mut self.tls else {
             return Ok(());
         };
-        if tls.refresh(pid) {
-            self.pids
-                .insert(pid, PID_SELECTED | PID_TLS, 0)
-                .map_err(map_error("PIDS insert"))?;
-        }
+        tls.hook(pid, &mut self.pids, PID_SELECTED | PID_TLS)?;
         Ok(())
     }
 

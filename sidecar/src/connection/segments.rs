@@ -11,11 +11,15 @@
 //! Sockets seen being set up (`sock_ops`) start each direction where the handshake says; the
 //! others (open before their container was attached) start at their first segment, with
 //! addresses the run loop finds by cookie, and a role the connection layer infers from the bytes.
+//!
+//! A socket whose TLS session the uprobes tied (by cookie) takes its bytes from the plaintext
+//! records instead; the kernel records none of its ciphertext after the tie, and what came before
+//! is dropped, so its segments only end its directions.
 
 use std::net::SocketAddr;
 
 use super::{ConnKey, Connections, Opened, reassembly};
-use crate::capture::events::{Direction, PodEvent, Role, Task, TcpConnection, TcpFlags};
+use crate::capture::events::{Direction, Event, PodEvent, Role, Task, TcpConnection, TcpFlags};
 use crate::connection::reassembly::Reassembler;
 use crate::transaction::Transaction;
 
@@ -54,6 +58,9 @@ struct Socket {
     named: bool,
     /// Its process is not instrumented: its records are dropped.
     ignored: bool,
+    /// It carries a hooked TLS session: its bytes are the plaintext of the TLS records, and
+    /// its segments only say where each direction ends.
+    tls: bool,
     last_ns: u64,
 }
 
@@ -75,6 +82,7 @@ impl Socket {
             pid: 0,
             named: false,
             ignored: false,
+            tls: false,
             last_ns: 0,
         }
     }
@@ -157,7 +165,48 @@ impl Segments {
                 }
                 conns.close(key, connection.timestamp_ns, out);
             }
+            PodEvent::Tls(ref tls) => self.tls(tls, sockets, conns, out),
         }
+    }
+
+    /// A record of the TLS uprobes. A session tied to a socket (by cookie) makes it a TLS
+    /// socket: what its segments held is dropped (ciphertext), the process that made the call
+    /// names it (its egress, which would have, is not recorded), and the plaintext goes to the
+    /// connection layer under the socket's key.
+    fn tls(
+        &mut self,
+        event: &Event<'_>,
+        sockets: &mut impl Sockets,
+        conns: &mut Connections,
+        out: &mut Vec<Transaction>,
+    ) {
+        let cookie = match *event {
+            Event::TlsData { session, .. } | Event::TlsTie { session, .. } => session.cookie,
+            _ => 0,
+        };
+        if cookie != 0 {
+            let meta = *event.meta();
+            let socket = adopt(&mut self.sockets, self.limits, cookie, sockets, conns);
+            socket.last_ns = meta.timestamp_ns;
+            if !socket.tls {
+                socket.tls = true;
+                socket.streams = [Reassembler::new(self.limits), Reassembler::new(self.limits)];
+                self.holding.remove(&cookie);
+            }
+            if !socket.named {
+                socket.name(
+                    Task {
+                        pid: meta.pid,
+                        tid: meta.tid,
+                    },
+                    sockets,
+                );
+            }
+            if socket.ignored {
+                return;
+            }
+        }
+        conns.on_event(event, out);
     }
 
     /// Gives up holes that waited too long at `now_ns`, and forgets idle sockets the connection
@@ -247,17 +296,7 @@ impl Segments {
     ) {
         let key = ConnKey::Socket(cookie);
         let limits = self.limits;
-        let socket = self.sockets.entry(cookie).or_insert_with(|| {
-            // Open before its container was attached: joined mid-stream.
-            let mut socket = Socket::new(limits);
-            if let Some((local, peer)) = sockets.addresses(cookie) {
-                socket.local = Some(local);
-                socket.peer = Some(peer);
-                socket.pid = sockets.listener(local).unwrap_or(0);
-                conns.set_addresses(key, socket.pid, Some(local), Some(peer));
-            }
-            socket
-        });
+        let socket = adopt(&mut self.sockets, limits, cookie, sockets, conns);
         socket.last_ns = segment.timestamp_ns;
         if direction == Direction::Egress
             && !socket.named
@@ -277,7 +316,7 @@ impl Segments {
             conns.set_addresses(key, socket.pid, socket.local, socket.peer);
         }
         let at = index(direction);
-        if !socket.ignored && !socket.ended[at] {
+        if !socket.ignored && !socket.tls && !socket.ended[at] {
             let pid = socket.pid;
             socket.streams[at].push(segment, &mut |chunk| {
                 conns.chunk(key, pid, direction, &chunk, out);
@@ -302,6 +341,27 @@ impl Segments {
     }
 }
 
+/// The socket under `cookie`; one not seen before was open before its container was attached,
+/// and is joined mid-stream with the addresses `sockets` finds for it.
+fn adopt<'s>(
+    known: &'s mut HashMap<u64, Socket>,
+    limits: reassembly::Limits,
+    cookie: u64,
+    sockets: &mut impl Sockets,
+    conns: &mut Connections,
+) -> &'s mut Socket {
+    known.entry(cookie).or_insert_with(|| {
+        let mut socket = Socket::new(limits);
+        if let Some((local, peer)) = sockets.addresses(cookie) {
+            socket.local = Some(local);
+            socket.peer = Some(peer);
+            socket.pid = sockets.listener(local).unwrap_or(0);
+            conns.set_addresses(ConnKey::Socket(cookie), socket.pid, Some(local), Some(peer));
+        }
+        socket
+    })
+}
+
 /// One direction of a socket ended (FIN, RST, close): what it held is delivered, holes as gaps,
 /// and a last gap up to `end_seq` when known.
 fn end_stream(
@@ -317,11 +377,132 @@ fn end_stream(
         return;
     }
     socket.ended[at] = true;
-    if socket.ignored {
+    if socket.ignored || socket.tls {
         return;
     }
     let pid = socket.pid;
     socket.streams[at].finish(end_seq, &mut |chunk| {
         conns.chunk(key, pid, direction, &chunk, out);
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::capture::events::{Meta, TlsPayload, TlsSession};
+    use crate::connection::{Limits, testing::http};
+
+    const COOKIE: u64 = 77;
+    const MASTER: u32 = 10;
+    const WORKER: u32 = 11;
+
+    /// nginx as the sidecar sees it: a master and a worker on the same listening port.
+    struct Nginx;
+
+    impl Sockets for Nginx {
+        fn listener(&self, _: SocketAddr) -> Option<u32> {
+            Some(MASTER)
+        }
+        fn selected(&self, pid: u32) -> bool {
+            pid == MASTER || pid == WORKER
+        }
+        fn addresses(&mut self, _: u64) -> Option<(SocketAddr, SocketAddr)> {
+            None
+        }
+    }
+
+    struct Pod {
+        segments: Segments,
+        conns: Connections,
+        out: Vec<Transaction>,
+    }
+
+    impl Pod {
+        fn feed(&mut self, event: &PodEvent<'_>) {
+            self.segments
+                .on_event(event, &mut Nginx, &mut self.conns, &mut self.out);
+        }
+
+        fn segment(&mut self, direction: Direction, seq: u32, payload: &[u8], flags: u8) {
+            self.feed(&PodEvent::Segment {
+                cookie: COOKIE,
+                direction,
+                seq,
+                len: payload.len() as u32,
+                flags: TcpFlags(flags),
+                timestamp_ns: 2,
+                task: None,
+                payload,
+            });
+        }
+
+        fn plaintext(&mut self, direction: Direction, bytes: &[u8], at: u64) {
+            self.feed(&PodEvent::Tls(Event::TlsData {
+                meta: Meta {
+                    pid: WORKER,
+                    tid: WORKER + 100,
+                    fd: -1,
+                    timestamp_ns: at,
+                },
+                session: TlsSession {
+                    ssl: 0x5000,
+                    cookie: COOKIE,
+                },
+                direction,
+                total_len: bytes.len() as u32,
+                data: TlsPayload::Prefix(bytes),
+            }));
+        }
+    }
+
+    #[test]
+    fn a_tied_sockets_plaintext_is_its_stream_and_its_ciphertext_only_ends_it() {
+        let mut pod = Pod {
+            segments: Segments::new(reassembly::Limits::default()),
+            conns: Connections::new(Limits::default()),
+            out: Vec::new(),
+        };
+        let local: SocketAddr = "10.0.0.1:443".parse().unwrap();
+        let connection = TcpConnection {
+            cookie: COOKIE,
+            timestamp_ns: 1,
+            local: Some(local),
+            peer: Some("10.0.0.2:50000".parse().unwrap()),
+            send_next: 1000,
+            recv_next: 5000,
+        };
+        pod.feed(&PodEvent::Established {
+            connection,
+            role: Role::Server,
+        });
+        // The ClientHello arrives before the session is tied: recorded, and not a protocol.
+        let hello = [0x16, 0x03, 0x01, 0x00, 0x05, 1, 0, 0, 1, 0];
+        pod.segment(Direction::Ingress, 5000, &hello, 0);
+        pod.plaintext(
+            Direction::Ingress,
+            b"GET /a HTTP/1.1\r\nHost: shop\r\n\r\n",
+            10,
+        );
+        // A ciphertext segment recorded before the kernel knew the tie, arriving late: ignored.
+        pod.segment(Direction::Ingress, 5010, &[0x17, 0x03, 0x03, 0, 1, 9], 0);
+        pod.plaintext(
+            Direction::Egress,
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+            20,
+        );
+        assert_eq!(pod.out.len(), 1, "{:?}", pod.out);
+        let tx = &pod.out[0];
+        assert!(tx.tls);
+        assert_eq!(http(tx).target, "/a");
+        assert_eq!(http(tx).status, 200);
+        // The worker that made the calls, not the listening port's first process.
+        assert_eq!(tx.pid, WORKER);
+        assert_eq!(tx.local, Some(local));
+        // Both directions' FINs end the socket, with no gap put into its plaintext.
+        pod.segment(Direction::Ingress, 5016, &[], 0x01);
+        pod.segment(Direction::Egress, 1000, &[], 0x01);
+        assert!(!pod.segments.sockets.contains_key(&COOKIE));
+        assert!(!pod.conns.contains(ConnKey::Socket(COOKIE)));
+        assert_eq!(pod.out.len(), 1, "{:?}", pod.out);
+    }
 }

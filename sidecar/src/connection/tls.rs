@@ -10,6 +10,10 @@
 //! writes its records right after the `SSL_*` call: the kernel ties the session at that write
 //! and says so with a tie record; the plaintext it saw before is held here until then.
 //!
+//! With the pod-scoped hooks the tie is by socket cookie (the thread's egress inside the call,
+//! or its record write for a memory-BIO session) and the plaintext goes to that socket's
+//! connection; the cgroup programs record no ciphertext of a tied socket.
+//!
 //! A connection's first plaintext replaces whatever its ciphertext looked like (the bytes the
 //! capture saw before the tie: a peeked ClientHello, a handshake outside a hooked call): the
 //! parser starts over on the plaintext, and spans say `https`.
@@ -81,6 +85,18 @@ impl Held {
     }
 }
 
+/// The connection of a session's plaintext: its descriptor when the socket tracepoints tied it,
+/// else its socket's cookie when the pod-scoped programs did, else none yet (held).
+fn session_key(meta: &Meta, session: TlsSession) -> Option<ConnKey> {
+    if meta.fd >= 0 {
+        Some(ConnKey::fd(meta.pid, meta.fd))
+    } else if session.cookie != 0 {
+        Some(ConnKey::Socket(session.cookie))
+    } else {
+        None
+    }
+}
+
 impl Connections {
     /// Plaintext of one `SSL_*` call.
     pub(super) fn tls_data(
@@ -92,7 +108,7 @@ impl Connections {
         data: TlsPayload<'_>,
         out: &mut Vec<Transaction>,
     ) {
-        if meta.fd < 0 {
+        let Some(key) = session_key(meta, session) else {
             let (piece_count, bytes) = match data {
                 TlsPayload::Prefix(bytes) => (0, bytes),
                 TlsPayload::Pieces(pieces) => (pieces.iter().count(), pieces.raw()),
@@ -108,8 +124,7 @@ impl Connections {
                 },
             );
             return;
-        }
-        let key = ConnKey::fd(meta.pid, meta.fd);
+        };
         self.mark_tls(key, meta.pid);
         match data {
             TlsPayload::Prefix(payload) => {
@@ -124,11 +139,9 @@ impl Connections {
     /// A session's socket became known: the plaintext held for it goes to its connection.
     pub(super) fn tls_tie(&mut self, meta: &Meta, session: TlsSession, out: &mut Vec<Transaction>) {
         let calls = self.held.take((meta.pid, session.ssl));
-        if meta.fd < 0 {
-            // Only the pod-scoped capture ties by cookie alone; it has no descriptors.
+        let Some(key) = session_key(meta, session) else {
             return;
-        }
-        let key = ConnKey::fd(meta.pid, meta.fd);
+        };
         self.mark_tls(key, meta.pid);
         for call in calls {
             let call_meta = Meta {

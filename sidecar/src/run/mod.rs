@@ -43,7 +43,7 @@ pub async fn run(config: Config) -> Result<()> {
     let mut discovery = Discovery::new(Selection::from_config(&config));
     // The processes instrumented from the start: their containers are what the probe attaches.
     let first = discovery.scan();
-    let pod_config = PodHooksConfig::new(namespace, config.ring_buffer_bytes);
+    let pod_config = PodHooksConfig::new(namespace, config.ring_buffer_bytes, config.tls_capture);
     let choice = choose_mode(config.capture_mode, || {
         PodHooks::probe(&pod_config, first.selected.iter().map(|s| s.snapshot.pid))
     })?;
@@ -66,6 +66,7 @@ pub async fn run(config: Config) -> Result<()> {
     let mut sidecar = Sidecar {
         namespace,
         ring_buffer_bytes: config.ring_buffer_bytes,
+        tls_capture: config.tls_capture,
         probes,
         pod,
         discovery,
@@ -186,6 +187,7 @@ fn register_readable(ring: RingBuf<MapData>) -> Result<Ring> {
 struct Sidecar {
     namespace: PidNamespace,
     ring_buffer_bytes: u32,
+    tls_capture: bool,
     /// The tracepoints: the mode in use, or the pod-scoped mode's fallback once a container
     /// could not be attached.
     probes: Option<Probes>,
@@ -285,6 +287,9 @@ impl Sidecar {
                 }
                 None => false,
             };
+            if let Some(pod) = self.pod.as_mut() {
+                pod.forget(pid);
+            }
             self.connections.forget_process(pid, &mut self.completed);
             flush(&mut self.completed, &self.processes, &mut self.telemetry);
             if let Some(probes) = self.probes.as_mut().filter(|_| in_probes)
@@ -319,9 +324,7 @@ impl Sidecar {
                     pid_namespace: self.namespace,
                     ring_buffer_bytes: self.ring_buffer_bytes,
                     hooks: HookChoice::Best,
-                    // TLS plaintext is tied to its socket by the socket tracepoints; the
-                    // records of sockets the pod-scoped hooks capture are not consumed yet.
-                    tls: false,
+                    tls: self.tls_capture,
                 })?;
                 tracing::warn!(
                     "falling back to the {} for the processes of containers the pod-scoped \
@@ -333,6 +336,15 @@ impl Sidecar {
             }
             for pid in refused {
                 self.select_in_probes(pid);
+            }
+            // TLS libraries of the processes these hooks capture, also those loaded since a
+            // process was first seen (an `import ssl`).
+            if let Some(pod) = self.pod.as_mut() {
+                for (&pid, _) in self.processes.iter().filter(|(_, p)| !p.in_probes) {
+                    if let Err(error) = pod.hook_tls(pid) {
+                        tracing::warn!(pid, %error, "hooking TLS libraries");
+                    }
+                }
             }
         } else {
             let pending: Vec<u32> = self

@@ -52,6 +52,16 @@ impl PodCapture {
         self.hooks.containers().count()
     }
 
+    /// Hooks the TLS libraries of a process these hooks capture (see [`PodHooks::hook_tls`]).
+    pub fn hook_tls(&mut self, pid: u32) -> Result<()> {
+        self.hooks.hook_tls(pid)
+    }
+
+    /// A process exited.
+    pub fn forget(&mut self, pid: u32) {
+        self.hooks.forget(pid);
+    }
+
     /// Whether a process's container could not be attached: the tracepoints capture it instead.
     pub fn refused(&self, pid: u32) -> bool {
         self.hooks.refused(pid)

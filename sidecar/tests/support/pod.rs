@@ -71,6 +71,31 @@ pub fn wait_for_port(port: u16, timeout: Duration) {
     }
 }
 
+/// Each test once per capture mode: `tracepoints::<test>` and `pod_scoped::<test>`, each
+/// calling `<test>(mode)` of the invoking module (the test binary's root, which declares
+/// this file as `mod pod`).
+#[macro_export]
+macro_rules! in_both_modes {
+    ($($test:ident),* $(,)?) => {
+        mod tracepoints {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$test($crate::pod::Mode::Tracepoints).await;
+                }
+            )*
+        }
+        mod pod_scoped {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$test($crate::pod::Mode::Pod).await;
+                }
+            )*
+        }
+    };
+}
+
 /// The capture mode a pod's sidecar is started in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {

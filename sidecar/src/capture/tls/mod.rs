@@ -13,7 +13,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use aya::Ebpf;
+use aya::{
+    Ebpf,
+    maps::{HashMap as AyaHashMap, MapData},
+};
 use sidecar_bpf::names;
 
 use crate::Result;
@@ -69,7 +72,7 @@ impl TlsHooks {
     /// Attaches to the TLS libraries process `pid` maps that are not attached yet: at once for a
     /// process not seen before, else at most every [`RECHECK`]. True when the process has hooks
     /// it did not have before this call.
-    pub fn refresh(&mut self, pid: u32) -> bool {
+    fn refresh(&mut self, pid: u32) -> bool {
         if self.refused {
             return false;
         }
@@ -111,6 +114,25 @@ impl TlsHooks {
             }
         }
         !had && !hooked.links.is_empty()
+    }
+
+    /// [`TlsHooks::refresh`], then marks a newly hooked process in the programs' process
+    /// table with `flags` (which must include `PID_TLS`). True when it was newly hooked.
+    pub fn hook(
+        &mut self,
+        pid: u32,
+        pids: &mut AyaHashMap<MapData, u32, u32>,
+        flags: u32,
+    ) -> Result<bool> {
+        if !self.refresh(pid) {
+            return Ok(false);
+        }
+        pids.insert(pid, flags, 0)
+            .map_err(|source| crate::Error::Map {
+                what: "PIDS insert",
+                source,
+            })?;
+        Ok(true)
     }
 
     /// The process exited: its links go, which detaches its probes.
