@@ -39,18 +39,13 @@ done
 
 # start_pod_sidecar I MODE: the sidecar of pod I (0-based) in MODE, selecting its nginx; appends
 # to $sidecar_pids.
-sidecar_pids=(); sidecar_seq=0
+sidecar_pids=()
 start_pod_sidecar() {
-  local i=$1 mode=$2 log
-  sidecar_seq=$((sidecar_seq + 1))
-  log="$work/sidecar-$i-$sidecar_seq"
-  in_container "${pod_inits[$i]}" "${pod_cgroups[$i]}" "sidecar-$sidecar_seq" "$log" \
-    env OTEL_EBPF_OPEN_PORT="${pod_ports[$i]}" OTEL_EBPF_CAPTURE_MODE="$mode" OTEL_EBPF_PROMETHEUS_PORT= "$sidecar"
-  local nsenter=$container_nsenter
-  wait_capturing "$log.err"
+  local i=$1 mode=$2 log="$work/sidecar-$1-$((sidecar_seq + 1))"
+  start_container_sidecar "${pod_inits[$i]}" "${pod_cgroups[$i]}" "$log" \
+    OTEL_EBPF_OPEN_PORT="${pod_ports[$i]}" OTEL_EBPF_CAPTURE_MODE="$mode"
   grep -q "instrumenting process" "$log.err" || { cat "$log.err" >&2; echo "pod $i: nothing instrumented" >&2; exit 1; }
-  # nsenter's child is env, which became the sidecar.
-  sidecar_pids+=("$(awk '{print $1}' "/proc/$nsenter/task/$nsenter/children")")
+  sidecar_pids+=("$sidecar_pid")
 }
 stop_pod_sidecars() {
   local pid

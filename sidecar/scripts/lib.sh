@@ -90,6 +90,23 @@ in_container() {
   pids+=("$container_nsenter")
 }
 
+# start_container_sidecar POD_INIT POD_CGROUP LOG [ENV=VALUE...]: the sidecar as a container of
+# its own in that pod, with that env; waits until it captures and sets $sidecar_pid (its pid
+# here). Stop it with kill and a wait on its pid (nsenter does not forward signals).
+sidecar_seq=0
+start_container_sidecar() {
+  local init=$1 cg=$2 log=$3
+  shift 3
+  sidecar_seq=$((sidecar_seq + 1))
+  # Emptied first: a previous run's "capturing" line in a reused log must not pass for this one's.
+  : > "$log.err"
+  in_container "$init" "$cg" "sidecar-$sidecar_seq" "$log" env OTEL_EBPF_PROMETHEUS_PORT= "$@" "$sidecar"
+  local nsenter=$container_nsenter
+  wait_capturing "$log.err"
+  # nsenter's child is env, which became the sidecar.
+  sidecar_pid=$(awk '{print $1}' "/proc/$nsenter/task/$nsenter/children")
+}
+
 # nginx_conf NAME PORT [LISTEN OPTION]: writes nginx.conf for PORT under $work/NAME and prints
 # its path; `http2` as the option serves cleartext HTTP/2 with prior knowledge.
 nginx_conf() {
