@@ -6,6 +6,7 @@
 # only, with no systemd, no system-wide configuration and durability off (fsync, appendonly),
 # and replaces this shell (exec), so the caller's process is the server: killing it stops it.
 # Each has user `test` (password `test`, trusted by PostgreSQL) and a database `shop`.
+# DB_TLS=1: PostgreSQL also accepts TLS, with a self-signed certificate made in DATADIR.
 set -euo pipefail
 
 kind="${1:?usage: db-server.sh postgres|mariadb|redis DATADIR PORT}"
@@ -28,9 +29,17 @@ postgres)
             "${as_postgres[@]}" "$bin/postgres" --single -D "$dir" postgres 2>&1) \
             || { echo "$log" >&2; exit 1; }
     fi
+    tls=()
+    if [ "${DB_TLS:-}" = 1 ]; then
+        openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 \
+            -subj /CN=127.0.0.1 -keyout "$dir/server.key" -out "$dir/server.crt" 2>/dev/null
+        chown postgres: "$dir/server.key" "$dir/server.crt"
+        chmod 600 "$dir/server.key"
+        tls=(-c ssl=on -c "ssl_cert_file=$dir/server.crt" -c "ssl_key_file=$dir/server.key")
+    fi
     exec "${as_postgres[@]}" "$bin/postgres" -D "$dir" -h 127.0.0.1 -p "$port" -k "$dir" \
         -c fsync=off -c synchronous_commit=off -c full_page_writes=off \
-        -c max_connections=200 -c logging_collector=off
+        -c max_connections=200 -c logging_collector=off "${tls[@]}"
     ;;
 mariadb)
     if [ ! -d "$dir/mysql" ]; then

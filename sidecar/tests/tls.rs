@@ -8,6 +8,8 @@
     reason = "the helpers set up real peers: failing loudly with context is their job"
 )]
 
+#[path = "support/databases.rs"]
+mod databases;
 #[path = "support/otlp.rs"]
 mod otlp;
 #[path = "support/pod.rs"]
@@ -581,7 +583,83 @@ async fn node_https_and_http2_secure_server_and_clients(mode: Mode) {
     }
 }
 
+/// PostgreSQL with `ssl=on`, psycopg with `sslmode=require` (its bundled libssl). The client is
+/// hooked before it connects: its spans say the database. The server's backend is forked for the
+/// connection and hooked by the next scan, after the handshake: its spans begin mid-stream.
+async fn postgres_over_tls_client_and_server_spans(mode: Mode) {
+    let receiver = OtlpReceiver::start().await.expect("OTLP receiver");
+    let mut pod = Pod::with_mode(mode);
+    let port = databases::start_tls_in_pod(&mut pod, "postgres");
+    let env = sidecar_env(
+        &receiver,
+        &[
+            (
+                "OTEL_EBPF_AUTO_TARGET_EXE",
+                "*/{postgres,python3*}".to_owned(),
+            ),
+            ("OTEL_EBPF_DB_INCLUDE_QUERY_TEXT", "true".to_owned()),
+        ],
+    );
+    start_sidecar(&mut pod, &env);
+    let dir = pod.dir.path().to_string_lossy().into_owned();
+    let client = databases::py_client("pg-tls", port, &[&dir]);
+    pod.spawn("client", &["bash", "-c", &client], &[]);
+    let announced = |name: &str| -> u32 {
+        databases::wait_for_path(&pod.path(name));
+        std::fs::read_to_string(pod.path(name))
+            .expect("announced pid")
+            .trim()
+            .parse()
+            .expect("a pid")
+    };
+    let client_pid = announced("started");
+    wait_for_hooks(&pod, client_pid);
+    std::fs::write(pod.path("connect"), "").expect("connect file");
+    let backend = announced("ready");
+    wait_for_hooks(&pod, backend);
+    std::fs::write(pod.path("go"), "").expect("go file");
+    let tls_query = |s: &&Span| str_attr(s, "db.query.text").as_deref() == Some("SELECT ? AS tls");
+    let of = |spans: &[Span], kind| -> usize {
+        of_kind(spans, kind).iter().filter(|s| tls_query(s)).count()
+    };
+    let deadline = Instant::now() + WAIT;
+    let mut spans = span_list(&receiver);
+    while (of(&spans, SpanKind::Client) < 3 || of(&spans, SpanKind::Server) < 3)
+        && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        spans = span_list(&receiver);
+    }
+    // Nothing more arrives after the expected count.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let spans = span_list(&receiver);
+    let client: Vec<&Span> = of_kind(&spans, SpanKind::Client)
+        .into_iter()
+        .filter(tls_query)
+        .collect();
+    let server: Vec<&Span> = of_kind(&spans, SpanKind::Server)
+        .into_iter()
+        .filter(tls_query)
+        .collect();
+    assert_eq!((client.len(), server.len()), (3, 3), "{spans:#?}");
+    for span in client.iter().chain(&server) {
+        assert_eq!(
+            str_attr(span, "db.system.name").as_deref(),
+            Some("postgresql")
+        );
+        assert_eq!(int_attr(span, "server.port"), Some(i64::from(port)));
+    }
+    // The client's startup was seen; the backend joined after it.
+    for span in &client {
+        assert_eq!(str_attr(span, "db.namespace").as_deref(), Some("shop"));
+    }
+    for span in &server {
+        assert_eq!(str_attr(span, "db.namespace"), None);
+    }
+}
+
 in_both_modes!(
+    postgres_over_tls_client_and_server_spans,
     nginx_https_and_curl_yield_server_and_client_spans,
     curl_over_https_with_an_incoming_traceparent_and_http2_by_alpn,
     ten_thousand_https_requests_over_fifty_keepalive_connections_none_lost,

@@ -125,6 +125,11 @@ impl Connections {
             );
             return;
         };
+        // The session was tied in this very call (the pod-scoped hooks learn a socket from the
+        // call's egress, which a read before it did not have): what it held goes first.
+        if self.held.sessions.contains_key(&(meta.pid, session.ssl)) {
+            self.tls_tie(meta, session, out);
+        }
         self.mark_tls(key, meta.pid);
         match data {
             TlsPayload::Prefix(payload) => {
@@ -286,6 +291,42 @@ mod tests {
         assert_eq!(txs.len(), 1, "{txs:?}");
         assert!(txs[0].tls);
         assert_eq!(http(&txs[0]).method, "GET");
+    }
+
+    #[test]
+    fn held_plaintext_goes_first_when_a_later_call_of_the_session_is_tied() {
+        let mut sim = Sim::new();
+        let cookie = 99;
+        sim.conns.open(
+            ConnKey::Socket(cookie),
+            PID,
+            crate::connection::Opened {
+                role: Role::Server,
+                local: Some("10.0.0.1:5432".parse().unwrap()),
+                peer: None,
+            },
+            1,
+            &mut sim.out,
+        );
+        // A read before the session's socket was known (its ciphertext came in softirq)...
+        tls(&mut sim, -1, Direction::Ingress, REQUEST);
+        // ...then the response, whose egress tied the session inside the call.
+        let meta = sim.meta(PID, TID, -1);
+        sim.conns.on_event(
+            &Event::TlsData {
+                meta,
+                session: TlsSession { ssl: SSL, cookie },
+                direction: Direction::Egress,
+                total_len: RESPONSE.len() as u32,
+                data: TlsPayload::Prefix(RESPONSE),
+            },
+            &mut sim.out,
+        );
+        let txs = sim.take();
+        assert_eq!(txs.len(), 1, "{txs:?}");
+        assert!(txs[0].tls);
+        assert_eq!(http(&txs[0]).target, "/a");
+        assert_eq!(sim.conns.held.bytes, 0);
     }
 
     #[test]

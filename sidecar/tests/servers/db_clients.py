@@ -7,6 +7,9 @@ pg-params      psycopg: server-side parameters, a prepared statement, pipeline m
 pg-hold        psycopg: connects, writes DIR/ready, waits for DIR/go, then runs one query
 pg-slow        psycopg: connects, waits 1.5 s (for a server-side sidecar to find the backend),
                runs one query carrying a traceparent in a comment
+pg-tls         psycopg over TLS (sslmode=require): writes DIR/started (its pid), waits for
+               DIR/connect, connects, writes DIR/ready (its backend's pid), waits for DIR/go, then
+               runs three queries
 pymysql        PyMySQL (text protocol): queries, an error, select_db
 connector      mysql-connector-python, cursor(prepared=True): two executions and an error
 redis-py       redis-py: a MULTI/EXEC pipeline, SELECT 2, an error
@@ -17,10 +20,23 @@ import sys
 import time
 
 
-def pg(port):
+def pg(port, sslmode="disable"):
     import psycopg
-    return psycopg.connect(f"host=127.0.0.1 port={port} user=test dbname=shop sslmode=disable",
+    return psycopg.connect(f"host=127.0.0.1 port={port} user=test dbname=shop sslmode={sslmode}",
                            autocommit=True)
+
+
+def wait_for(directory, name):
+    while not os.path.exists(os.path.join(directory, name)):
+        time.sleep(0.02)
+
+
+def announce(directory, name, text):
+    # Written whole, then renamed: the reader never sees a partial file.
+    path = os.path.join(directory, name)
+    with open(path + ".tmp", "w") as f:
+        f.write(text)
+    os.rename(path + ".tmp", path)
 
 
 def pg_params(port):
@@ -46,6 +62,18 @@ def pg_hold(port, directory):
         while not os.path.exists(os.path.join(directory, "go")):
             time.sleep(0.05)
         conn.execute("SELECT 42 AS held")
+
+
+def pg_tls(port, directory):
+    import psycopg  # loads its libssl: the sidecar can hook it before the connection
+    announce(directory, "started", str(os.getpid()))
+    wait_for(directory, "connect")
+    with pg(port, "require") as conn:
+        backend = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
+        announce(directory, "ready", str(backend))
+        wait_for(directory, "go")
+        for i in range(3):
+            conn.execute(f"SELECT {i} AS tls")
 
 
 def pg_slow(port):
@@ -110,6 +138,7 @@ if __name__ == "__main__":
         "pg-params": lambda: pg_params(port),
         "pg-hold": lambda: pg_hold(port, sys.argv[3]),
         "pg-slow": lambda: pg_slow(port),
+        "pg-tls": lambda: pg_tls(port, sys.argv[3]),
         "pymysql": lambda: pymysql_text(port),
         "connector": lambda: connector(port),
         "redis-py": lambda: redis_py(port),

@@ -84,6 +84,15 @@ impl Drop for Server {
 /// Starts `kind` inside `pod` (its process is then the pod's database) and waits until it
 /// listens; the pod stops it.
 pub fn start_in_pod(pod: &mut Pod, kind: &str) -> u16 {
+    start_in_pod_with(pod, kind, &[])
+}
+
+/// As [`start_in_pod`], the server accepting TLS too (`DB_TLS=1`, PostgreSQL).
+pub fn start_tls_in_pod(pod: &mut Pod, kind: &str) -> u16 {
+    start_in_pod_with(pod, kind, &[("DB_TLS", "1")])
+}
+
+fn start_in_pod_with(pod: &mut Pod, kind: &str, env: &[(&str, &str)]) -> u16 {
     let port = free_port();
     let data = pod.path(&format!("{kind}-data"));
     std::fs::set_permissions(
@@ -101,7 +110,7 @@ pub fn start_in_pod(pod: &mut Pod, kind: &str) -> u16 {
             &data.to_string_lossy(),
             &port.to_string(),
         ],
-        &[],
+        env,
     );
     wait_for_port(port, STARTUP);
     port
