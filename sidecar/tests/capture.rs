@@ -46,6 +46,79 @@ async fn one_request_makes_one_server_span(receiver: &OtlpReceiver, port: u16) {
     assert_eq!(server_spans_on_port(&spans, port).len(), 1);
 }
 
+/// A keep-alive connection the app accepted before the sidecar started, used again the moment
+/// the sidecar captures: its requests are joined mid-stream, with the socket's own port.
+async fn keepalive_connection_opened_before_the_sidecar_is_joined_at_once(mode: Mode) {
+    let receiver = OtlpReceiver::start().await.expect("OTLP receiver");
+    let mut pod = Pod::with_mode(mode);
+    let port = free_port();
+    pod.start_app("app", port);
+    let script = pod.path("held_client.py");
+    std::fs::write(
+        &script,
+        r#"import http.client, os, sys, time
+directory, port = sys.argv[1], int(sys.argv[2])
+conn = http.client.HTTPConnection("127.0.0.1", port)
+conn.request("GET", "/status/200")
+conn.getresponse().read()
+open(os.path.join(directory, "ready"), "w").close()
+while not os.path.exists(os.path.join(directory, "go")):
+    time.sleep(0.001)
+for code in (201, 202, 203):
+    conn.request("GET", f"/status/{code}")
+    response = conn.getresponse()
+    response.read()
+    print(response.status, flush=True)
+"#,
+    )
+    .unwrap();
+    let dir = pod.dir.path().to_string_lossy().into_owned();
+    let (script, port_arg) = (script.to_string_lossy().into_owned(), port.to_string());
+    pod.spawn("client", &["python3", &script, &dir, &port_arg], &[]);
+    let ready = pod.path("ready");
+    let deadline = std::time::Instant::now() + WAIT;
+    while !ready.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}",
+            pod.log("client.err")
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // Every process of the pod: the client's end of the connection too.
+    start_sidecar(&mut pod, &sidecar_env(&receiver, &[]));
+    std::fs::write(pod.path("go"), "").unwrap();
+    pod.wait_for_log("client.out", "203", WAIT);
+    let spans = wait_spans(&receiver, 6).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let spans = span_list(&receiver);
+    let codes = |spans: Vec<&Span>| {
+        let mut codes: Vec<i64> = spans
+            .iter()
+            .filter_map(|s| int_attr(s, "http.response.status_code"))
+            .collect();
+        codes.sort_unstable();
+        codes
+    };
+    assert_eq!(
+        codes(server_spans_on_port(&spans, port)),
+        [201, 202, 203],
+        "{spans:#?}"
+    );
+    let client: Vec<&Span> = spans
+        .iter()
+        .filter(|s| s.kind == SpanKind::Client as i32)
+        .collect();
+    assert!(
+        client
+            .iter()
+            .all(|s| int_attr(s, "server.port") == Some(i64::from(port))),
+        "{client:#?}"
+    );
+    assert_eq!(codes(client), [201, 202, 203], "{spans:#?}");
+    assert_eq!(spans.len(), 6, "{spans:#?}");
+}
+
 async fn python_server_methods_statuses_and_keep_alive(mode: Mode) {
     let receiver = OtlpReceiver::start().await.expect("OTLP receiver");
     let (_pod, port) = app_pod(
@@ -438,6 +511,7 @@ async fn collector_down_then_up(mode: Mode) {
 }
 
 in_both_modes!(
+    keepalive_connection_opened_before_the_sidecar_is_joined_at_once,
     python_server_methods_statuses_and_keep_alive,
     nginx_ten_thousand_requests_over_fifty_connections_lose_nothing,
     decoy_pod_with_its_own_sidecar_neither_reports_the_others_traffic,
