@@ -24,13 +24,14 @@ use aya_ebpf::{
 use sidecar_bpf::{
     DIRECTION_EGRESS, DIRECTION_INGRESS, EVENT_TLS_CLOSE, EVENT_TLS_DATA, EVENT_TLS_TIE,
     MAX_PAYLOAD, MAX_TLS_SESSIONS, MAX_TLS_THREADS, SOCKET_H2, SOCKET_H2_KNOWN, SOCKET_TLS,
-    SocketState, TLS_DATA_EVENT_HEADER_LEN, TLS_FN_FREE, TLS_FN_HANDSHAKE, TLS_FN_READ,
-    TLS_FN_READ_EX, TLS_FN_SHUTDOWN, TLS_FN_WRITE, TLS_FN_WRITE_EX, TLS_SESSION_CLOSED,
-    TlsDataEvent, TlsSession, TlsSessionEvent, TlsSessionKey, TlsThread, TlsThreadKey,
+    STAT_DROPPED, SocketState, TLS_DATA_EVENT_HEADER_LEN, TLS_FN_FREE, TLS_FN_HANDSHAKE,
+    TLS_FN_READ, TLS_FN_READ_EX, TLS_FN_SHUTDOWN, TLS_FN_WRITE, TLS_FN_WRITE_EX,
+    TLS_SESSION_CLOSED, TlsDataEvent, TlsSession, TlsSessionEvent, TlsSessionKey, TlsThread,
+    TlsThreadKey,
 };
 
 use super::h2::{self, Cursor, Regions};
-use super::{copy_user, emit, header, now, ns_ids};
+use super::{copy_user, count, emit, header, now, ns_ids};
 
 /// Per thread: the call in flight and a pending tie.
 #[map]
@@ -59,6 +60,8 @@ static TLS_SCRATCH: PerCpuArray<TlsScratch> = PerCpuArray::with_max_entries(1, 0
 /// the walk's cursor and the one buffer a call moves.
 #[repr(C)]
 struct TlsScratch {
+    /// Non-zero while a run on this CPU fills the slot (see [`capture`]).
+    busy: u64,
     event: TlsDataEvent,
     slack: [u8; sidecar_bpf::MAX_PIECE_BYTES],
     cursor: Cursor,
@@ -322,6 +325,11 @@ fn tie_pending(pid: u32, tid: u32, thread: &mut TlsThread, fd: i32, cookie: u64)
 
 /// Copies the plaintext of one call into a data record: HTTP/2 frame by frame when the session
 /// speaks it (or a buffer too long for the bounded copy starts like frames), else a prefix.
+///
+/// Uprobe programs can be preempted (they run with migration disabled, not preemption), so a
+/// thread that runs the program on this CPU while another's run is preempted mid-copy would share
+/// the per-CPU slot: the slot is claimed for the run, and a run that finds it claimed drops its
+/// copy (counted with the ring buffer's drops) rather than corrupt the other's.
 fn capture(
     pid: u32,
     tid: u32,
@@ -334,8 +342,36 @@ fn capture(
     let Some(scratch) = TLS_SCRATCH.get_ptr_mut(0) else {
         return;
     };
-    // SAFETY: the per-CPU scratch slot is this program's for the duration of the run.
+    // SAFETY: the per-CPU slot, claimed below before any other use; volatile so the claim is
+    // neither merged with nor moved across the copies it guards.
     let scratch = unsafe { &mut *scratch };
+    if unsafe { core::ptr::read_volatile(&scratch.busy) } != 0 {
+        count(STAT_DROPPED);
+        return;
+    }
+    // SAFETY: as above.
+    unsafe { core::ptr::write_volatile(&mut scratch.busy, 1) };
+    fill(scratch, pid, tid, ssl, session, direction, buf, len);
+    // SAFETY: as above.
+    unsafe { core::ptr::write_volatile(&mut scratch.busy, 0) };
+}
+
+/// [`capture`] into the claimed slot (inlined: a BPF call takes at most five arguments).
+#[inline(always)]
+#[allow(
+    clippy::too_many_arguments,
+    reason = "capture's arguments and the slot"
+)]
+fn fill(
+    scratch: &mut TlsScratch,
+    pid: u32,
+    tid: u32,
+    ssl: u64,
+    session: &mut TlsSession,
+    direction: u32,
+    buf: u64,
+    len: u64,
+) {
     let event = &mut scratch.event;
     event.header = header(EVENT_TLS_DATA, pid, tid, session.fd, now());
     event.ssl = ssl;
