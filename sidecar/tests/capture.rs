@@ -89,7 +89,7 @@ for code in (201, 202, 203):
     start_sidecar(&mut pod, &sidecar_env(&receiver, &[]));
     std::fs::write(pod.path("go"), "").unwrap();
     pod.wait_for_log("client.out", "203", WAIT);
-    let spans = wait_spans(&receiver, 6).await;
+    wait_spans(&receiver, 6).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let spans = span_list(&receiver);
     let codes = |spans: Vec<&Span>| {

@@ -3,7 +3,15 @@
 //! psycopg, the mariadb client, PyMySQL, mysql-connector-python, redis-cli, redis-benchmark,
 //! redis-py), the sidecar in a PID namespace standing in for the pod, spans exported over OTLP to
 //! an in-test receiver. Client spans when the clients are in the pod, SERVER spans when the
-//! database is. Needs root; CI runs as root.
+//! database is. Each test runs in both capture modes (`tracepoints::` and `pod_scoped::`, see
+//! `in_both_modes!`). Needs root; CI runs as root.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests (run through in_both_modes, so outside #[test] functions): failing loudly is \
+              their job"
+)]
 
 #[path = "support/databases.rs"]
 mod databases;
@@ -17,7 +25,7 @@ use std::time::Duration;
 use databases::{Server, host, py_client, run_in_pod, start_in_pod};
 use opentelemetry_proto::tonic::trace::v1::{Span, span::SpanKind, status::StatusCode};
 use otlp::{OtlpReceiver, int_attribute, string_attribute};
-use pod::{Pod, free_port, run};
+use pod::{Mode, Pod, free_port, run};
 
 /// Processes the client tests select: the clients, and the shell they are started from.
 const CLIENTS: &str = "*/{bash,psql,pgbench,mariadb,redis-cli,redis-benchmark,python3*}";
@@ -46,8 +54,8 @@ fn start_sidecar(pod: &mut Pod, receiver: &OtlpReceiver, extra: &[(&str, String)
 }
 
 /// A pod whose sidecar traces the database clients run in it, with query text on.
-fn client_pod(receiver: &OtlpReceiver) -> Pod {
-    let mut pod = Pod::new();
+fn client_pod(mode: Mode, receiver: &OtlpReceiver) -> Pod {
+    let mut pod = Pod::with_mode(mode);
     start_sidecar(
         &mut pod,
         receiver,
@@ -95,8 +103,7 @@ fn is_error(span: &Span) -> bool {
     span.status.as_ref().map(|s| s.code) == Some(StatusCode::Error as i32)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_client_spans() {
+async fn postgres_client_spans(mode: Mode) {
     let server = Server::start("postgres");
     let port = server.port;
     let psql = format!("psql -h 127.0.0.1 -p {port} -U test -d shop -X -q");
@@ -104,7 +111,7 @@ async fn postgres_client_spans() {
         "pgbench -i -q -h 127.0.0.1 -p {port} -U test shop"
     )));
     let receiver = OtlpReceiver::start().await.expect("OTLP receiver");
-    let mut pod = client_pod(&receiver);
+    let mut pod = client_pod(mode, &receiver);
 
     // psql: simple queries (after an SSLRequest the server refuses), an error with its SQLSTATE.
     let code = run_in_pod(
@@ -186,13 +193,12 @@ async fn postgres_client_spans() {
     assert!(!format!("{spans:?}").contains("secret-name"));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_connection_opened_before_the_sidecar_and_server_side_spans() {
+async fn postgres_connection_opened_before_the_sidecar_and_server_side_spans(mode: Mode) {
     let receiver = OtlpReceiver::start().await.expect("OTLP receiver");
 
     // A connection opened before the sidecar starts: its startup is never seen.
     let server = Server::start("postgres");
-    let mut pod = Pod::new();
+    let mut pod = Pod::with_mode(mode);
     let dir = pod.dir.path().to_string_lossy().into_owned();
     let held = py_client("pg-hold", server.port, &[&dir]);
     pod.spawn("held", &["bash", "-c", &held], &[]);
@@ -220,7 +226,7 @@ async fn postgres_connection_opened_before_the_sidecar_and_server_side_spans() {
 
     // The database is the instrumented process: SERVER spans from its backend.
     let receiver = OtlpReceiver::start().await.expect("OTLP receiver");
-    let mut pod = Pod::new();
+    let mut pod = Pod::with_mode(mode);
     let port = start_in_pod(&mut pod, "postgres");
     // PostgreSQL's backends hold no listening socket: selected by executable.
     start_sidecar(
@@ -254,12 +260,11 @@ async fn postgres_connection_opened_before_the_sidecar_and_server_side_spans() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mariadb_client_and_server_spans() {
+async fn mariadb_client_and_server_spans(mode: Mode) {
     let server = Server::start("mariadb");
     let port = server.port;
     let receiver = OtlpReceiver::start().await.expect("OTLP receiver");
-    let mut pod = client_pod(&receiver);
+    let mut pod = client_pod(mode, &receiver);
     let mariadb = format!("mariadb -h 127.0.0.1 -P {port} -utest -ptest --skip-ssl");
 
     // The mariadb client: statements, COM_INIT_DB (USE), an error with its number.
@@ -333,7 +338,7 @@ async fn mariadb_client_and_server_spans() {
 
     // MariaDB as the pod's database: SERVER spans.
     let receiver = OtlpReceiver::start().await.expect("OTLP receiver");
-    let mut pod = Pod::new();
+    let mut pod = Pod::with_mode(mode);
     let port = start_in_pod(&mut pod, "mariadb");
     start_sidecar(
         &mut pod,
@@ -354,12 +359,11 @@ async fn mariadb_client_and_server_spans() {
     assert_eq!(attr(&spans[0], "db.query.text"), None);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redis_client_and_server_spans() {
+async fn redis_client_and_server_spans(mode: Mode) {
     let server = Server::start("redis");
     let port = server.port;
     let receiver = OtlpReceiver::start().await.expect("OTLP receiver");
-    let mut pod = client_pod(&receiver);
+    let mut pod = client_pod(mode, &receiver);
 
     // redis-benchmark with pipelining: exactly the commands it sent.
     let requests = 2000;
@@ -420,7 +424,7 @@ async fn redis_client_and_server_spans() {
 
     // Redis as the pod's database: SERVER spans.
     let receiver = OtlpReceiver::start().await.expect("OTLP receiver");
-    let mut pod = Pod::new();
+    let mut pod = Pod::with_mode(mode);
     let port = start_in_pod(&mut pod, "redis");
     start_sidecar(
         &mut pod,
@@ -447,12 +451,11 @@ async fn redis_client_and_server_spans() {
     assert!(spans.iter().all(|s| s.kind == SpanKind::Server as i32));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn http_handler_queries_join_the_request_trace() {
+async fn http_handler_queries_join_the_request_trace(mode: Mode) {
     let postgres = Server::start("postgres");
     let redis = Server::start("redis");
     let receiver = OtlpReceiver::start().await.expect("OTLP receiver");
-    let mut pod = Pod::new();
+    let mut pod = Pod::with_mode(mode);
     let app = free_port();
     pod.start_app("app", app);
     start_sidecar(
@@ -498,3 +501,11 @@ async fn http_handler_queries_join_the_request_trace() {
         "the handler's query: {spans:#?}"
     );
 }
+
+in_both_modes!(
+    postgres_client_spans,
+    postgres_connection_opened_before_the_sidecar_and_server_side_spans,
+    mariadb_client_and_server_spans,
+    redis_client_and_server_spans,
+    http_handler_queries_join_the_request_trace,
+);

@@ -1,12 +1,15 @@
 //! gRPC end to end on a real kernel: Python grpcio servers and clients in a pod
 //! (`tests/servers/grpc_peer.py`), the sidecar exporting to a real OTLP receiver. Unary calls
 //! with OK and error statuses on both sides, a server-streaming call, a client deadline, and a
-//! gRPC call made by an HTTP handler. Needs root; CI runs as root.
+//! gRPC call made by an HTTP handler. Each test runs in both capture modes (`tracepoints::` and
+//! `pod_scoped::`, see `in_both_modes!`). Needs root; CI runs as root.
 
 #![allow(
+    clippy::unwrap_used,
     clippy::expect_used,
     clippy::panic,
-    reason = "the helpers here fail the test loudly with context, as the harness does"
+    reason = "tests (run through in_both_modes, so outside #[test] functions) and their helpers \
+              fail loudly with context"
 )]
 
 #[path = "support/otlp.rs"]
@@ -23,7 +26,7 @@ use std::time::{Duration, Instant};
 use opentelemetry_proto::tonic::metrics::v1::{Metric, metric};
 use opentelemetry_proto::tonic::trace::v1::{Span, span::SpanKind, status::StatusCode};
 use otlp::{OtlpReceiver, int_attribute, string_attribute};
-use pod::{Container, Pod, free_ports, wait_for_port};
+use pod::{Container, Mode, Pod, free_ports, wait_for_port};
 use sidecar::*;
 
 fn peer_script() -> String {
@@ -35,8 +38,8 @@ fn peer_script() -> String {
 
 /// A pod whose `app` container runs the gRPC server on `port`, and whose `obi` container runs
 /// the sidecar, instrumenting every process of the pod.
-async fn pod_with_server(receiver: &OtlpReceiver, port: u16) -> (Pod, Container) {
-    let mut pod = Pod::new();
+async fn pod_with_server(mode: Mode, receiver: &OtlpReceiver, port: u16) -> (Pod, Container) {
+    let mut pod = Pod::with_mode(mode);
     let app = pod.container("app");
     let obi = pod.container("obi");
     pod.spawn_in(
@@ -46,7 +49,10 @@ async fn pod_with_server(receiver: &OtlpReceiver, port: u16) -> (Pod, Container)
         &[],
     );
     wait_for_port(port, Duration::from_secs(20));
-    let env = sidecar_env(receiver, &[]);
+    let env = sidecar_env(
+        receiver,
+        &[("OTEL_EBPF_CAPTURE_MODE", mode.as_env().to_owned())],
+    );
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     pod.spawn_in(&obi, "sidecar", &[&pod::sidecar_bin()], &env);
     pod.wait_for_log("sidecar.err", "capturing", Duration::from_secs(20));
@@ -159,11 +165,10 @@ fn histogram_count(metrics: &[Metric], name: &str, attrs: &[(&str, &str)]) -> u6
         .sum()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unary_calls_with_ok_and_error_statuses_on_both_sides() {
+async fn unary_calls_with_ok_and_error_statuses_on_both_sides(mode: Mode) {
     let receiver = OtlpReceiver::start().await.expect("OTLP receiver");
     let [port] = free_ports();
-    let (mut pod, app) = pod_with_server(&receiver, port).await;
+    let (mut pod, app) = pod_with_server(mode, &receiver, port).await;
     let calls = [
         "SayHello:a",
         "SayHello:b",
@@ -285,11 +290,10 @@ async fn unary_calls_with_ok_and_error_statuses_on_both_sides() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_server_streaming_call_is_one_span_from_request_to_last_message() {
+async fn a_server_streaming_call_is_one_span_from_request_to_last_message(mode: Mode) {
     let receiver = OtlpReceiver::start().await.expect("OTLP receiver");
     let [port] = free_ports();
-    let (mut pod, app) = pod_with_server(&receiver, port).await;
+    let (mut pod, app) = pod_with_server(mode, &receiver, port).await;
     let printed = run_client(&mut pod, &app, port, &["Count:6"]).await;
     assert_eq!(printed, ["OK 6"]);
     wait_spans(&receiver, 2).await;
@@ -307,11 +311,10 @@ async fn a_server_streaming_call_is_one_span_from_request_to_last_message() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_client_deadline_is_an_error_on_the_client_span() {
+async fn a_client_deadline_is_an_error_on_the_client_span(mode: Mode) {
     let receiver = OtlpReceiver::start().await.expect("OTLP receiver");
     let [port] = free_ports();
-    let (mut pod, app) = pod_with_server(&receiver, port).await;
+    let (mut pod, app) = pod_with_server(mode, &receiver, port).await;
     let printed = run_client(&mut pod, &app, port, &["Sleep:600@150", "SayHello:after"]).await;
     assert_eq!(printed, ["DEADLINE_EXCEEDED", "OK"]);
     wait_spans(&receiver, 4).await;
@@ -372,11 +375,10 @@ fn deadline_status(client: &Span) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_grpc_call_made_while_serving_an_http_request_joins_its_trace() {
+async fn a_grpc_call_made_while_serving_an_http_request_joins_its_trace(mode: Mode) {
     let receiver = OtlpReceiver::start().await.expect("OTLP receiver");
     let [grpc_port, http_port] = free_ports();
-    let (mut pod, app) = pod_with_server(&receiver, grpc_port).await;
+    let (mut pod, app) = pod_with_server(mode, &receiver, grpc_port).await;
     pod.spawn_in(
         &app,
         "frontend",
@@ -394,7 +396,8 @@ async fn a_grpc_call_made_while_serving_an_http_request_joins_its_trace() {
     while instrumented(&pod) < 2 {
         assert!(
             Instant::now() < deadline,
-            "the frontend was never instrumented"
+            "the frontend was never instrumented: {}",
+            pod.log("sidecar.err")
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -435,3 +438,10 @@ async fn a_grpc_call_made_while_serving_an_http_request_joins_its_trace() {
         assert!(call.end_time_unix_nano <= parent.end_time_unix_nano);
     }
 }
+
+in_both_modes!(
+    unary_calls_with_ok_and_error_statuses_on_both_sides,
+    a_server_streaming_call_is_one_span_from_request_to_last_message,
+    a_client_deadline_is_an_error_on_the_client_span,
+    a_grpc_call_made_while_serving_an_http_request_joins_its_trace,
+);
