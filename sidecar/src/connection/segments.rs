@@ -350,16 +350,22 @@ fn adopt<'s>(
     sockets: &mut impl Sockets,
     conns: &mut Connections,
 ) -> &'s mut Socket {
-    known.entry(cookie).or_insert_with(|| {
-        let mut socket = Socket::new(limits);
-        if let Some((local, peer)) = sockets.addresses(cookie) {
-            socket.local = Some(local);
-            socket.peer = Some(peer);
+    let socket = known.entry(cookie).or_insert_with(|| Socket::new(limits));
+    // Set-up not seen: its addresses come from a socket table dump, which may miss it (seen
+    // here: a dump that listed only listeners while the socket was established), so a socket
+    // still without them asks again with its next records (the run loop spaces the dumps).
+    if socket.local.is_none()
+        && socket.role == Role::Unknown
+        && let Some((local, peer)) = sockets.addresses(cookie)
+    {
+        socket.local = Some(local);
+        socket.peer = Some(peer);
+        if !socket.named {
             socket.pid = sockets.listener(local).unwrap_or(0);
-            conns.set_addresses(ConnKey::Socket(cookie), socket.pid, Some(local), Some(peer));
         }
-        socket
-    })
+        conns.set_addresses(ConnKey::Socket(cookie), socket.pid, Some(local), Some(peer));
+    }
+    socket
 }
 
 /// One direction of a socket ended (FIN, RST, close): what it held is delivered, holes as gaps,

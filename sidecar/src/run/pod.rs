@@ -175,7 +175,15 @@ impl Addresses {
             .filter(|s| !s.listening)
             .map(|s| (s.cookie, (s.local, s.peer)))
             .collect();
-        self.by_cookie.remove(&cookie)
+        let found = self.by_cookie.remove(&cookie);
+        if found.is_none() {
+            tracing::debug!(
+                cookie,
+                connections = self.by_cookie.len(),
+                "a socket's addresses are not in the sock_diag dump; looked up again later"
+            );
+        }
+        found
     }
 }
 
