@@ -131,6 +131,40 @@ impl CaptureMode {
     }
 }
 
+/// `OTEL_EBPF_TLS_UPROBES`: which kind of uprobe carries the TLS hooks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TlsUprobes {
+    /// `uprobe_multi` links, else perf-event uprobes when CAP_SYS_ADMIN is in the effective
+    /// set, else no TLS capture (one log line says why).
+    #[default]
+    Auto,
+    /// Only `uprobe_multi` links (Linux 6.6+, CAP_BPF + CAP_PERFMON).
+    Multi,
+    /// Only perf-event uprobes (CAP_SYS_ADMIN).
+    Perf,
+}
+
+impl TlsUprobes {
+    /// Parses a value of `OTEL_EBPF_TLS_UPROBES` (case-insensitive).
+    pub fn parse(text: &str) -> Result<Self, String> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "auto" => Ok(Self::Auto),
+            "multi" => Ok(Self::Multi),
+            "perf" => Ok(Self::Perf),
+            _ => Err(format!("{text:?} is not auto, multi or perf")),
+        }
+    }
+
+    /// The value as written in `OTEL_EBPF_TLS_UPROBES`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::Multi => "multi",
+            Self::Perf => "perf",
+        }
+    }
+}
+
 /// OTLP transport.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Protocol {
@@ -244,6 +278,8 @@ pub struct Config {
     /// `OTEL_EBPF_TLS_CAPTURE`: capture TLS plaintext with uprobes on OpenSSL-compatible
     /// libraries (on by default).
     pub tls_capture: bool,
+    /// `OTEL_EBPF_TLS_UPROBES`: the kind of uprobe those are (default `auto`).
+    pub tls_uprobes: TlsUprobes,
 }
 
 /// The raw variables, picked from the environment by envy (field names are the lowercased
@@ -291,6 +327,7 @@ struct RawVars {
     otel_ebpf_http_include_query: Option<String>,
     otel_ebpf_db_include_query_text: Option<String>,
     otel_ebpf_tls_capture: Option<String>,
+    otel_ebpf_tls_uprobes: Option<String>,
 }
 
 /// A variable's value, with empty values treated as unset.
@@ -774,6 +811,12 @@ impl Config {
             parse_bool,
         )?
         .unwrap_or(true);
+        let tls_uprobes = parse_with(
+            "OTEL_EBPF_TLS_UPROBES",
+            &raw.otel_ebpf_tls_uprobes,
+            TlsUprobes::parse,
+        )?
+        .unwrap_or_default();
 
         Ok(Self {
             open_ports,
@@ -797,6 +840,7 @@ impl Config {
             include_url_query,
             include_db_query_text,
             tls_capture,
+            tls_uprobes,
         })
     }
 }
@@ -855,6 +899,7 @@ mod tests {
         assert!(!config.include_url_query);
         assert!(!config.include_db_query_text);
         assert!(config.tls_capture);
+        assert_eq!(config.tls_uprobes, TlsUprobes::Auto);
     }
 
     #[test]
@@ -957,6 +1002,30 @@ mod tests {
             match load(&[("OTEL_EBPF_CAPTURE_MODE", bad)]) {
                 Ok(_) => panic!("{bad:?} was accepted"),
                 Err(e) => assert!(e.to_string().contains("OTEL_EBPF_CAPTURE_MODE"), "{e}"),
+            }
+        }
+    }
+
+    #[test]
+    fn tls_uprobe_kinds() {
+        for (value, want) in [
+            ("auto", TlsUprobes::Auto),
+            ("MULTI", TlsUprobes::Multi),
+            (" perf ", TlsUprobes::Perf),
+            ("", TlsUprobes::Auto),
+        ] {
+            let kind = loaded(&[("OTEL_EBPF_TLS_UPROBES", value)]).tls_uprobes;
+            assert_eq!(kind, want, "{value:?}");
+            assert_eq!(TlsUprobes::parse(kind.as_str()), Ok(kind));
+        }
+        for bad in ["uprobe_multi", "perf-event", "kprobe", "off"] {
+            match load(&[("OTEL_EBPF_TLS_UPROBES", bad)]) {
+                Ok(_) => panic!("{bad:?} was accepted"),
+                Err(e) => {
+                    let message = e.to_string();
+                    assert!(message.contains("OTEL_EBPF_TLS_UPROBES"), "{message}");
+                    assert!(message.contains("auto, multi or perf"), "{message}");
+                }
             }
         }
     }
@@ -1159,8 +1228,9 @@ mod tests {
 
     #[test]
     fn invalid_values_name_their_variable() {
-        let table: [(&str, &str); 32] = [
+        let table: [(&str, &str); 33] = [
             ("OTEL_EBPF_OPEN_PORT", "80,http"),
+            ("OTEL_EBPF_TLS_UPROBES", "kprobe"),
             ("OTEL_EBPF_AUTO_TARGET_EXE", "/usr/[bin"),
             ("OTEL_EBPF_K8S_CONTAINER_PORTS", "app"),
             ("OTEL_EBPF_K8S_CONTAINER_PORTS", "=80"),

@@ -130,7 +130,8 @@ fn errno_hint(text: &str) -> Option<&'static str> {
     }
 }
 
-fn with_hint(prefix: &str, error: &dyn std::error::Error) -> String {
+/// An error and its sources, `: `-separated (aya's errors keep the errno in a source).
+pub(crate) fn chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {
@@ -138,6 +139,11 @@ fn with_hint(prefix: &str, error: &dyn std::error::Error) -> String {
         text.push_str(&cause.to_string());
         source = cause.source();
     }
+    text
+}
+
+fn with_hint(prefix: &str, error: &dyn std::error::Error) -> String {
+    let text = chain(error);
     match errno_hint(&text) {
         Some(hint) => format!("{prefix}{text} ({hint})"),
         None => format!("{prefix}{text}"),

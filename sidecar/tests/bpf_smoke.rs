@@ -25,7 +25,9 @@ use aya::maps::{MapData, RingBuf};
 use obi_sidecar::capture::{
     Hook, HookChoice, PidNamespace, ProbeConfig, Probes,
     events::{Direction, Event, Role},
+    tls::{self, UprobeKind},
 };
+use obi_sidecar::config::TlsUprobes;
 
 const CLIENT: &str = "import socket, sys\n\
 sys.stdin.readline()\n\
@@ -101,13 +103,34 @@ fn raw_tracepoint_fallback_sees_own_pid_namespace_only() {
     events_of_own_pid_namespace_only(HookChoice::RawOnly, Hook::RawTracepoint);
 }
 
+/// As root, both kinds of uprobe are possible here (Linux 6.6+, CAP_SYS_ADMIN): `auto` takes
+/// `uprobe_multi` links, and the TLS programs also load for perf-event uprobes, in the object
+/// aya loaded.
+#[test]
+fn both_uprobe_kinds_are_chosen_and_load_as_root() {
+    require_root();
+    let choice = tls::choose(TlsUprobes::Auto).expect("uprobe_multi links on this kernel");
+    assert_eq!(choice.kind, UprobeKind::Multi);
+    assert_eq!(choice.fallback, None);
+    let choice = tls::choose(TlsUprobes::Perf).expect("perf-event uprobes as root");
+    assert_eq!(choice.kind, UprobeKind::Perf);
+    let probes = Probes::load(ProbeConfig {
+        pid_namespace: PidNamespace::current().expect("own pid namespace"),
+        ring_buffer_bytes: 1 << 20,
+        hooks: HookChoice::Best,
+        tls: Some(UprobeKind::Perf),
+    })
+    .expect("load and attach the embedded eBPF object");
+    assert!(probes.tls_enabled());
+}
+
 fn events_of_own_pid_namespace_only(hooks: HookChoice, expected: Hook) {
     require_root();
     let mut probes = Probes::load(ProbeConfig {
         pid_namespace: PidNamespace::current().expect("own pid namespace"),
         ring_buffer_bytes: 1 << 20,
         hooks,
-        tls: true,
+        tls: Some(UprobeKind::Multi),
     })
     .expect("load and attach the embedded eBPF object");
     assert_eq!(probes.hook(), expected);
@@ -245,7 +268,7 @@ fn load_socket_tracepoints() -> (Probes, RingBuf<MapData>) {
         pid_namespace: PidNamespace::current().expect("own pid namespace"),
         ring_buffer_bytes: 1 << 20,
         hooks: HookChoice::Best,
-        tls: false,
+        tls: None,
     })
     .expect("load and attach the embedded eBPF object");
     assert_eq!(probes.hook(), Hook::SocketTracepoints);
@@ -537,7 +560,7 @@ fn http2_frames_behind_large_data(hooks: HookChoice, expected: Hook) {
         pid_namespace: PidNamespace::current().expect("own pid namespace"),
         ring_buffer_bytes: 1 << 20,
         hooks,
-        tls: false,
+        tls: None,
     })
     .expect("load and attach the embedded eBPF object");
     assert_eq!(probes.hook(), expected);

@@ -101,7 +101,7 @@ mod helper {
             Ok(namespace) => namespace,
             Err(e) => return println!("ERROR {e}"),
         };
-        let config = PodHooksConfig::new(namespace, sidecar_bpf::DEFAULT_RING_BYTES, false);
+        let config = PodHooksConfig::new(namespace, sidecar_bpf::DEFAULT_RING_BYTES, None);
         let mut hooks = match choose_mode(mode, || PodHooks::probe(&config, pod_pids())) {
             Err(e) => return println!("ERROR {e}"),
             Ok(choice) => match choice.capture {

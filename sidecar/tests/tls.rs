@@ -1,7 +1,8 @@
 //! TLS plaintext end to end on a real kernel: nginx serving HTTPS (HTTP/1.1 and HTTP/2 by ALPN)
 //! to curl and h2load, Python's ssl module as server and client, and the sidecar's TLS hooks
-//! with exactly its four capabilities; spans exported over OTLP to a real receiver. The
-//! certificates are made by the test with the openssl CLI. Needs root; CI runs as root.
+//! with exactly its four capabilities (`uprobe_multi` links) and as root with perf-event uprobes
+//! forced; spans exported over OTLP to a real receiver. The certificates are made by the test
+//! with the openssl CLI. Needs root; CI runs as root.
 
 #![allow(
     clippy::expect_used,
@@ -159,12 +160,57 @@ impl PendingCurl {
 }
 
 async fn nginx_https_and_curl_yield_server_and_client_spans(mode: Mode) {
+    let pod = nginx_https_and_curl(mode, &[]).await;
+    assert_eq!(
+        log_lines(&pod, "TLS plaintext through uprobe_multi links"),
+        1
+    );
+    // One entry link and one return link per library.
+    assert!(hook_lines(&pod).iter().all(|l| l.contains(" links=2")));
+}
+
+/// Perf-event uprobes forced, as root (CAP_SYS_ADMIN in the effective set): the same spans.
+async fn nginx_https_and_curl_traced_with_perf_event_uprobes(mode: Mode) {
+    let pod = nginx_https_and_curl(mode, &[("OTEL_EBPF_TLS_UPROBES", "perf".to_owned())]).await;
+    assert_eq!(
+        log_lines(&pod, "TLS plaintext through perf-event uprobes"),
+        1
+    );
+    assert_eq!(log_lines(&pod, "uprobe_multi"), 0);
+    // One uprobe per function and kind: libssl.so.3 exports all seven, five get a return
+    // probe. nginx's master and worker and curl each have theirs.
+    let hooks = hook_lines(&pod);
+    assert!(hooks.len() >= 2, "{hooks:#?}");
+    assert!(hooks.iter().all(|l| l.contains(" links=12")), "{hooks:#?}");
+}
+
+/// Lines of the sidecar's log that contain `needle`.
+fn log_lines(pod: &Pod, needle: &str) -> usize {
+    pod.log("sidecar.err")
+        .lines()
+        .filter(|l| l.contains(needle))
+        .count()
+}
+
+/// The sidecar's "TLS hooks attached" lines.
+fn hook_lines(pod: &Pod) -> Vec<String> {
+    pod.log("sidecar.err")
+        .lines()
+        .filter(|l| l.contains("TLS hooks attached"))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// nginx HTTPS and a curl in the pod, with the sidecar given `extra` variables: three requests
+/// over one keep-alive connection, each exactly one server and one client span. Returns the pod,
+/// for its logs.
+async fn nginx_https_and_curl(mode: Mode, extra: &[(&'static str, String)]) -> Pod {
     let receiver = OtlpReceiver::start().await.expect("OTLP receiver");
     let mut pod = Pod::with_mode(mode);
     let [port] = free_ports();
     start_nginx_https(&mut pod, "nginx", port);
     // Every process of the pod: curl too.
-    start_sidecar(&mut pod, &sidecar_env(&receiver, &[]));
+    start_sidecar(&mut pod, &sidecar_env(&receiver, extra));
     let curl = PendingCurl::start(&mut pod, "curl", &["--http1.1"]);
     wait_for_hooks(&pod, curl.pid);
     let base = format!("https://127.0.0.1:{port}");
@@ -203,6 +249,7 @@ async fn nginx_https_and_curl_yield_server_and_client_spans(mode: Mode) {
     }
     // Each client span is the parent-less peer of a server span: one per request, no more.
     assert_eq!(spans.len(), 6, "{spans:#?}");
+    pod
 }
 
 async fn curl_over_https_with_an_incoming_traceparent_and_http2_by_alpn(mode: Mode) {
@@ -446,17 +493,16 @@ const CAP_SYS_PTRACE: u32 = 19;
 const CAP_PERFMON: u32 = 38;
 const CAP_BPF: u32 = 39;
 
-async fn tls_spans_with_exactly_the_capture_modes_capabilities(mode: Mode) {
-    let receiver = OtlpReceiver::start().await.expect("OTLP receiver");
-    let mut pod = Pod::with_mode(mode);
-    let [port] = free_ports();
-    start_nginx_https(&mut pod, "nginx", port);
-    let mut env = sidecar_env(&receiver, &[("OTEL_EBPF_OPEN_PORT", port.to_string())]);
+/// Starts the sidecar with `env` under `setpriv`: root's uid, but only the mode's capabilities,
+/// in every set (so perf-event uprobes, which need CAP_SYS_ADMIN, are out of reach, and
+/// uprobe_multi links are not), forced into the pod's mode; waits until it captures and checks
+/// its effective set.
+fn start_sidecar_with_the_modes_capabilities(pod: &mut Pod, env: &[(&'static str, String)]) {
+    let mode = pod.mode;
+    let mut env = env.to_vec();
     env.push(("OTEL_EBPF_CAPTURE_MODE", mode.as_env().to_owned()));
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let bin = pod::sidecar_bin();
-    // Root's uid, but only the mode's capabilities, in every set: perf-event uprobes
-    // (CAP_SYS_ADMIN) are out of reach, uprobe_multi links are not.
     let (names, caps) = match mode {
         Mode::Tracepoints => (
             "+bpf,+perfmon,+sys_ptrace,+dac_read_search",
@@ -477,7 +523,6 @@ async fn tls_spans_with_exactly_the_capture_modes_capabilities(mode: Mode) {
     let bounding = format!("--bounding-set=-all,{names}");
     let host_pid = pod.spawn("sidecar", &["setpriv", &inheritable, &bounding, &bin], &env);
     pod.wait_for_log("sidecar.err", "capturing", WAIT);
-    pod.wait_for_log("sidecar.err", "TLS hooks attached", WAIT);
     // setpriv exec'd the sidecar: nsenter's child. Its effective set is the mode's, no more.
     let sidecar_pid = child_of(host_pid).expect("the sidecar runs");
     let status =
@@ -489,12 +534,85 @@ async fn tls_spans_with_exactly_the_capture_modes_capabilities(mode: Mode) {
         .expect("CapEff");
     let expected = caps.iter().fold(0u64, |mask, cap| mask | 1 << cap);
     assert_eq!(effective, expected, "{status}");
+}
+
+async fn tls_spans_with_exactly_the_capture_modes_capabilities(mode: Mode) {
+    let receiver = OtlpReceiver::start().await.expect("OTLP receiver");
+    let mut pod = Pod::with_mode(mode);
+    let [port] = free_ports();
+    start_nginx_https(&mut pod, "nginx", port);
+    start_sidecar_with_the_modes_capabilities(
+        &mut pod,
+        &sidecar_env(&receiver, &[("OTEL_EBPF_OPEN_PORT", port.to_string())]),
+    );
+    pod.wait_for_log("sidecar.err", "TLS hooks attached", WAIT);
     let code = curl(&["-k", &format!("https://127.0.0.1:{port}/status/200")]);
     assert_eq!(code.trim(), "200");
     let spans = wait_spans(&receiver, 1).await;
     let server = server_spans_on_port(&spans, port);
     assert_eq!(server.len(), 1, "{spans:#?}");
     assert_eq!(str_attr(server[0], "url.scheme").as_deref(), Some("https"));
+}
+
+/// Perf-event uprobes forced without CAP_SYS_ADMIN (the sidecar's own capability set): one log
+/// line names the missing capability, TLS is not captured, cleartext still is.
+async fn forced_perf_uprobes_without_cap_sys_admin_leave_tls_off_and_cleartext_on(mode: Mode) {
+    let receiver = OtlpReceiver::start().await.expect("OTLP receiver");
+    let mut pod = Pod::with_mode(mode);
+    let [tls_port, plain_port] = free_ports();
+    start_nginx_https(&mut pod, "nginx", tls_port);
+    pod.start_nginx("plain", plain_port);
+    start_sidecar_with_the_modes_capabilities(
+        &mut pod,
+        &sidecar_env(
+            &receiver,
+            &[
+                ("OTEL_EBPF_OPEN_PORT", format!("{tls_port},{plain_port}")),
+                ("OTEL_EBPF_TLS_UPROBES", "perf".to_owned()),
+            ],
+        ),
+    );
+    let log = pod.log("sidecar.err");
+    let named: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("CAP_SYS_ADMIN"))
+        .collect();
+    assert_eq!(named.len(), 1, "{log}");
+    assert!(
+        named[0].contains(
+            "TLS plaintext is not captured: OTEL_EBPF_TLS_UPROBES=perf: perf-event uprobes \
+             need CAP_SYS_ADMIN"
+        ),
+        "{log}"
+    );
+    // The HTTPS requests first: spans of theirs, if any were made, would come before the
+    // cleartext one's.
+    for _ in 0..3 {
+        let code = curl(&["-k", &format!("https://127.0.0.1:{tls_port}/status/200")]);
+        assert_eq!(code.trim(), "200");
+    }
+    let code = curl(&[&format!("http://127.0.0.1:{plain_port}/status/404")]);
+    assert_eq!(code.trim(), "404");
+    let spans = wait_spans(&receiver, 1).await;
+    // Nothing more arrives after the cleartext span.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let spans = if spans.len() > 1 {
+        spans
+    } else {
+        span_list(&receiver)
+    };
+    assert_eq!(spans.len(), 1, "{spans:#?}");
+    let plain = server_spans_on_port(&spans, plain_port);
+    assert_eq!(plain.len(), 1, "{spans:#?}");
+    assert_eq!(int_attr(plain[0], "http.response.status_code"), Some(404));
+    assert_eq!(str_attr(plain[0], "url.scheme").as_deref(), Some("http"));
+    let log = pod.log("sidecar.err");
+    assert!(!log.contains("TLS hooks attached"), "{log}");
+    assert_eq!(
+        log.lines().filter(|l| l.contains("CAP_SYS_ADMIN")).count(),
+        1,
+        "{log}"
+    );
 }
 
 async fn node_https_and_http2_secure_server_and_clients(mode: Mode) {
@@ -661,6 +779,7 @@ async fn postgres_over_tls_client_and_server_spans(mode: Mode) {
 in_both_modes!(
     postgres_over_tls_client_and_server_spans,
     nginx_https_and_curl_yield_server_and_client_spans,
+    nginx_https_and_curl_traced_with_perf_event_uprobes,
     curl_over_https_with_an_incoming_traceparent_and_http2_by_alpn,
     ten_thousand_https_requests_over_fifty_keepalive_connections_none_lost,
     h2load_over_tls_with_alpn_h2_and_a_hundred_streams,
@@ -668,5 +787,6 @@ in_both_modes!(
     a_process_started_after_the_sidecar_is_hooked_within_a_second,
     a_decoy_pods_https_traffic_is_never_reported,
     tls_spans_with_exactly_the_capture_modes_capabilities,
+    forced_perf_uprobes_without_cap_sys_admin_leave_tls_off_and_cleartext_on,
     node_https_and_http2_secure_server_and_clients,
 );

@@ -32,7 +32,8 @@ use aya::{
 use sidecar_bpf::names;
 
 use super::{
-    HookChoice, KernelStats, OBJECT, PidNamespace, map_error, program, read_stats, tls::TlsHooks,
+    HookChoice, KernelStats, OBJECT, PidNamespace, map_error, program, read_stats,
+    tls::{TlsHooks, UprobeKind},
 };
 use crate::{Error, Result, config::CaptureMode, error::PodCaptureError};
 
@@ -100,13 +101,18 @@ pub struct PodHooksConfig {
     /// The sidecar's own cgroup v2 directory (`/sys/fs/cgroup` in its container), never
     /// attached. Not a cgroup2 mount: nothing is skipped.
     pub own_cgroup: PathBuf,
-    /// Load the TLS programs, to hook processes' TLS libraries ([`PodHooks::hook_tls`]).
-    pub tls: bool,
+    /// Load the TLS programs for this kind of uprobe, to hook processes' TLS libraries
+    /// ([`PodHooks::hook_tls`]); None: no TLS capture.
+    pub tls: Option<UprobeKind>,
 }
 
 impl PodHooksConfig {
     /// The paths as they are in a sidecar container.
-    pub fn new(pid_namespace: PidNamespace, ring_buffer_bytes: u32, tls: bool) -> Self {
+    pub fn new(
+        pid_namespace: PidNamespace,
+        ring_buffer_bytes: u32,
+        tls: Option<UprobeKind>,
+    ) -> Self {
         Self {
             pid_namespace,
             ring_buffer_bytes,
@@ -197,7 +203,11 @@ impl PodHooks {
             .map_max_entries(names::SOCKETS, 1)
             .map_max_entries(
                 names::PIDS,
-                if config.tls { sidecar_bpf::MAX_PIDS } else { 1 },
+                if config.tls.is_some() {
+                    sidecar_bpf::MAX_PIDS
+                } else {
+                    1
+                },
             )
             .load(OBJECT)
             .map_err(|source| setup(Error::Load { source }))?;
@@ -223,13 +233,11 @@ impl PodHooks {
             }
         })?;
         // Before the maps are taken: the TLS programs are relocated to the same maps.
-        let tls_hooks = if config.tls {
-            TlsHooks::load(OBJECT, &ebpf)
+        let tls_hooks = config.tls.and_then(|kind| {
+            TlsHooks::load(OBJECT, &mut ebpf, kind)
                 .inspect_err(|e| tracing::info!("TLS plaintext is not captured: {e}"))
                 .ok()
-        } else {
-            None
-        };
+        });
         let mut take = |name: &'static str| {
             ebpf.take_map(name)
                 .ok_or_else(|| setup(Error::MissingObjectItem(name)))
@@ -390,7 +398,11 @@ impl PodHooks {
         let Some(tls) = &mut self.tls else {
             return Ok(());
         };
-        if !tls.hooks.hook(pid, &mut tls.pids, sidecar_bpf::PID_TLS)? || tls.capturing {
+        if !tls
+            .hooks
+            .hook(&mut self.ebpf, pid, &mut tls.pids, sidecar_bpf::PID_TLS)?
+            || tls.capturing
+        {
             return Ok(());
         }
         tls.capture

@@ -74,8 +74,9 @@ pub struct ProbeConfig {
     pub ring_buffer_bytes: u32,
     /// Which hooks may be attached.
     pub hooks: HookChoice,
-    /// Load the TLS programs, to hook processes' TLS libraries ([`Probes::hook_tls`]).
-    pub tls: bool,
+    /// Load the TLS programs for this kind of uprobe, to hook processes' TLS libraries
+    /// ([`Probes::hook_tls`]); None: no TLS capture.
+    pub tls: Option<tls::UprobeKind>,
 }
 
 /// Counters kept by the eBPF programs, summed over CPUs.
@@ -89,8 +90,8 @@ pub struct KernelStats {
 
 /// The loaded and attached programs and the maps userspace drives.
 pub struct Probes {
-    // Keeps the programs and their links alive.
-    _ebpf: Ebpf,
+    // Keeps the programs and their links alive; the TLS hooks attach its uprobe programs.
+    ebpf: Ebpf,
     pids: HashMap<MapData, u32, u32>,
     sockets: HashMap<MapData, SocketKey, SocketState>,
     stats: PerCpuArray<MapData, u64>,
@@ -222,13 +223,11 @@ impl Probes {
         };
         let hook = attach_best(&mut ebpf, btf.as_ref(), config.hooks)?;
         // Before the maps are taken: the TLS programs are relocated to the same maps.
-        let tls = if config.tls {
-            tls::TlsHooks::load(OBJECT, &ebpf)
+        let tls = config.tls.and_then(|kind| {
+            tls::TlsHooks::load(OBJECT, &mut ebpf, kind)
                 .inspect_err(|e| tracing::info!("TLS plaintext is not captured: {e}"))
                 .ok()
-        } else {
-            None
-        };
+        });
         let mut take =
             |name: &'static str| ebpf.take_map(name).ok_or(Error::MissingObjectItem(name));
         let pids = HashMap::try_from(take(names::PIDS)?).map_err(map_error("PIDS"))?;
@@ -236,7 +235,7 @@ impl Probes {
         let stats = PerCpuArray::try_from(take(names::STATS)?).map_err(map_error("STATS"))?;
         let events = RingBuf::try_from(take(names::EVENTS)?).map_err(map_error("EVENTS"))?;
         Ok(Self {
-            _ebpf: ebpf,
+            ebpf,
             pids,
             sockets,
             stats,
@@ -272,7 +271,7 @@ impl Probes {
         let Some(tls) = &mut self.tls else {
             return Ok(());
         };
-        tls.hook(pid, &mut self.pids, PID_SELECTED | PID_TLS)?;
+        tls.hook(&mut self.ebpf, pid, &mut self.pids, PID_SELECTED | PID_TLS)?;
         Ok(())
     }
 

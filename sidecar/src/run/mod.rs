@@ -19,6 +19,7 @@ use crate::{
         HookChoice, PidNamespace, ProbeConfig, Probes,
         cgroup::{Capture, PodHooks, PodHooksConfig, choose_mode},
         events::{Event, Role},
+        tls::{self, UprobeKind},
     },
     config::Config,
     connection::{ConnKey, Connections, Limits},
@@ -43,7 +44,8 @@ pub async fn run(config: Config) -> Result<()> {
     let mut discovery = Discovery::new(Selection::from_config(&config));
     // The processes instrumented from the start: their containers are what the probe attaches.
     let first = discovery.scan();
-    let pod_config = PodHooksConfig::new(namespace, config.ring_buffer_bytes, config.tls_capture);
+    let tls = tls_uprobes(&config);
+    let pod_config = PodHooksConfig::new(namespace, config.ring_buffer_bytes, tls);
     let choice = choose_mode(config.capture_mode, || {
         PodHooks::probe(&pod_config, first.selected.iter().map(|s| s.snapshot.pid))
     })?;
@@ -57,7 +59,7 @@ pub async fn run(config: Config) -> Result<()> {
                 pid_namespace: namespace,
                 ring_buffer_bytes: config.ring_buffer_bytes,
                 hooks,
-                tls: config.tls_capture,
+                tls,
             })?;
             (None, Some(probes))
         }
@@ -66,7 +68,7 @@ pub async fn run(config: Config) -> Result<()> {
     let mut sidecar = Sidecar {
         namespace,
         ring_buffer_bytes: config.ring_buffer_bytes,
-        tls_capture: config.tls_capture,
+        tls,
         probes,
         pod,
         discovery,
@@ -177,6 +179,23 @@ fn poll_error(source: std::io::Error) -> Error {
 }
 
 /// Registers the ring buffer's fd with the reactor for readability.
+/// The kind of uprobe for TLS capture, if it is on and possible; the log says which, or why none.
+fn tls_uprobes(config: &Config) -> Option<UprobeKind> {
+    if !config.tls_capture {
+        return None;
+    }
+    match tls::choose(config.tls_uprobes) {
+        Ok(choice) => {
+            tracing::info!("{choice}");
+            Some(choice.kind)
+        }
+        Err(why) => {
+            tracing::info!("TLS plaintext is not captured: {why}");
+            None
+        }
+    }
+}
+
 fn register_readable(ring: RingBuf<MapData>) -> Result<Ring> {
     // SAFETY: the fd belongs to the RingBuf, which the AsyncFd owns from here on: it stays open
     // and is the same descriptor until the AsyncFd is dropped.
@@ -187,7 +206,8 @@ fn register_readable(ring: RingBuf<MapData>) -> Result<Ring> {
 struct Sidecar {
     namespace: PidNamespace,
     ring_buffer_bytes: u32,
-    tls_capture: bool,
+    /// The kind of uprobe TLS capture uses; None: no TLS capture.
+    tls: Option<UprobeKind>,
     /// The tracepoints: the mode in use, or the pod-scoped mode's fallback once a container
     /// could not be attached.
     probes: Option<Probes>,
@@ -324,7 +344,7 @@ impl Sidecar {
                     pid_namespace: self.namespace,
                     ring_buffer_bytes: self.ring_buffer_bytes,
                     hooks: HookChoice::Best,
-                    tls: self.tls_capture,
+                    tls: self.tls,
                 })?;
                 tracing::warn!(
                     "falling back to the {} for the processes of containers the pod-scoped \

@@ -1,8 +1,9 @@
 //! The two `bpf(2)` paths aya 0.14 does not wrap: loading a program with `expected_attach_type`
-//! `BPF_TRACE_UPROBE_MULTI`, and creating `uprobe_multi` links.
+//! `BPF_TRACE_UPROBE_MULTI`, and creating `uprobe_multi` links; and, with both, the check
+//! that the kernel has these links ([`uprobe_multi_support`]).
 //!
 //! aya loads `#[uprobe]` programs with no expected attach type (for perf-event uprobes, which
-//! need CAP_SYS_ADMIN), and the kernel creates `uprobe_multi` links only for programs loaded
+//! need CAP_SYS_ADMIN: [`super::perf`]), and the kernel creates `uprobe_multi` links only for programs loaded
 //! with that type (which also picks the `bpf_get_attach_cookie` of multi links). So the two TLS
 //! programs are loaded here from the same embedded object: aya-obj parses and links it, its
 //! map references are relocated to the descriptors of the maps aya created for the main
@@ -161,40 +162,11 @@ fn load_program(
     btf: Option<FunctionBtf<'_>>,
 ) -> Result<OwnedFd> {
     let mut log = vec![0u8; 1 << 20];
-    let mut attempt = |log_level: u32| {
-        let mut attr = zeroed_attr();
-        // SAFETY: writing the PROG_LOAD member of the zeroed union.
-        let load = unsafe { &mut attr.__bindgen_anon_3 };
-        load.prog_type = bpf_prog_type::BPF_PROG_TYPE_KPROBE as u32;
-        load.expected_attach_type = bpf_attach_type::BPF_TRACE_UPROBE_MULTI as u32;
-        load.insns = insns.as_ptr() as u64;
-        load.insn_cnt = insns.len() as u32;
-        load.license = license.as_ptr() as u64;
-        for (slot, byte) in load.prog_name.iter_mut().zip(name.bytes().take(15)) {
-            *slot = byte as libc::c_char;
-        }
-        if let Some((fd, func_info, func_count, func_size, line_info, line_count, line_size)) = &btf
-        {
-            load.prog_btf_fd = fd.as_raw_fd() as u32;
-            load.func_info = func_info.as_ptr() as u64;
-            load.func_info_cnt = *func_count;
-            load.func_info_rec_size = *func_size as u32;
-            load.line_info = line_info.as_ptr() as u64;
-            load.line_info_cnt = *line_count;
-            load.line_info_rec_size = *line_size as u32;
-        }
-        if log_level > 0 {
-            load.log_level = log_level;
-            load.log_buf = log.as_mut_ptr() as u64;
-            load.log_size = log.len() as u32;
-        }
-        sys_bpf(bpf_cmd::BPF_PROG_LOAD, &mut attr)
-    };
-    match attempt(0) {
+    match prog_load(name, insns, license, btf.as_ref(), None) {
         Ok(fd) => Ok(fd),
         Err(first) => {
             // Again with the verifier's log, to say why.
-            let _ = attempt(1);
+            let _ = prog_load(name, insns, license, btf.as_ref(), Some(&mut log));
             let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
             let text = String::from_utf8_lossy(&log[..end]);
             let tail: Vec<&str> = text.lines().rev().take(20).collect();
@@ -203,6 +175,77 @@ fn load_program(
                 tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
             )))
         }
+    }
+}
+
+/// `BPF_PROG_LOAD` of a kprobe-type program for `uprobe_multi` links, with the verifier's log
+/// in `log` when given.
+fn prog_load(
+    name: &str,
+    insns: &[bpf_insn],
+    license: &CString,
+    btf: Option<&FunctionBtf<'_>>,
+    log: Option<&mut [u8]>,
+) -> io::Result<OwnedFd> {
+    let mut attr = zeroed_attr();
+    // SAFETY: writing the PROG_LOAD member of the zeroed union.
+    let load = unsafe { &mut attr.__bindgen_anon_3 };
+    load.prog_type = bpf_prog_type::BPF_PROG_TYPE_KPROBE as u32;
+    load.expected_attach_type = bpf_attach_type::BPF_TRACE_UPROBE_MULTI as u32;
+    load.insns = insns.as_ptr() as u64;
+    load.insn_cnt = insns.len() as u32;
+    load.license = license.as_ptr() as u64;
+    for (slot, byte) in load.prog_name.iter_mut().zip(name.bytes().take(15)) {
+        *slot = byte as libc::c_char;
+    }
+    if let Some((fd, func_info, func_count, func_size, line_info, line_count, line_size)) = btf {
+        load.prog_btf_fd = fd.as_raw_fd() as u32;
+        load.func_info = func_info.as_ptr() as u64;
+        load.func_info_cnt = *func_count;
+        load.func_info_rec_size = *func_size as u32;
+        load.line_info = line_info.as_ptr() as u64;
+        load.line_info_cnt = *line_count;
+        load.line_info_rec_size = *line_size as u32;
+    }
+    if let Some(log) = log {
+        load.log_level = 1;
+        load.log_buf = log.as_mut_ptr() as u64;
+        load.log_size = log.len() as u32;
+    }
+    sys_bpf(bpf_cmd::BPF_PROG_LOAD, &mut attr)
+}
+
+/// An instruction with no register, offset or immediate operand.
+fn plain_insn(code: u32) -> bpf_insn {
+    // SAFETY: `bpf_insn` is plain integers (with a bitfield): all zeroes is r0, offset 0, imm 0.
+    let mut insn: bpf_insn = unsafe { std::mem::zeroed() };
+    insn.code = code as u8;
+    insn
+}
+
+/// Whether this kernel makes `uprobe_multi` links for this process, as libbpf finds out: a
+/// two-instruction program loaded for them (which kernels before 6.6 may refuse), then a link
+/// on `/`, which a kernel with the links refuses with EBADF (not a regular file) after checking
+/// the program and the arguments, and an older one with EINVAL (an attach type it does not
+/// know). No probe is placed either way. Err: why not.
+pub(super) fn uprobe_multi_support() -> std::result::Result<(), String> {
+    use aya_obj::generated::{BPF_ALU64, BPF_EXIT, BPF_JMP, BPF_K, BPF_MOV};
+    // r0 = 0; exit
+    let insns = [
+        plain_insn(BPF_ALU64 | BPF_MOV | BPF_K),
+        plain_insn(BPF_JMP | BPF_EXIT),
+    ];
+    let license = c"GPL".to_owned();
+    let program = prog_load("obi_multi_probe", &insns, &license, None, None)
+        .map_err(|e| format!("a program for them does not load: {e}"))?;
+    match attach_uprobe_multi(&program, std::path::Path::new("/"), &[0], &[0], 0, 0) {
+        // Linked anyway (a kernel that accepts directories?): links work; the probe goes with
+        // the descriptor.
+        Ok(_) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(libc::EBADF) => Ok(()),
+        Err(e) => Err(format!(
+            "the kernel refuses them: {e}; they need Linux 6.6+"
+        )),
     }
 }
 
