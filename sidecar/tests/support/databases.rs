@@ -116,18 +116,34 @@ fn start_in_pod_with(pod: &mut Pod, kind: &str, env: &[(&str, &str)]) -> u16 {
     port
 }
 
-/// Runs `command` (a shell command line) in `pod` to completion as the process `name`: after a
-/// second's pause (the sidecar selects a process by a scan of /proc every 250 ms), the client
-/// replaces the shell, keeping its pid. Returns its exit code; its output is in `<name>.out`.
+/// Runs `command` (a shell command line) in `pod` to completion as the process `name`: once the
+/// pod's sidecar logs that it instruments the shell (it must select it), the client replaces the
+/// shell, keeping its pid. Returns its exit code; its output is in `<name>.out`.
 pub fn run_in_pod(pod: &mut Pod, name: &str, command: &str) -> i32 {
     let rc = pod.path(&format!("{name}.rc"));
-    let _ = std::fs::remove_file(&rc);
+    let pid = pod.path(&format!("{name}.pid"));
+    let go = pod.path(&format!("{name}.go"));
+    for path in [&rc, &pid, &go] {
+        let _ = std::fs::remove_file(path);
+    }
+    // The inner shell (which becomes the client) says its pid and waits until the sidecar
+    // instruments it, so its first connection is seen from the start.
     let script = format!(
-        "bash -c 'sleep 1; exec {}'; echo $? > {}",
+        "bash -c 'echo $$ > {pid}.tmp && mv {pid}.tmp {pid}; while [ ! -e {go} ]; do sleep 0.02; done; exec {}'; echo $? > {}",
         command.replace('\'', r"'\''"),
-        rc.display()
+        rc.display(),
+        pid = pid.display(),
+        go = go.display(),
     );
     pod.spawn(name, &["bash", "-c", &script], &[("PGPASSWORD", "test")]);
+    wait_for_path(&pid);
+    let shell = std::fs::read_to_string(&pid).expect("the client's pid");
+    pod.wait_for_log(
+        "sidecar.err",
+        &format!("instrumenting process pid={} ", shell.trim()),
+        CLIENT,
+    );
+    std::fs::write(&go, "").expect("go file");
     let deadline = Instant::now() + CLIENT;
     loop {
         if let Some(code) = std::fs::read_to_string(&rc)
