@@ -156,7 +156,14 @@ mod helper {
                     flags.0,
                     task.map_or(0, |t| t.pid),
                     task.map_or(0, |t| t.tid),
-                    hex::encode(payload),
+                    // A pieced record's pieces, back to back: the tests look for text in them.
+                    hex::encode(
+                        payload
+                            .ranges()
+                            .flat_map(|(_, b)| b)
+                            .copied()
+                            .collect::<Vec<u8>>()
+                    ),
                 ),
                 Ok(PodEvent::Connect { connection, task }) => println!(
                     "CONNECT {} {} {} {}",
