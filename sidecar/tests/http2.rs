@@ -56,6 +56,10 @@ fn of_kind(spans: &[Span], kind: SpanKind) -> Vec<&Span> {
 
 /// Many streams in flight on each connection: nginx writes (and the pod-scoped hooks see) skbs
 /// of dozens of HEADERS and DATA frames, far beyond the bounded copy; every request is a span.
+#[allow(
+    clippy::expect_used,
+    reason = "a test body, called by the tests `in_both_modes!` makes"
+)]
 async fn nginx_h2c_under_h2load_one_span_per_request(mode: Mode) {
     let receiver = OtlpReceiver::start().await.expect("OTLP receiver");
     let mut pod = Pod::with_mode(mode);

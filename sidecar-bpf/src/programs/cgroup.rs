@@ -264,7 +264,7 @@ fn on_skb(ctx: &SkBuffContext, direction: u32) {
 /// as if the position were unknown, and sets it only if it starts with a frame.
 fn frames(skb: *mut __sk_buff, head: &SegmentHeader, payload_offset: u32, preface: bool) -> bool {
     let dir = (head.direction & 1) as usize;
-    let found = SEGMENT_H2.get_ptr_mut(&head.cookie);
+    let found = SEGMENT_H2.get_ptr_mut(head.cookie);
     let mut fresh = SegmentH2::default();
     let state = match found {
         // SAFETY: the entry was found just now. Ingress and egress may run at once; each writes
@@ -331,7 +331,7 @@ fn frames(skb: *mut __sk_buff, head: &SegmentHeader, payload_offset: u32, prefac
         state.flags &= !known;
     }
     if found.is_none() && state.flags & SOCKET_H2 != 0 {
-        let _ = SEGMENT_H2.insert(&head.cookie, &fresh, 0);
+        let _ = SEGMENT_H2.insert(head.cookie, fresh, 0);
     }
     if !taken {
         return false;
@@ -402,7 +402,7 @@ pub fn tcp_ops(ctx: SockOpsContext) -> u32 {
             emit_tcp(&ctx, EVENT_TCP_CLOSE, ROLE_UNKNOWN, 0, 0);
             // SAFETY: the program's own context; the helper reads its socket.
             let cookie = unsafe { generated::bpf_get_socket_cookie(ctx.ops.cast::<c_void>()) };
-            let _ = SEGMENT_H2.remove(&cookie);
+            let _ = SEGMENT_H2.remove(cookie);
         }
         _ => {}
     }
