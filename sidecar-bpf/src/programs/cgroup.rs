@@ -60,12 +60,14 @@ static SEGMENT_H2: LruHashMap<u64, SegmentH2> =
 static SEGMENT_PIECES_SCRATCH: PerCpuArray<PiecesScratch> = PerCpuArray::with_max_entries(1, 0);
 
 /// A pieced segment record with slack behind its data, for the verifier's worst case (as the
-/// socket programs' `PiecesScratch`).
+/// socket programs' `PiecesScratch`), and the state of a socket not in [`SEGMENT_H2`] yet (off
+/// the stack, which the walk's calls nearly fill).
 #[repr(C)]
 struct PiecesScratch {
     event: SegmentPiecesEvent,
     slack: [u8; MAX_PIECE_BYTES],
     cursor: Cursor,
+    fresh: SegmentH2,
 }
 
 /// An skb's TCP payload as the frame walk reads it: one buffer, at `offset` of the skb, read with
@@ -264,13 +266,26 @@ fn on_skb(ctx: &SkBuffContext, direction: u32) {
 /// as if the position were unknown, and sets it only if it starts with a frame.
 fn frames(skb: *mut __sk_buff, head: &SegmentHeader, payload_offset: u32, preface: bool) -> bool {
     let dir = (head.direction & 1) as usize;
+    let Some(scratch) = SEGMENT_PIECES_SCRATCH.get_ptr_mut(0) else {
+        return false;
+    };
+    // SAFETY: the per-CPU scratch slot is this program's for the duration of the run.
+    let (event, cursor, fresh) = unsafe {
+        (
+            &mut (*scratch).event,
+            &raw mut (*scratch).cursor,
+            &mut (*scratch).fresh,
+        )
+    };
     let found = SEGMENT_H2.get_ptr_mut(head.cookie);
-    let mut fresh = SegmentH2::default();
     let state = match found {
         // SAFETY: the entry was found just now. Ingress and egress may run at once; each writes
         // its own direction's fields, and a race on `flags` only forgets a position.
         Some(entry) => unsafe { &mut *entry },
-        None => &mut fresh,
+        None => {
+            *fresh = SegmentH2::default();
+            &mut *fresh
+        }
     };
     if preface {
         state.flags |= SOCKET_H2;
@@ -305,11 +320,6 @@ fn frames(skb: *mut __sk_buff, head: &SegmentHeader, payload_offset: u32, prefac
             return false;
         }
     }
-    let Some(scratch) = SEGMENT_PIECES_SCRATCH.get_ptr_mut(0) else {
-        return false;
-    };
-    // SAFETY: the per-CPU scratch slot is this program's for the duration of the run.
-    let (event, cursor) = unsafe { (&mut (*scratch).event, &raw mut (*scratch).cursor) };
     let walk = h2::walk(&payload, start, &mut event.data, cursor, h2::LOOP_HELPER);
     let taken = walk.settle(&mut state.flags, &mut state.h2_skip, dir);
     if taken {
