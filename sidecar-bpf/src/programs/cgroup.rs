@@ -45,9 +45,11 @@ const TCP_CLOSE: u32 = 7;
 const IPV6_HEADER_LEN: u32 = 40;
 const TCP_HEADER_LEN: usize = 20;
 
-/// Per-CPU space to assemble a segment record before it is copied, trimmed, into the ring.
+/// Per-CPU space to assemble a segment record before it is copied, trimmed, into the ring; one
+/// slot per direction, as ingress runs in softirq, which can interrupt an egress program on the
+/// same CPU.
 #[map]
-static SEGMENT_SCRATCH: PerCpuArray<SegmentEvent> = PerCpuArray::with_max_entries(1, 0);
+static SEGMENT_SCRATCH: PerCpuArray<SegmentEvent> = PerCpuArray::with_max_entries(2, 0);
 
 /// The frame position of each HTTP/2 socket (the client preface seen, or frames found), by
 /// cookie. Removed at close; the LRU bound covers sockets whose close was not seen.
@@ -55,9 +57,10 @@ static SEGMENT_SCRATCH: PerCpuArray<SegmentEvent> = PerCpuArray::with_max_entrie
 static SEGMENT_H2: LruHashMap<u64, SegmentH2> =
     LruHashMap::with_max_entries(MAX_H2_SEGMENT_SOCKETS, 0);
 
-/// Per-CPU space to assemble a pieced segment record, with the walk's cursor.
+/// Per-CPU space to assemble a pieced segment record, with the walk's cursor; one slot per
+/// direction, as [`SEGMENT_SCRATCH`].
 #[map]
-static SEGMENT_PIECES_SCRATCH: PerCpuArray<PiecesScratch> = PerCpuArray::with_max_entries(1, 0);
+static SEGMENT_PIECES_SCRATCH: PerCpuArray<PiecesScratch> = PerCpuArray::with_max_entries(2, 0);
 
 /// A pieced segment record with slack behind its data, for the verifier's worst case (as the
 /// socket programs' `PiecesScratch`), and the state of a socket not in [`SEGMENT_H2`] yet (off
@@ -179,7 +182,7 @@ fn on_skb(ctx: &SkBuffContext, direction: u32) {
         // Data on a SYN (TCP Fast Open) starts after the SYN's own sequence number.
         seq = seq.wrapping_add(1);
     }
-    let Some(event) = SEGMENT_SCRATCH.get_ptr_mut(0) else {
+    let Some(event) = SEGMENT_SCRATCH.get_ptr_mut(direction & 1) else {
         return;
     };
     // SAFETY: the per-CPU scratch slot is this program's for the duration of the run.
@@ -266,7 +269,7 @@ fn on_skb(ctx: &SkBuffContext, direction: u32) {
 /// as if the position were unknown, and sets it only if it starts with a frame.
 fn frames(skb: *mut __sk_buff, head: &SegmentHeader, payload_offset: u32, preface: bool) -> bool {
     let dir = (head.direction & 1) as usize;
-    let Some(scratch) = SEGMENT_PIECES_SCRATCH.get_ptr_mut(0) else {
+    let Some(scratch) = SEGMENT_PIECES_SCRATCH.get_ptr_mut(head.direction & 1) else {
         return false;
     };
     // SAFETY: the per-CPU scratch slot is this program's for the duration of the run.
