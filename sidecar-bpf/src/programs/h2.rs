@@ -109,7 +109,7 @@ pub(super) struct Walk {
     /// The position is still known at the end (a plain flag and count, not an `Option`: the
     /// verifier rejects the undefined payload of a `None` moved through registers).
     pub known: bool,
-    /// Bytes of the next syscall that belong to the last frame, when `known`.
+    /// Bytes of the next syscall (or skb) that belong to the last frame, when `known`.
     pub skip: u32,
     /// Those bytes are the rest of a frame whose payload is copied (not DATA).
     pub copy: bool,
