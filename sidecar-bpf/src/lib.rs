@@ -44,6 +44,7 @@ pub mod names {
     pub const SKB_EGRESS: &str = "skb_egress";
     pub const TCP_OPS: &str = "tcp_ops";
     pub const SEGMENT_SCRATCH: &str = "SEGMENT_SCRATCH";
+    pub const SEGMENT_H2: &str = "SEGMENT_H2";
     // TLS plaintext (uprobes attached per process).
     pub const SSL_ENTRY: &str = "ssl_entry";
     pub const SSL_RETURN: &str = "ssl_return";
@@ -251,7 +252,7 @@ const _: () = {
 // buffer and the `kind` field at offset 0 with the records above.
 // ---------------------------------------------------------------------------------------------
 
-/// `SegmentEvent::kind`: a TCP segment (one skb, possibly a GSO/GRO super-packet) with payload,
+/// `SegmentHeader::kind`: a [`SegmentEvent`], a TCP segment (one skb, possibly a GSO/GRO super-packet) with payload,
 /// or with FIN or RST.
 pub const EVENT_SEGMENT: u32 = 5;
 /// `TcpEvent::kind`: `connect(2)` on a TCP socket of the cgroup (`BPF_SOCK_OPS_TCP_CONNECT_CB`,
@@ -263,19 +264,20 @@ pub const EVENT_TCP_ESTABLISHED: u32 = 7;
 /// replacement by a time-wait socket).
 pub const EVENT_TCP_CLOSE: u32 = 8;
 
-/// TCP header flags as in `SegmentEvent::tcp_flags`.
+/// TCP header flags as in `SegmentHeader::tcp_flags`.
 pub const TCP_FIN: u32 = 0x01;
 pub const TCP_SYN: u32 = 0x02;
 pub const TCP_RST: u32 = 0x04;
 pub const TCP_PSH: u32 = 0x08;
 pub const TCP_ACK: u32 = 0x10;
 
-/// One skb of a TCP socket in an attached cgroup, as the `cgroup_skb` hook saw it: on egress
-/// before segmentation (a GSO skb carries up to 64 KiB), on ingress after GRO.
+/// What every record of one skb of a TCP socket in an attached cgroup starts with, as the
+/// `cgroup_skb` hook saw it: on egress before segmentation (a GSO skb carries up to 64 KiB), on
+/// ingress after GRO.
 #[repr(C)]
-#[derive(Clone, Copy, Debug)]
-pub struct SegmentEvent {
-    /// [`EVENT_SEGMENT`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SegmentHeader {
+    /// [`EVENT_SEGMENT`] or [`EVENT_SEGMENT_PIECES`].
     pub kind: u32,
     /// `DIRECTION_INGRESS`: received by the socket; `DIRECTION_EGRESS`: sent by it.
     pub direction: u32,
@@ -293,17 +295,76 @@ pub struct SegmentEvent {
     pub timestamp_ns: u64,
     /// Sequence number of the first payload byte (the SYN's own number is skipped).
     pub seq: u32,
-    /// TCP payload bytes in the skb; `payload` holds the first `captured_len` of them.
+    /// TCP payload bytes in the skb.
     pub payload_len: u32,
-    /// Leading bytes of `payload` that hold data (at most [`MAX_PAYLOAD`]).
+    /// Leading bytes of the record's payload or data that are in use.
     pub captured_len: u32,
     /// The TCP header's flags (`TCP_*`).
     pub tcp_flags: u32,
+}
+
+/// An skb with its payload's first `header.captured_len` bytes (at most [`MAX_PAYLOAD`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct SegmentEvent {
+    /// `kind` [`EVENT_SEGMENT`].
+    pub header: SegmentHeader,
     pub payload: [u8; MAX_PAYLOAD],
 }
 
 /// Size of a segment event without its payload; a record is this plus `captured_len` bytes.
 pub const SEGMENT_EVENT_HEADER_LEN: usize = core::mem::offset_of!(SegmentEvent, payload);
+
+/// `SegmentHeader::kind`: a [`SegmentPiecesEvent`].
+pub const EVENT_SEGMENT_PIECES: u32 = 12;
+
+/// An skb of an HTTP/2 socket captured frame by frame, as [`PiecesEvent`] captures a syscall:
+/// every frame but DATA whole, only the header of each DATA frame, with offsets in the skb's
+/// payload. So frames behind large DATA frames in one 64 KiB skb are not lost to the bounded
+/// copy of a [`SegmentEvent`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct SegmentPiecesEvent {
+    /// `kind` [`EVENT_SEGMENT_PIECES`]; `captured_len`: bytes of `data` in use.
+    pub header: SegmentHeader,
+    /// Pieces in `data` (at most [`MAX_PIECES`]), in increasing offsets.
+    pub piece_count: u32,
+    pub _pad: u32,
+    /// As `PiecesEvent::data`.
+    pub data: [u8; MAX_PIECE_BYTES],
+}
+
+/// Size of a pieced segment event without its data; a record is this plus `captured_len` bytes.
+pub const SEGMENT_PIECES_EVENT_HEADER_LEN: usize = core::mem::offset_of!(SegmentPiecesEvent, data);
+
+/// Sockets of the attached cgroups whose HTTP/2 frame position is kept.
+pub const MAX_H2_SEGMENT_SOCKETS: u32 = 16384;
+
+/// `SegmentH2::flags`, shifted left by the `DIRECTION_*` value: the bytes `h2_skip` counts are
+/// the rest of a frame whose payload is copied (not DATA): the next skb's walk copies them.
+pub const SEGMENT_H2_COPY: u32 = 1 << 4;
+
+/// Value of [`names::SEGMENT_H2`], by socket cookie: what the `cgroup_skb` programs know of an
+/// HTTP/2 socket's frames. An skb is walked from the kept position only when it starts at the
+/// sequence number the position is valid for; any other (a retransmit, one out of order) is
+/// walked as if the position were unknown, so it cannot move the position off the frames.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SegmentH2 {
+    /// `SOCKET_H2*` bits, as `SocketState::flags`, and [`SEGMENT_H2_COPY`].
+    pub flags: u32,
+    pub _pad: u32,
+    /// Per `DIRECTION_*`, as `SocketState::h2_skip`: bytes at `seq` that still belong to the
+    /// last frame.
+    pub h2_skip: [u32; 2],
+    /// Per direction: the sequence number the position is valid for (the byte after the last
+    /// skb walked).
+    pub seq: [u32; 2],
+    /// Per direction: bytes of a frame header the last skb ended inside (0 to 8; segments are
+    /// cut anywhere), and those bytes.
+    pub split_len: [u32; 2],
+    pub split: [[u8; 8]; 2],
+}
 
 /// A `sock_ops` callback of a TCP socket in an attached cgroup.
 #[repr(C)]
@@ -339,10 +400,16 @@ pub struct TcpEvent {
 }
 
 const _: () = {
+    assert!(core::mem::size_of::<SegmentHeader>() == 48);
     assert!(core::mem::size_of::<SegmentEvent>() == 48 + MAX_PAYLOAD);
     assert!(SEGMENT_EVENT_HEADER_LEN == 48);
+    assert!(SEGMENT_PIECES_EVENT_HEADER_LEN == 56);
+    assert!(core::mem::size_of::<SegmentPiecesEvent>() == 56 + MAX_PIECE_BYTES);
+    assert!(core::mem::size_of::<SegmentH2>() == 48);
+    assert!(SEGMENT_H2_COPY & (SOCKET_H2 | SOCKET_H2_KNOWN | SOCKET_H2_KNOWN << 1) == 0);
     assert!(core::mem::size_of::<TcpEvent>() == 80);
-    assert!(core::mem::offset_of!(SegmentEvent, kind) == 0);
+    assert!(core::mem::offset_of!(SegmentEvent, header) == 0);
+    assert!(core::mem::offset_of!(SegmentPiecesEvent, header) == 0);
     assert!(core::mem::offset_of!(TcpEvent, kind) == 0);
 };
 

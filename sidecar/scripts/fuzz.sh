@@ -28,7 +28,7 @@ for capture in ../testdata/http2/*.c2s ../testdata/http2/*.s2c; do
 done
 
 # target:max_len (hpack draws its blocks from the golden captures itself).
-for entry in http1:8192 http2_frames:65536 hpack:4096 reassembly:4096 pod_records:8192 \
+for entry in http1:8192 http2_frames:65536 hpack:4096 reassembly:4096 pod_records:16384 \
     postgres:8192 mysql:8192 redis:8192 sql:8192 events:16384; do
     target=${entry%%:*}
     mkdir -p "corpus/$target"

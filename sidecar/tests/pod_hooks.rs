@@ -53,7 +53,7 @@ mod helper {
         capture::{
             PidNamespace,
             cgroup::{Capture, Changes, PodHooks, PodHooksConfig, choose_mode},
-            events::{Direction, PodEvent, TcpConnection},
+            events::{Direction, Payload, PodEvent, TcpConnection},
         },
         config::CaptureMode,
     };
@@ -147,7 +147,7 @@ mod helper {
                     task,
                     payload,
                 }) => println!(
-                    "SEG {cookie} {} {seq} {len} {} {} {} {timestamp_ns} {}",
+                    "SEG {cookie} {} {seq} {len} {} {} {} {timestamp_ns} {} {}",
                     if direction == Direction::Egress {
                         "out"
                     } else {
@@ -156,7 +156,20 @@ mod helper {
                     flags.0,
                     task.map_or(0, |t| t.pid),
                     task.map_or(0, |t| t.tid),
-                    hex::encode(payload),
+                    match payload {
+                        Payload::Prefix(_) => "prefix",
+                        Payload::Pieces(_) => "pieces",
+                    },
+                    // Each piece (a prefix is one) as offset:hex; "-" for none.
+                    Some(
+                        payload
+                            .ranges()
+                            .map(|(offset, bytes)| format!("{offset}:{}", hex::encode(bytes)))
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    )
+                    .filter(|p| !p.is_empty())
+                    .unwrap_or_else(|| "-".to_owned()),
                 ),
                 Ok(PodEvent::Connect { connection, task }) => println!(
                     "CONNECT {} {} {} {}",
@@ -231,14 +244,23 @@ struct Seg {
     flags: u8,
     pid: u32,
     tid: u32,
-    payload: Vec<u8>,
+    /// A pieced record (HTTP/2 frames walked in the kernel) rather than a prefix.
+    pieced: bool,
+    /// What the record holds: (offset in the segment, bytes); a prefix is one piece at 0.
+    pieces: Vec<(u32, Vec<u8>)>,
 }
 
 impl Seg {
     fn contains(&self, needle: &str) -> bool {
-        self.payload
-            .windows(needle.len())
-            .any(|w| w == needle.as_bytes())
+        self.pieces
+            .iter()
+            .any(|(_, bytes)| bytes.windows(needle.len()).any(|w| w == needle.as_bytes()))
+    }
+
+    /// The bytes of a prefix record.
+    fn prefix(&self) -> &[u8] {
+        assert!(!self.pieced, "a pieced record: {self:?}");
+        self.pieces.first().map_or(&[][..], |(_, bytes)| bytes)
     }
 }
 
@@ -266,7 +288,17 @@ fn parse(line: &str) -> Option<Line> {
             flags: u8::try_from(num(4)?).ok()?,
             pid: small(5)?,
             tid: small(6)?,
-            payload: hex::decode(f.get(8)?).ok()?,
+            pieced: *f.get(8)? == "pieces",
+            pieces: match *f.get(9)? {
+                "-" => Vec::new(),
+                list => list
+                    .split(',')
+                    .map(|piece| {
+                        let (offset, bytes) = piece.split_once(':')?;
+                        Some((offset.parse().ok()?, hex::decode(bytes).ok()?))
+                    })
+                    .collect::<Option<_>>()?,
+            },
         }),
         "CONNECT" => Line::Connect {
             cookie: num(0)?,
@@ -511,7 +543,7 @@ fn pod_hooks_see_the_app_containers_traffic_and_nothing_else() {
     assert_eq!(request[0].seq, recv_start);
     assert_eq!(request[0].len, request_len);
     assert!(
-        request[0].payload.starts_with(b"GET /call/"),
+        request[0].prefix().starts_with(b"GET /call/"),
         "{:?}",
         request[0]
     );
@@ -528,13 +560,13 @@ fn pod_hooks_see_the_app_containers_traffic_and_nothing_else() {
         .filter(|s| s.egress && s.len > 0)
         .collect();
     assert!(
-        response[0].payload.starts_with(b"HTTP/1.1 200 OK\r\n"),
+        response[0].prefix().starts_with(b"HTTP/1.1 200 OK\r\n"),
         "{response:?}"
     );
     let mut next = send_start;
     for s in &response {
         assert_eq!(s.seq, next, "{response:?}");
-        assert_eq!((s.pid, s.payload.len() as u32), (server, s.len), "{s:?}");
+        assert_eq!((s.pid, s.prefix().len() as u32), (server, s.len), "{s:?}");
         next = next.wrapping_add(s.len);
     }
     assert_eq!(next.wrapping_sub(send_start), response_len);
@@ -761,6 +793,7 @@ fn auto_falls_back_without_a_reachable_cgroup_v2() {
 
 #[test]
 fn a_megabyte_each_way_reassembles_without_gaps() {
+    use obi_sidecar::capture::events::Payload;
     use obi_sidecar::connection::{
         reassembly::{Limits, Reassembler, Segment},
         stream::Chunk,
@@ -826,7 +859,8 @@ fn a_megabyte_each_way_reassembles_without_gaps() {
             r.push(
                 Segment {
                     seq: s.seq,
-                    captured: &s.payload,
+                    // HTTP/1: the helper's payloads are each segment's prefix.
+                    captured: Payload::Prefix(s.prefix()),
                     len: s.len,
                     timestamp_ns: 0,
                     tid: None,
@@ -855,5 +889,150 @@ fn a_megabyte_each_way_reassembles_without_gaps() {
     println!("largest skb payloads (ingress, egress): {biggest:?}");
     for largest in biggest.values() {
         assert!(*largest > 16 * 1024, "{biggest:?}");
+    }
+}
+
+#[test]
+fn http2_frames_are_walked_across_skbs_cut_inside_headers_and_payloads() {
+    use obi_sidecar::capture::events::{Payload, Pieces};
+    use obi_sidecar::connection::{
+        reassembly::{Limits, Reassembler, Segment},
+        stream::Chunk,
+    };
+
+    pod::require_root();
+    // The server's stream: (type, stream id, payload length), SETTINGS, then HEADERS and DATA
+    // frames (payload bytes that tell frames apart).
+    let layout: [(u8, u32, usize); 12] = [
+        (4, 0, 0),
+        (1, 1, 30),
+        (0, 1, 3000),
+        (1, 3, 40),
+        (0, 3, 2000),
+        (1, 5, 50),
+        (0, 5, 5000),
+        (1, 7, 20),
+        (0, 7, 1500),
+        (1, 9, 25),
+        (0, 9, 2500),
+        (1, 11, 30),
+    ];
+    let mut stream = Vec::new();
+    let mut starts = Vec::new();
+    for (i, &(kind, id, len)) in layout.iter().enumerate() {
+        starts.push(stream.len());
+        stream.extend_from_slice(&(len as u32).to_be_bytes()[1..]);
+        // END_HEADERS on HEADERS: a header cut after its 4th byte then starts with 0x04, which
+        // is no plausible frame length byte.
+        stream.extend_from_slice(&[kind, if kind == 1 { 0x04 } else { 0 }]);
+        stream.extend_from_slice(&id.to_be_bytes());
+        stream.extend((0..len).map(|j| (i * 37 + j) as u8));
+    }
+    // Writes (each an skb) cut inside a HEADERS frame header, inside a HEADERS payload, inside
+    // a DATA payload and inside a DATA frame header; each holds a frame header past the first
+    // KiB, which only a walk carried over from the skb before finds.
+    let cuts = [
+        starts[3] + 4,
+        starts[5] + 9 + 10,
+        starts[6] + 9 + 2000,
+        starts[8] + 3,
+    ];
+    let [port] = free_ports();
+    let mut pod = Pod::new();
+    let app = pod.container("app");
+    let obi = pod.container("obi");
+    let path = pod.path("stream");
+    std::fs::write(&path, &stream).unwrap();
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/servers/h2_skb_writes.py"
+    );
+    let cut_list = cuts.map(|c| c.to_string()).join(",");
+    pod.spawn_in(
+        &app,
+        "writer",
+        &[
+            "python3",
+            script,
+            &port.to_string(),
+            &path.to_string_lossy(),
+            &cut_list,
+        ],
+        &[],
+    );
+    // Before the hooks are attached: the probe's connection is not recorded.
+    pod::wait_for_port(port, WAIT);
+    let helper = Helper::start(&mut pod, &obi, "pod", None);
+    assert_eq!(helper.ready(&pod), vec![app.cgroup_id()]);
+
+    let mut client = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    client
+        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .unwrap();
+    let ping = [0, 0, 8, 6, 0, 0, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8];
+    let mut bounds = vec![0];
+    bounds.extend(cuts);
+    bounds.push(stream.len());
+    for write in bounds.windows(2) {
+        client.write_all(&ping).unwrap();
+        let mut got = vec![0; write[1] - write[0]];
+        client.read_exact(&mut got).unwrap();
+        assert_eq!(got, stream[write[0]..write[1]]);
+    }
+    client.write_all(b"x").unwrap();
+    let mut rest = Vec::new();
+    client.read_to_end(&mut rest).unwrap();
+
+    let lines = helper.wait(&pod, "the connection closed", |lines| {
+        server_connection(lines, port).is_some_and(|(cookie, ..)| {
+            lines
+                .iter()
+                .any(|l| matches!(l, Line::Closed { cookie: c, .. } if *c == cookie))
+        })
+    });
+    let (cookie, send_start, _) = server_connection(&lines, port).unwrap();
+    let egress: Vec<&Seg> = segments(&lines)
+        .filter(|s| s.cookie == cookie && s.egress && s.len > 0)
+        .collect();
+    assert!(egress.len() >= bounds.len() - 1, "{egress:?}");
+    assert!(egress.iter().all(|s| s.pieced), "{egress:?}");
+    // The stream as the reassembler delivers it, each byte known or not.
+    let mut seen: Vec<Option<u8>> = Vec::new();
+    let mut r = Reassembler::starting_at(send_start, Limits::default());
+    let mut sink = |c: Chunk<'_>| {
+        seen.extend(c.visible.iter().map(|&b| Some(b)));
+        seen.extend((0..c.unseen).map(|_| None));
+    };
+    for s in &egress {
+        let mut raw = Vec::new();
+        for (offset, bytes) in &s.pieces {
+            raw.extend_from_slice(&offset.to_ne_bytes());
+            raw.extend_from_slice(&(bytes.len() as u32).to_ne_bytes());
+            raw.extend_from_slice(bytes);
+        }
+        let pieces = Pieces::check(&raw, s.pieces.len(), s.len).unwrap();
+        let segment = Segment {
+            seq: s.seq,
+            captured: Payload::Pieces(pieces),
+            len: s.len,
+            timestamp_ns: 0,
+            tid: None,
+        };
+        r.push(segment, &mut sink);
+    }
+    assert_eq!(seen.len(), stream.len());
+    for (i, &(kind, _, len)) in layout.iter().enumerate() {
+        let frame = starts[i]..starts[i] + 9 + len;
+        let (copied, skipped) = if kind == 0 {
+            (frame.start..frame.start + 9, frame.start + 9..frame.end)
+        } else {
+            (frame.clone(), frame.end..frame.end)
+        };
+        for at in copied {
+            assert_eq!(seen[at], Some(stream[at]), "frame {i}, byte {at}");
+        }
+        for at in skipped {
+            assert_eq!(seen[at], None, "frame {i}: DATA payload byte {at} copied");
+        }
     }
 }

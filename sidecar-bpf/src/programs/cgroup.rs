@@ -7,7 +7,7 @@
 //! never dropped or altered. `sock_ops` reports connect, establishment and close, and returns 1
 //! without touching `reply`, so the kernel's own choices (initial RTO, ECN, ...) stand.
 
-use core::ffi::c_void;
+use core::{ffi::c_void, mem::size_of};
 
 use aya_ebpf::{
     bindings::{
@@ -16,15 +16,18 @@ use aya_ebpf::{
     },
     helpers::generated,
     macros::{cgroup_skb, map, sock_ops},
-    maps::PerCpuArray,
+    maps::{LruHashMap, PerCpuArray},
     programs::{SkBuffContext, SockOpsContext},
 };
 use sidecar_bpf::{
-    DIRECTION_EGRESS, DIRECTION_INGRESS, EVENT_SEGMENT, EVENT_TCP_CLOSE, EVENT_TCP_CONNECT,
-    EVENT_TCP_ESTABLISHED, MAX_PAYLOAD, ROLE_CLIENT, ROLE_SERVER, ROLE_UNKNOWN,
-    SEGMENT_EVENT_HEADER_LEN, SegmentEvent, TCP_FIN, TCP_RST, TCP_SYN, TcpEvent,
+    DIRECTION_EGRESS, DIRECTION_INGRESS, EVENT_SEGMENT, EVENT_SEGMENT_PIECES, EVENT_TCP_CLOSE,
+    EVENT_TCP_CONNECT, EVENT_TCP_ESTABLISHED, MAX_H2_SEGMENT_SOCKETS, MAX_PAYLOAD, MAX_PIECE_BYTES,
+    ROLE_CLIENT, ROLE_SERVER, ROLE_UNKNOWN, SEGMENT_EVENT_HEADER_LEN, SEGMENT_H2_COPY,
+    SEGMENT_PIECES_EVENT_HEADER_LEN, SOCKET_H2, SOCKET_H2_KNOWN, SegmentEvent, SegmentH2,
+    SegmentHeader, SegmentPiecesEvent, TCP_FIN, TCP_RST, TCP_SYN, TcpEvent,
 };
 
+use super::h2::{self, Cursor, Source};
 use super::{emit, now, ns_ids, tls, tls_hooked};
 
 /// What a `cgroup_skb` program returns to let the packet through.
@@ -42,9 +45,85 @@ const TCP_CLOSE: u32 = 7;
 const IPV6_HEADER_LEN: u32 = 40;
 const TCP_HEADER_LEN: usize = 20;
 
-/// Per-CPU space to assemble a segment record before it is copied, trimmed, into the ring.
+/// Per-CPU space to assemble a segment record before it is copied, trimmed, into the ring; one
+/// slot per direction, as ingress runs in softirq, which can interrupt an egress program on the
+/// same CPU.
 #[map]
-static SEGMENT_SCRATCH: PerCpuArray<SegmentEvent> = PerCpuArray::with_max_entries(1, 0);
+static SEGMENT_SCRATCH: PerCpuArray<SegmentEvent> = PerCpuArray::with_max_entries(2, 0);
+
+/// The frame position of each HTTP/2 socket (the client preface seen, or frames found), by
+/// cookie. Removed at close; the LRU bound covers sockets whose close was not seen.
+#[map]
+static SEGMENT_H2: LruHashMap<u64, SegmentH2> =
+    LruHashMap::with_max_entries(MAX_H2_SEGMENT_SOCKETS, 0);
+
+/// Per-CPU space to assemble a pieced segment record, with the walk's cursor; one slot per
+/// direction, as [`SEGMENT_SCRATCH`].
+#[map]
+static SEGMENT_PIECES_SCRATCH: PerCpuArray<PiecesScratch> = PerCpuArray::with_max_entries(2, 0);
+
+/// A pieced segment record with slack behind its data, for the verifier's worst case (as the
+/// socket programs' `PiecesScratch`), and the state of a socket not in [`SEGMENT_H2`] yet (off
+/// the stack, which the walk's calls nearly fill).
+#[repr(C)]
+struct PiecesScratch {
+    event: SegmentPiecesEvent,
+    slack: [u8; MAX_PIECE_BYTES],
+    cursor: Cursor,
+    fresh: SegmentH2,
+}
+
+/// An skb's TCP payload as the frame walk reads it: one buffer, at `offset` of the skb, read with
+/// `bpf_skb_load_bytes` (linear and paged parts alike).
+struct SkbPayload {
+    skb: *mut __sk_buff,
+    offset: u32,
+    len: u32,
+    lead: u64,
+    split_len: u64,
+    split: [u8; 8],
+}
+
+impl Source for SkbPayload {
+    #[inline(always)]
+    fn total(&self) -> u64 {
+        u64::from(self.len)
+    }
+
+    #[inline(always)]
+    fn lead(&self) -> u64 {
+        self.lead
+    }
+
+    #[inline(always)]
+    fn split(&self) -> (u64, [u8; 8]) {
+        (self.split_len, self.split)
+    }
+
+    #[inline(always)]
+    fn count(&self) -> usize {
+        1
+    }
+
+    #[inline(always)]
+    fn buffer(&self, index: usize) -> Option<(u64, u64)> {
+        (index == 0).then_some((u64::from(self.offset), u64::from(self.len)))
+    }
+
+    #[inline(always)]
+    fn read(&self, dst: *mut u8, len: u32, at: u64) -> bool {
+        // SAFETY: the program's own context; the caller bounds `dst` and `len` inside its
+        // scratch slot, and the helper checks the offset against the skb.
+        unsafe {
+            generated::bpf_skb_load_bytes(
+                self.skb.cast::<c_void>(),
+                at as u32,
+                dst.cast::<c_void>(),
+                len,
+            ) == 0
+        }
+    }
+}
 
 #[cgroup_skb(ingress)]
 pub fn skb_ingress(ctx: SkBuffContext) -> i32 {
@@ -103,7 +182,7 @@ fn on_skb(ctx: &SkBuffContext, direction: u32) {
         // Data on a SYN (TCP Fast Open) starts after the SYN's own sequence number.
         seq = seq.wrapping_add(1);
     }
-    let Some(event) = SEGMENT_SCRATCH.get_ptr_mut(0) else {
+    let Some(event) = SEGMENT_SCRATCH.get_ptr_mut(direction & 1) else {
         return;
     };
     // SAFETY: the per-CPU scratch slot is this program's for the duration of the run.
@@ -114,16 +193,17 @@ fn on_skb(ctx: &SkBuffContext, direction: u32) {
         // Ingress runs in softirq: the current task has nothing to do with the receiver.
         (0, 0)
     };
-    event.kind = EVENT_SEGMENT;
-    event.direction = direction;
-    event.pid = pid;
-    event.tid = tid;
+    let head = &mut event.header;
+    head.kind = EVENT_SEGMENT;
+    head.direction = direction;
+    head.pid = pid;
+    head.tid = tid;
     // SAFETY: the program's own context; the helper reads the skb's socket.
-    event.cookie = unsafe { generated::bpf_get_socket_cookie(skb.skb.cast::<c_void>()) };
-    event.timestamp_ns = now();
-    event.seq = seq;
-    event.payload_len = payload_len;
-    event.tcp_flags = flags;
+    head.cookie = unsafe { generated::bpf_get_socket_cookie(skb.skb.cast::<c_void>()) };
+    head.timestamp_ns = now();
+    head.seq = seq;
+    head.payload_len = payload_len;
+    head.tcp_flags = flags;
     let mut captured = payload_len;
     if captured > MAX_PAYLOAD as u32 {
         captured = MAX_PAYLOAD as u32;
@@ -134,12 +214,15 @@ fn on_skb(ctx: &SkBuffContext, direction: u32) {
     // sends inside a hooked `SSL_*` call (or the write that ties a memory-BIO session).
     if captured > 0
         && tls::capturing()
-        && ciphertext(skb.skb, pid, tid, event.cookie, payload_offset)
+        && ciphertext(skb.skb, pid, tid, head.cookie, payload_offset)
     {
         if flags & (TCP_FIN | TCP_RST) == 0 {
             return;
         }
         captured = 0;
+    }
+    if captured > 0 && frames(skb.skb, &event.header, payload_offset, false) {
+        return;
     }
     if captured > 0 {
         // The same value for 1..=MAX_PAYLOAD, written so the verifier sees that range: the
@@ -159,12 +242,131 @@ fn on_skb(ctx: &SkBuffContext, direction: u32) {
             captured = 0;
         }
     }
-    event.captured_len = captured;
+    // The client preface: from here on the socket is followed frame by frame, from the frames
+    // behind the preface in this very skb (a client sends its first requests with it).
+    if u64::from(captured) >= h2::PREFACE_LEN
+        && h2::is_preface(&event.payload)
+        && frames(skb.skb, &event.header, payload_offset, true)
+    {
+        return;
+    }
+    event.header.captured_len = captured;
     let size = SEGMENT_EVENT_HEADER_LEN + captured as usize;
     // SAFETY: `size` is at most size_of::<SegmentEvent>(); the bytes are the scratch slot's.
     let bytes =
         unsafe { core::slice::from_raw_parts((event as *const SegmentEvent).cast::<u8>(), size) };
     emit(bytes);
+}
+
+/// Walks the frames of an skb into a pieced record, on a socket known to speak HTTP/2, for an
+/// skb longer than the bounded copy (whose frames then have to account for every byte), or
+/// behind the client preface (`preface`); false when the walk found nothing to go on (then a
+/// prefix is copied instead).
+///
+/// The position a walk leaves is kept with the sequence number it is valid for. An skb that
+/// starts there goes on from it; one whose bytes were all walked before (a retransmit) is copied
+/// as a prefix and leaves the position alone; any other (out of order, overlapping) is walked
+/// as if the position were unknown, and sets it only if it starts with a frame.
+fn frames(skb: *mut __sk_buff, head: &SegmentHeader, payload_offset: u32, preface: bool) -> bool {
+    let dir = (head.direction & 1) as usize;
+    let Some(scratch) = SEGMENT_PIECES_SCRATCH.get_ptr_mut(head.direction & 1) else {
+        return false;
+    };
+    // SAFETY: the per-CPU scratch slot is this program's for the duration of the run.
+    let (event, cursor, fresh) = unsafe {
+        (
+            &mut (*scratch).event,
+            &raw mut (*scratch).cursor,
+            &mut (*scratch).fresh,
+        )
+    };
+    let found = SEGMENT_H2.get_ptr_mut(head.cookie);
+    let state = match found {
+        // SAFETY: the entry was found just now. Ingress and egress may run at once; each writes
+        // its own direction's fields, and a race on `flags` only forgets a position.
+        Some(entry) => unsafe { &mut *entry },
+        None => {
+            *fresh = SegmentH2::default();
+            &mut *fresh
+        }
+    };
+    if preface {
+        state.flags |= SOCKET_H2;
+    } else if state.flags & SOCKET_H2 == 0 && head.payload_len <= MAX_PAYLOAD as u32 {
+        return false;
+    }
+    let known = SOCKET_H2_KNOWN << dir;
+    let copy = SEGMENT_H2_COPY << dir;
+    let mut payload = SkbPayload {
+        skb,
+        offset: payload_offset,
+        len: head.payload_len,
+        lead: 0,
+        split_len: 0,
+        split: [0; 8],
+    };
+    let mut start = 0;
+    if preface {
+        payload.lead = h2::PREFACE_LEN;
+        start = h2::PREFACE_LEN;
+    } else if state.flags & known != 0 {
+        // Bytes at the start of this skb that were walked before.
+        let behind = state.seq[dir].wrapping_sub(head.seq) as i32;
+        if behind == 0 {
+            start = u64::from(state.h2_skip[dir]);
+            if state.flags & copy != 0 {
+                payload.lead = start;
+            }
+            payload.split_len = u64::from(state.split_len[dir]);
+            payload.split = state.split[dir];
+        } else if behind > 0 && behind as u32 >= head.payload_len {
+            return false;
+        }
+    }
+    let walk = h2::walk(&payload, start, &mut event.data, cursor, h2::LOOP_HELPER);
+    let taken = walk.settle(&mut state.flags, &mut state.h2_skip, dir);
+    if taken {
+        state.seq[dir] = head.seq.wrapping_add(head.payload_len);
+        state.split_len[dir] = 0;
+        // An skb ends anywhere, often inside a frame header: the next one completes it.
+        if walk.split > 0 && state.flags & SOCKET_H2 != 0 {
+            state.flags |= known;
+            state.h2_skip[dir] = 0;
+            state.split_len[dir] = walk.split;
+            state.split[dir] = walk.split_bytes;
+        }
+        if walk.copy {
+            state.flags |= copy;
+        } else {
+            state.flags &= !copy;
+        }
+    } else {
+        state.flags &= !known;
+    }
+    if found.is_none() && state.flags & SOCKET_H2 != 0 {
+        let _ = SEGMENT_H2.insert(head.cookie, fresh, 0);
+    }
+    if !taken {
+        return false;
+    }
+    event.header = SegmentHeader {
+        kind: EVENT_SEGMENT_PIECES,
+        captured_len: walk.captured,
+        ..*head
+    };
+    event.piece_count = walk.pieces;
+    event._pad = 0;
+    let mut size = SEGMENT_PIECES_EVENT_HEADER_LEN + walk.captured as usize;
+    if size > size_of::<SegmentPiecesEvent>() {
+        size = size_of::<SegmentPiecesEvent>();
+    }
+    // SAFETY: `size` is at most size_of::<SegmentPiecesEvent>(); the bytes are the scratch
+    // slot's.
+    let bytes = unsafe {
+        core::slice::from_raw_parts((event as *const SegmentPiecesEvent).cast::<u8>(), size)
+    };
+    emit(bytes);
+    true
 }
 
 /// Whether the skb carries the ciphertext of a hooked TLS session (see [`on_skb`]).
@@ -211,6 +413,9 @@ pub fn tcp_ops(ctx: SockOpsContext) -> u32 {
         BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB => established(&ctx, ROLE_SERVER),
         BPF_SOCK_OPS_STATE_CB if ctx.arg(1) == TCP_CLOSE => {
             emit_tcp(&ctx, EVENT_TCP_CLOSE, ROLE_UNKNOWN, 0, 0);
+            // SAFETY: the program's own context; the helper reads its socket.
+            let cookie = unsafe { generated::bpf_get_socket_cookie(ctx.ops.cast::<c_void>()) };
+            let _ = SEGMENT_H2.remove(cookie);
         }
         _ => {}
     }

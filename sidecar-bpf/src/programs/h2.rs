@@ -1,7 +1,8 @@
 //! HTTP/2 frames found in the kernel, beyond the bounded copy: a walk over the frame headers of
-//! what a syscall moved, copying each frame but DATA whole and only the header of each DATA
-//! frame. A response's trailers or the next stream's HEADERS behind 16 KiB of DATA in one write
-//! are then captured, where a 1 KiB prefix would have lost them.
+//! what a syscall moved (or an skb carries: the walk reads through a [`Source`]), copying each
+//! frame but DATA whole and only the header of each DATA frame. A response's trailers or the
+//! next stream's HEADERS behind 16 KiB of DATA in one write are then captured, where a 1 KiB
+//! prefix would have lost them.
 //!
 //! The walk needs to know where a frame starts. A syscall of an HTTP/2 socket (its client
 //! preface was seen) that starts with a plausible frame header gives it, as does a write too long
@@ -37,9 +38,67 @@ pub(super) struct Regions {
     pub vecs: [u64; 2 * MAX_REGIONS],
     pub count: usize,
     pub total: u64,
-    /// Bytes at the start of the first buffer a walk copies whole before it starts (the client
-    /// preface).
+    /// Bytes at the start a walk copies before it looks for frames (the client preface).
     pub lead: u64,
+}
+
+/// The bytes a walk reads: buffers, each at a location the source knows how to read from.
+pub(super) trait Source {
+    /// Bytes in all.
+    fn total(&self) -> u64;
+    /// Bytes at the start a walk copies before it looks for a frame header (the client preface,
+    /// or the rest of a frame begun before).
+    fn lead(&self) -> u64;
+    /// The first bytes of a frame header begun before (at most 8), which the walk completes
+    /// from the first bytes here: their count and the bytes.
+    fn split(&self) -> (u64, [u8; 8]);
+    /// Buffers in use.
+    fn count(&self) -> usize;
+    /// Buffer `index` (below [`MAX_REGIONS`]): its location and length.
+    fn buffer(&self, index: usize) -> Option<(u64, u64)>;
+    /// Copies `len` bytes (1 to MAX_PIECE_BYTES) from location `at` of a buffer to `dst`; false
+    /// if the read failed.
+    fn read(&self, dst: *mut u8, len: u32, at: u64) -> bool;
+}
+
+impl Source for Regions {
+    #[inline(always)]
+    fn total(&self) -> u64 {
+        self.total
+    }
+
+    #[inline(always)]
+    fn lead(&self) -> u64 {
+        self.lead
+    }
+
+    #[inline(always)]
+    fn split(&self) -> (u64, [u8; 8]) {
+        (0, [0; 8])
+    }
+
+    #[inline(always)]
+    fn count(&self) -> usize {
+        self.count
+    }
+
+    #[inline(always)]
+    fn buffer(&self, index: usize) -> Option<(u64, u64)> {
+        // Bounded by a mask rather than a comparison, which the compiler would merge with the
+        // caller's on `pieces` into a test of both at once that leaves the verifier with neither
+        // bounded.
+        let slot = 2 * (index & (MAX_REGIONS - 1));
+        Some((*self.vecs.get(slot)?, *self.vecs.get(slot + 1)?))
+    }
+
+    #[inline(always)]
+    fn read(&self, dst: *mut u8, len: u32, at: u64) -> bool {
+        // SAFETY: the caller bounds `dst` and `len` inside its scratch slot; user memory is read
+        // through the checked helper.
+        unsafe {
+            generated::bpf_probe_read_user(dst.cast::<c_void>(), len, at as *const c_void) == 0
+        }
+    }
 }
 
 /// Where a walk ended.
@@ -50,8 +109,14 @@ pub(super) struct Walk {
     /// The position is still known at the end (a plain flag and count, not an `Option`: the
     /// verifier rejects the undefined payload of a `None` moved through registers).
     pub known: bool,
-    /// Bytes of the next syscall that belong to the last frame, when `known`.
+    /// Bytes of the next syscall (or skb) that belong to the last frame, when `known`.
     pub skip: u32,
+    /// Those bytes are the rest of a frame whose payload is copied (not DATA).
+    pub copy: bool,
+    /// Bytes of a frame header the walk ended inside, gathered in `split_bytes` (0: none). The
+    /// position is then not `known`: a syscall's walk forgets it, an skb's carries it on.
+    pub split: u32,
+    pub split_bytes: [u8; 8],
 }
 
 impl Walk {
@@ -107,18 +172,18 @@ fn header(bytes: &[u8; 16]) -> Option<Header> {
     ok.then_some(Header { len, kind })
 }
 
-/// Copies `len` bytes of user memory at `src` to `data[cursor..]`; false if the read failed.
-fn copy(data: *mut u8, cursor: u32, src: u64, len: u32) -> bool {
+/// Copies `len` bytes at location `src` of `source` to `data[cursor..]`; false if the read
+/// failed.
+fn copy<S: Source>(source: &S, data: *mut u8, cursor: u32, src: u64, len: u32) -> bool {
     let at = (cursor as usize) & (MAX_PIECE_BYTES - 1);
     // Bounded by a mask, not a comparison: the compiler drops a comparison the caller's checks
-    // already imply, and the verifier, which does not see those, needs the bound here. Callers
-    // never copy a whole MAX_PIECE_BYTES (a piece header or earlier bytes are always there).
-    let n = len & (MAX_PIECE_BYTES as u32 - 1);
-    // SAFETY: `at` and `n` are below MAX_PIECE_BYTES; the scratch slot has MAX_PIECE_BYTES bytes
-    // of slack behind `data` for the verifier's worst case.
-    unsafe {
-        generated::bpf_probe_read_user(data.add(at).cast::<c_void>(), n, src as *const c_void) == 0
-    }
+    // already imply, and the verifier, which does not see those, needs the bound here. The same
+    // value for the lengths callers copy (1 to less than MAX_PIECE_BYTES: a piece header or
+    // earlier bytes are always there), written so the verifier also sees that it is not 0.
+    let n = (len.wrapping_sub(1) & (MAX_PIECE_BYTES as u32 - 1)) + 1;
+    // SAFETY: `at` is below MAX_PIECE_BYTES and `n` at most that; the scratch slot has
+    // MAX_PIECE_BYTES bytes of slack behind `data` for the verifier's worst case.
+    source.read(unsafe { data.add(at) }, n, src)
 }
 
 /// The walk's position, kept in the scratch map rather than in registers: read back each step
@@ -128,7 +193,7 @@ fn copy(data: *mut u8, cursor: u32, src: u64, len: u32) -> bool {
 #[repr(C)]
 #[derive(Default)]
 pub(super) struct Cursor {
-    /// Offset in the syscall of the next frame header.
+    /// Offset of the next frame header's next byte to read (its first, unless `hdr_have`).
     pos: u64,
     /// Bytes `copy_from..copy_to` of the last frame's payload are still to copy: it went on in
     /// the next buffer.
@@ -145,7 +210,7 @@ pub(super) struct Cursor {
     last_header: u64,
     /// 0 once the position is lost.
     known: u64,
-    /// Bytes of the frame header at `pos` gathered so far, when it is split across buffers
+    /// Bytes of the frame header before `pos` gathered so far, when it is split across buffers
     /// (grpcio's writes split them often), and those bytes.
     hdr_have: u64,
     hdr: [u8; 32],
@@ -175,21 +240,23 @@ enum Step {
 /// [`Piece`] header then its bytes.
 pub(super) type PieceData = [u8; MAX_PIECE_BYTES];
 
-/// Walks the frames of `regions` from byte `start` (a frame header), in at most `steps` steps;
-/// fills the pieces of `event`. Inlined into each caller: with its result pointer it takes more
-/// arguments than a BPF call can pass in registers.
+/// Walks the frames of `source` from byte `start` (a frame header, after its lead and split
+/// header), in at most `steps` steps; fills the pieces of `event`. Inlined into each caller:
+/// with its result pointer it takes more arguments than a BPF call can pass in registers.
 #[inline(always)]
-pub(super) fn walk(
-    regions: &Regions,
+pub(super) fn walk<S: Source>(
+    source: &S,
     start: u64,
     event: &mut PieceData,
     cursor: *mut Cursor,
     steps: u32,
 ) -> Walk {
-    let total = regions.total;
+    let total = source.total();
+    let (split, split_bytes) = source.split();
     set!(cursor.pos = start);
+    // The lead is copied as the rest of a frame's payload is: across buffers, in steps.
     set!(cursor.copy_from = 0);
-    set!(cursor.copy_to = 0);
+    set!(cursor.copy_to = source.lead());
     set!(cursor.region = 0);
     set!(cursor.region_start = 0);
     set!(cursor.used = 0);
@@ -197,14 +264,12 @@ pub(super) fn walk(
     set!(cursor.last_end = u64::MAX);
     set!(cursor.last_header = 0);
     set!(cursor.known = 1);
-    set!(cursor.hdr_have = 0);
-    let lead = regions.lead;
-    if lead > 0 && regions.count > 0 && lead <= regions.vecs[1].min(total) {
-        add_piece(event, cursor, 0, 0, regions.vecs[0], lead);
-    }
+    set!(cursor.hdr_have = split);
+    // SAFETY: the first 8 bytes of the cursor's header buffer, in the scratch slot.
+    unsafe { core::ptr::write_volatile((&raw mut (*cursor).hdr).cast::<[u8; 8]>(), split_bytes) };
     if steps == LOOP_HELPER {
         let mut walking = Walking {
-            regions,
+            source,
             event,
             cursor,
         };
@@ -213,31 +278,41 @@ pub(super) fn walk(
         unsafe {
             generated::bpf_loop(
                 LOOP_STEPS,
-                walk_step as *mut c_void,
+                walk_step::<S> as *mut c_void,
                 (&raw mut walking).cast::<c_void>(),
                 0,
             );
         }
     } else {
         for _ in 0..steps.min(MAX_STEPS) {
-            if step(regions, event, cursor) == Step::Done {
+            if step(source, event, cursor) == Step::Done {
                 break;
             }
         }
     }
     let pos = get!(cursor.pos);
-    let known = get!(cursor.known) != 0 && pos >= total;
+    let have = get!(cursor.hdr_have);
+    let going = get!(cursor.known) != 0 && pos >= total;
+    let known = going && have == 0;
+    let (copy_from, copy_to) = (get!(cursor.copy_from), get!(cursor.copy_to));
+    let split = if going { have as u32 } else { 0 };
+    // SAFETY: as above.
+    let split_bytes =
+        unsafe { core::ptr::read_volatile((&raw const (*cursor).hdr).cast::<[u8; 8]>()) };
     Walk {
         captured: get!(cursor.used) as u32,
         pieces: get!(cursor.pieces) as u32,
         known,
         skip: if known { (pos - total) as u32 } else { 0 },
+        copy: known && copy_from < copy_to && copy_to == pos,
+        split,
+        split_bytes,
     }
 }
 
 /// What [`walk_step`] needs, handed to `bpf_loop` as its context.
-struct Walking<'a> {
-    regions: &'a Regions,
+struct Walking<'a, S> {
+    source: &'a S,
     event: &'a mut PieceData,
     cursor: *mut Cursor,
 }
@@ -245,10 +320,10 @@ struct Walking<'a> {
 /// One step of a walk under `bpf_loop`, which the verifier checks once whatever the count: 0 to
 /// go on, 1 to stop.
 #[inline(never)]
-extern "C" fn walk_step(_index: u64, context: *mut c_void) -> i64 {
+extern "C" fn walk_step<S: Source>(_index: u64, context: *mut c_void) -> i64 {
     // SAFETY: `walk` hands over its `Walking` local, live for the whole loop.
-    let walking = unsafe { &mut *context.cast::<Walking<'_>>() };
-    match step(walking.regions, walking.event, walking.cursor) {
+    let walking = unsafe { &mut *context.cast::<Walking<'_, S>>() };
+    match step(walking.source, walking.event, walking.cursor) {
         Step::Continue => 0,
         Step::Done => 1,
     }
@@ -259,27 +334,24 @@ fn lost(cursor: *mut Cursor) -> Step {
     Step::Done
 }
 
-fn step(regions: &Regions, event: &mut PieceData, cursor: *mut Cursor) -> Step {
-    let total = regions.total;
+fn step<S: Source>(source: &S, event: &mut PieceData, cursor: *mut Cursor) -> Step {
+    let total = source.total();
     let pos = get!(cursor.pos);
     let (copy_from, copy_to) = (get!(cursor.copy_from), get!(cursor.copy_to));
     let copying = copy_from < copy_to && copy_from < total;
     let have = get!(cursor.hdr_have);
-    let at = if copying { copy_from } else { pos + have };
+    let at = if copying { copy_from } else { pos };
     if at >= total {
         return Step::Done;
     }
     let region = get!(cursor.region) as usize;
     let pieces = get!(cursor.pieces) as usize;
-    // `regions.count` is at most MAX_REGIONS; the index is bounded by a mask rather than a
-    // comparison, which the compiler would merge with the one on `pieces` into a test of both
-    // at once that leaves the verifier with neither bounded.
-    if region >= regions.count || pieces >= MAX_PIECES {
+    // The source has at most MAX_REGIONS buffers and bounds the index itself.
+    if region >= source.count() || pieces >= MAX_PIECES {
         return lost(cursor);
     }
     let region_start = get!(cursor.region_start);
-    let slot = 2 * (region & (MAX_REGIONS - 1));
-    let (Some(&base), Some(&size)) = (regions.vecs.get(slot), regions.vecs.get(slot + 1)) else {
+    let Some((base, size)) = source.buffer(region) else {
         return lost(cursor);
     };
     if region_start > total {
@@ -298,7 +370,7 @@ fn step(regions: &Regions, event: &mut PieceData, cursor: *mut Cursor) -> Step {
         if want > len - within {
             want = len - within;
         }
-        if !add_piece(event, cursor, pieces, at, base + within, want) {
+        if !add_piece(source, event, cursor, pieces, at, base + within, want) {
             return lost(cursor);
         }
         set!(cursor.copy_from = copy_from + want);
@@ -306,25 +378,19 @@ fn step(regions: &Regions, event: &mut PieceData, cursor: *mut Cursor) -> Step {
     }
     if have > 0 || within + FRAME_HEADER > len {
         return gather_header(
+            source,
             event,
             cursor,
             pieces,
-            pos,
+            at,
             have,
             base + within,
             len - within,
         );
     }
     let mut bytes = [0u8; 16];
-    // SAFETY: 9 bytes of user memory into a local of 16 through the checked helper.
-    let rc = unsafe {
-        generated::bpf_probe_read_user(
-            bytes.as_mut_ptr().cast::<c_void>(),
-            FRAME_HEADER as u32,
-            (base + within) as *const c_void,
-        )
-    };
-    let Some(frame) = (if rc == 0 { header(&bytes) } else { None }) else {
+    let read = source.read(bytes.as_mut_ptr(), FRAME_HEADER as u32, base + within);
+    let Some(frame) = (if read { header(&bytes) } else { None }) else {
         return lost(cursor);
     };
     let end = FRAME_HEADER + u64::from(frame.len);
@@ -336,7 +402,7 @@ fn step(regions: &Regions, event: &mut PieceData, cursor: *mut Cursor) -> Step {
     if want > len - within {
         want = len - within;
     }
-    if !add_piece(event, cursor, pieces, pos, base + within, want) {
+    if !add_piece(source, event, cursor, pieces, pos, base + within, want) {
         return lost(cursor);
     }
     if frame.kind != DATA {
@@ -347,15 +413,21 @@ fn step(regions: &Regions, event: &mut PieceData, cursor: *mut Cursor) -> Step {
     Step::Continue
 }
 
-/// Part of a frame header split across buffers: the `avail` bytes at `src` (user memory, at
-/// syscall offset `pos + have`) up to the header's end are captured and kept; once all nine are
-/// there, the frame is taken as [`step`] takes one read at once (its payload copied unless it is
-/// DATA).
-fn gather_header(
+/// Part of a frame header split across buffers (or skbs), `have` bytes of it gathered: the
+/// `avail` bytes at location `src` (offset `at`) up to the header's end are captured and kept;
+/// once all nine are there, the frame is taken as [`step`] takes one read at once (its payload
+/// copied unless it is DATA).
+#[allow(
+    clippy::too_many_arguments,
+    reason = "inlined into `step`, whose locals these are"
+)]
+#[inline(always)]
+fn gather_header<S: Source>(
+    source: &S,
     event: &mut PieceData,
     cursor: *mut Cursor,
     pieces: usize,
-    pos: u64,
+    at: u64,
     have: u64,
     src: u64,
     avail: u64,
@@ -367,21 +439,21 @@ fn gather_header(
     if n > avail {
         n = avail;
     }
-    // SAFETY: `have` < 9 and `n` <= 9, masked for the verifier: at most 30 bytes into the
-    // cursor's 32-byte buffer of the scratch slot, through the checked helper.
-    let rc = unsafe {
-        generated::bpf_probe_read_user(
-            (&raw mut (*cursor).hdr)
-                .cast::<u8>()
-                .add((have & 15) as usize)
-                .cast::<c_void>(),
-            (n & 15) as u32,
-            src as *const c_void,
-        )
+    // SAFETY: `have` < 9 and `n` in 1..=9, masked for the verifier (as in `copy`): at most 31
+    // bytes into the cursor's 32-byte buffer of the scratch slot.
+    let dst = unsafe {
+        (&raw mut (*cursor).hdr)
+            .cast::<u8>()
+            .add((have & 15) as usize)
     };
-    if rc != 0 || !add_piece(event, cursor, pieces, pos + have, src, n) {
+    if !source.read(dst, ((n.wrapping_sub(1) & 15) + 1) as u32, src)
+        || !add_piece(source, event, cursor, pieces, at, src, n)
+    {
         return lost(cursor);
     }
+    // The header's end; the frame began `have` bytes before `at`.
+    let payload = at + n;
+    set!(cursor.pos = payload);
     if have + n < FRAME_HEADER {
         set!(cursor.hdr_have = have + n);
         return Step::Continue;
@@ -393,20 +465,26 @@ fn gather_header(
     let Some(frame) = header(&bytes) else {
         return lost(cursor);
     };
-    let end = FRAME_HEADER + u64::from(frame.len);
+    let end = payload + u64::from(frame.len);
     if frame.kind != DATA {
-        set!(cursor.copy_from = pos + FRAME_HEADER);
-        set!(cursor.copy_to = pos + end);
+        set!(cursor.copy_from = payload);
+        set!(cursor.copy_to = end);
     }
-    set!(cursor.pos = pos + end);
+    set!(cursor.pos = end);
     Step::Continue
 }
 
-/// Copies the `len` bytes at `offset` of the syscall (user memory at `src`) into the event's
+/// Copies the `len` bytes at `offset` of the source (location `src`) into the event's
 /// data: as a longer last piece when they follow it (frames back to back, or a header and its
 /// payload in buffers of their own), else as a new piece with its [`Piece`] header, so that
 /// pieces break only where a DATA payload is left out. False when the data is full.
-fn add_piece(
+#[allow(
+    clippy::too_many_arguments,
+    reason = "inlined into `step`, whose locals these are"
+)]
+#[inline(always)]
+fn add_piece<S: Source>(
+    source: &S,
     event: &mut PieceData,
     cursor: *mut Cursor,
     index: usize,
@@ -421,7 +499,7 @@ fn add_piece(
         return false;
     }
     let data = event.as_mut_ptr();
-    if !copy(data, (used + header) as u32, src, len as u32) {
+    if !copy(source, data, (used + header) as u32, src, len as u32) {
         return false;
     }
     let (at, piece) = if extends {

@@ -1,11 +1,13 @@
 //! Fuzzes TCP reassembly: segments cut from one stream, in any order, duplicated, overlapping,
-//! with bounded copies, and garbage segments anywhere in the sequence space. No input may panic
-//! or exceed the held-bytes bound; chunks always tile the stream; and without garbage every
-//! visible byte is the stream's own byte at that position.
+//! with bounded copies or captured as pieces at offsets (as HTTP/2 frames found in the kernel
+//! are), and garbage segments anywhere in the sequence space. No input may panic or exceed the
+//! held-bytes bound; chunks always tile the stream; and without garbage every visible byte is
+//! the stream's own byte at that position.
 #![no_main]
 
 use libfuzzer_sys::arbitrary::{self, Arbitrary};
 use libfuzzer_sys::fuzz_target;
+use obi_sidecar::capture::events::{Payload, Pieces};
 use obi_sidecar::connection::reassembly::{Limits, Reassembler, Segment};
 use obi_sidecar::connection::stream::Chunk;
 
@@ -13,6 +15,13 @@ use obi_sidecar::connection::stream::Chunk;
 enum Op {
     /// Stream bytes `[start, start + len)`, of which the first `copy` are captured.
     Cut { start: u16, len: u16, copy: u16 },
+    /// Stream bytes `[start, start + len)`, captured at `runs` (offset in the segment, length;
+    /// overlapping ones and those past the end left out).
+    Pieced {
+        start: u16,
+        len: u16,
+        runs: Vec<(u16, u8)>,
+    },
     /// A segment with arbitrary bytes at an arbitrary sequence number.
     Garbage { seq: u32, len: u16, bytes: Vec<u8> },
     /// Time passes.
@@ -61,7 +70,36 @@ fuzz_target!(|input: Input| {
                 }
                 Segment {
                     seq: input.isn.wrapping_add(start as u32),
-                    captured: &buffer,
+                    captured: Payload::Prefix(&buffer),
+                    len: len as u32,
+                    timestamp_ns: now,
+                    tid: None,
+                }
+            }
+            Op::Pieced { start, len, runs } => {
+                let (start, len) = (u64::from(*start), u64::from(*len));
+                buffer.clear();
+                let (mut end, mut count) = (0u64, 0usize);
+                for &(offset, n) in runs {
+                    let (offset, n) = (u64::from(offset), u64::from(n));
+                    if offset < end || offset + n > len {
+                        continue;
+                    }
+                    buffer.extend_from_slice(&(offset as u32).to_ne_bytes());
+                    buffer.extend_from_slice(&(n as u32).to_ne_bytes());
+                    buffer.extend((start + offset..start + offset + n).map(byte_at));
+                    end = offset + n;
+                    count += 1;
+                }
+                if len > 0 {
+                    origin.get_or_insert(start);
+                }
+                let pieces = Pieces::check(&buffer, count, len as u32);
+                assert!(pieces.is_ok(), "well-formed pieces refused: {pieces:?}");
+                let Ok(pieces) = pieces else { continue };
+                Segment {
+                    seq: input.isn.wrapping_add(start as u32),
+                    captured: Payload::Pieces(pieces),
                     len: len as u32,
                     timestamp_ns: now,
                     tid: None,
@@ -69,7 +107,7 @@ fuzz_target!(|input: Input| {
             }
             Op::Garbage { seq, len, bytes } => Segment {
                 seq: *seq,
-                captured: bytes,
+                captured: Payload::Prefix(bytes),
                 len: u32::from(*len),
                 timestamp_ns: now,
                 tid: Some(1),

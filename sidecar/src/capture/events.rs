@@ -7,10 +7,11 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use sidecar_bpf::{
     ConnectEvent, DATA_EVENT_HEADER_LEN, DIRECTION_EGRESS, DataEvent, EVENT_CLOSE, EVENT_CONNECT,
-    EVENT_DATA, EVENT_PIECES, EVENT_SEGMENT, EVENT_TCP_CLOSE, EVENT_TCP_CONNECT,
-    EVENT_TCP_ESTABLISHED, EVENT_TLS_CLOSE, EVENT_TLS_DATA, EVENT_TLS_TIE, EventHeader,
-    MAX_PAYLOAD, MAX_PIECE_BYTES, MAX_PIECES, PIECES_EVENT_HEADER_LEN, Piece, PiecesEvent,
-    ROLE_CLIENT, ROLE_SERVER, SEGMENT_EVENT_HEADER_LEN, SegmentEvent, TLS_DATA_EVENT_HEADER_LEN,
+    EVENT_DATA, EVENT_PIECES, EVENT_SEGMENT, EVENT_SEGMENT_PIECES, EVENT_TCP_CLOSE,
+    EVENT_TCP_CONNECT, EVENT_TCP_ESTABLISHED, EVENT_TLS_CLOSE, EVENT_TLS_DATA, EVENT_TLS_TIE,
+    EventHeader, MAX_PAYLOAD, MAX_PIECE_BYTES, MAX_PIECES, PIECES_EVENT_HEADER_LEN, Piece,
+    PiecesEvent, ROLE_CLIENT, ROLE_SERVER, SEGMENT_EVENT_HEADER_LEN,
+    SEGMENT_PIECES_EVENT_HEADER_LEN, SegmentHeader, SegmentPiecesEvent, TLS_DATA_EVENT_HEADER_LEN,
     TcpEvent, TlsDataEvent, TlsSessionEvent,
 };
 
@@ -105,13 +106,27 @@ pub struct TlsSession {
     pub cookie: u64,
 }
 
-/// What a TLS data record holds of the plaintext.
+/// What a record holds of the bytes it stands for (a call's, an skb's).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TlsPayload<'a> {
-    /// Its leading bytes.
+pub enum Payload<'a> {
+    /// Their leading bytes.
     Prefix(&'a [u8]),
-    /// HTTP/2 frames found through the whole call.
+    /// HTTP/2 frames found through all of them.
     Pieces(Pieces<'a>),
+}
+
+/// What a TLS data record holds of the plaintext.
+pub type TlsPayload<'a> = Payload<'a>;
+
+impl<'a> Payload<'a> {
+    /// Each run of captured bytes: its offset, and its bytes.
+    pub fn ranges(&self) -> impl Iterator<Item = (u64, &'a [u8])> + use<'a> {
+        let (prefix, pieces) = match *self {
+            Payload::Prefix(bytes) => (Some((0, bytes)), None),
+            Payload::Pieces(pieces) => (None, Some(pieces.iter())),
+        };
+        prefix.into_iter().chain(pieces.into_iter().flatten())
+    }
 }
 
 /// The pieces of a [`PiecesEvent`], checked: in increasing, non-overlapping offsets within what
@@ -123,7 +138,7 @@ pub struct Pieces<'a> {
 
 impl<'a> Pieces<'a> {
     /// Each piece: its offset in what the syscall moved, and its bytes.
-    pub fn iter(&self) -> impl Iterator<Item = (u64, &'a [u8])> + 'a {
+    pub fn iter(&self) -> impl Iterator<Item = (u64, &'a [u8])> + use<'a> {
         let mut rest = self.data;
         std::iter::from_fn(move || {
             let (head, tail) = rest.split_first_chunk::<{ size_of::<Piece>() }>()?;
@@ -142,8 +157,8 @@ impl<'a> Pieces<'a> {
         self.data
     }
 
-    /// Validates the pieces against their count and the syscall's length.
-    pub(crate) fn check(data: &'a [u8], count: usize, total_len: u32) -> Result<Self> {
+    /// Validates the pieces against their count and the length of what they were cut from.
+    pub fn check(data: &'a [u8], count: usize, total_len: u32) -> Result<Self> {
         let pieces = Self { data };
         let (mut end, mut used, mut seen) = (0u64, 0usize, 0usize);
         for (offset, bytes) in pieces.iter() {
@@ -377,14 +392,15 @@ pub enum PodEvent<'a> {
         direction: Direction,
         /// Sequence number of the first payload byte.
         seq: u32,
-        /// Payload bytes of the skb; `payload` holds the first of them.
+        /// Payload bytes of the skb; `payload` holds some of them.
         len: u32,
         flags: TcpFlags,
         timestamp_ns: u64,
         /// Egress only: the task running when the segment left, if of the sidecar's PID
-        /// namespace (the writer for segments sent by the write itself; see `SegmentEvent`).
+        /// namespace (the writer for segments sent by the write itself; see `SegmentHeader`).
         task: Option<Task>,
-        payload: &'a [u8],
+        /// Offsets are in the skb's payload.
+        payload: Payload<'a>,
     },
     /// `connect(2)` on a TCP socket of an attached container, in the connecting task.
     Connect {
@@ -408,43 +424,7 @@ impl<'a> PodEvent<'a> {
     pub fn decode(bytes: &'a [u8]) -> Result<Self> {
         let kind: u32 = read(bytes)?;
         match kind {
-            EVENT_SEGMENT => {
-                if bytes.len() < SEGMENT_EVENT_HEADER_LEN {
-                    return Err(Error::MalformedEvent(
-                        "segment record shorter than its header",
-                    ));
-                }
-                let field = |offset: usize| read::<u32>(bytes.get(offset..).unwrap_or_default());
-                let wide = |offset: usize| read::<u64>(bytes.get(offset..).unwrap_or_default());
-                let captured = field(offset_of!(SegmentEvent, captured_len))? as usize;
-                let len = field(offset_of!(SegmentEvent, payload_len))?;
-                if captured > MAX_PAYLOAD
-                    || captured > len as usize
-                    || bytes.len() < SEGMENT_EVENT_HEADER_LEN + captured
-                {
-                    return Err(Error::MalformedEvent(
-                        "segment record shorter than its payload",
-                    ));
-                }
-                let direction = if field(offset_of!(SegmentEvent, direction))? == DIRECTION_EGRESS {
-                    Direction::Egress
-                } else {
-                    Direction::Ingress
-                };
-                Ok(PodEvent::Segment {
-                    cookie: wide(offset_of!(SegmentEvent, cookie))?,
-                    direction,
-                    seq: field(offset_of!(SegmentEvent, seq))?,
-                    len,
-                    flags: TcpFlags(field(offset_of!(SegmentEvent, tcp_flags))? as u8),
-                    timestamp_ns: wide(offset_of!(SegmentEvent, timestamp_ns))?,
-                    task: Task::of(
-                        field(offset_of!(SegmentEvent, pid))?,
-                        field(offset_of!(SegmentEvent, tid))?,
-                    ),
-                    payload: &bytes[SEGMENT_EVENT_HEADER_LEN..SEGMENT_EVENT_HEADER_LEN + captured],
-                })
-            }
+            EVENT_SEGMENT | EVENT_SEGMENT_PIECES => decode_segment(bytes, kind),
             EVENT_TCP_CONNECT | EVENT_TCP_ESTABLISHED | EVENT_TCP_CLOSE => {
                 let event: TcpEvent = read(bytes)?;
                 let connection = TcpConnection {
@@ -479,6 +459,60 @@ impl<'a> PodEvent<'a> {
     }
 }
 
+/// A [`sidecar_bpf::SegmentEvent`] or a [`SegmentPiecesEvent`] (`kind`).
+fn decode_segment(bytes: &[u8], kind: u32) -> Result<PodEvent<'_>> {
+    let pieced = kind == EVENT_SEGMENT_PIECES;
+    let header_len = if pieced {
+        SEGMENT_PIECES_EVENT_HEADER_LEN
+    } else {
+        SEGMENT_EVENT_HEADER_LEN
+    };
+    if bytes.len() < header_len {
+        return Err(Error::MalformedEvent(
+            "segment record shorter than its header",
+        ));
+    }
+    // Read field by field, as data records are: the record is trimmed to what it holds.
+    let field = |offset: usize| read::<u32>(bytes.get(offset..).unwrap_or_default());
+    let wide = |offset: usize| read::<u64>(bytes.get(offset..).unwrap_or_default());
+    let captured = field(offset_of!(SegmentHeader, captured_len))? as usize;
+    let len = field(offset_of!(SegmentHeader, payload_len))?;
+    let bound = if pieced { MAX_PIECE_BYTES } else { MAX_PAYLOAD };
+    let data = bytes
+        .get(header_len..header_len + captured)
+        .filter(|_| captured <= bound)
+        .ok_or(Error::MalformedEvent(
+            "segment record shorter than its payload",
+        ))?;
+    let payload = if pieced {
+        let count = field(offset_of!(SegmentPiecesEvent, piece_count))? as usize;
+        if count > MAX_PIECES {
+            return Err(Error::MalformedEvent("segment record with too many pieces"));
+        }
+        Payload::Pieces(Pieces::check(data, count, len)?)
+    } else {
+        if captured > len as usize {
+            return Err(Error::MalformedEvent(
+                "segment record holds more than the segment",
+            ));
+        }
+        Payload::Prefix(data)
+    };
+    Ok(PodEvent::Segment {
+        cookie: wide(offset_of!(SegmentHeader, cookie))?,
+        direction: direction_of(field(offset_of!(SegmentHeader, direction))?),
+        seq: field(offset_of!(SegmentHeader, seq))?,
+        len,
+        flags: TcpFlags(field(offset_of!(SegmentHeader, tcp_flags))? as u8),
+        timestamp_ns: wide(offset_of!(SegmentHeader, timestamp_ns))?,
+        task: Task::of(
+            field(offset_of!(SegmentHeader, pid))?,
+            field(offset_of!(SegmentHeader, tid))?,
+        ),
+        payload,
+    })
+}
+
 fn direction_of(value: u32) -> Direction {
     if value == DIRECTION_EGRESS {
         Direction::Egress
@@ -509,6 +543,7 @@ fn socket_addr(family: u16, addr: [u8; 16], port: u16) -> Option<SocketAddr> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use sidecar_bpf::SegmentEvent;
 
     pub(crate) fn as_bytes<T>(value: &T) -> &[u8] {
         // SAFETY: test helper over the plain ABI structs.
@@ -762,10 +797,9 @@ pub(crate) mod tests {
         assert!(Event::decode(&short).is_err());
     }
 
-    #[test]
-    fn decodes_a_trimmed_segment_record() {
-        let mut event = SegmentEvent {
-            kind: EVENT_SEGMENT,
+    fn segment_header(kind: u32) -> SegmentHeader {
+        SegmentHeader {
+            kind,
             direction: DIRECTION_EGRESS,
             pid: 5,
             tid: 6,
@@ -775,6 +809,13 @@ pub(crate) mod tests {
             payload_len: 3000,
             captured_len: 4,
             tcp_flags: sidecar_bpf::TCP_PSH | sidecar_bpf::TCP_ACK,
+        }
+    }
+
+    #[test]
+    fn decodes_a_trimmed_segment_record() {
+        let mut event = SegmentEvent {
+            header: segment_header(EVENT_SEGMENT),
             payload: [0; MAX_PAYLOAD],
         };
         event.payload[..4].copy_from_slice(b"HTTP");
@@ -789,13 +830,13 @@ pub(crate) mod tests {
                 flags: TcpFlags(0x18),
                 timestamp_ns: 42,
                 task: Some(Task { pid: 5, tid: 6 }),
-                payload: b"HTTP",
+                payload: Payload::Prefix(b"HTTP"),
             }
         );
         // Ingress segments name no task.
-        event.direction = sidecar_bpf::DIRECTION_INGRESS;
-        event.pid = 0;
-        event.tid = 0;
+        event.header.direction = sidecar_bpf::DIRECTION_INGRESS;
+        event.header.pid = 0;
+        event.header.tid = 0;
         let Ok(PodEvent::Segment {
             direction, task, ..
         }) = PodEvent::decode(&as_bytes(&event)[..SEGMENT_EVENT_HEADER_LEN + 4])
@@ -806,11 +847,116 @@ pub(crate) mod tests {
         // Truncated, or claiming more than it carries or than the segment's length.
         assert!(PodEvent::decode(&as_bytes(&event)[..SEGMENT_EVENT_HEADER_LEN + 3]).is_err());
         assert!(PodEvent::decode(&as_bytes(&event)[..SEGMENT_EVENT_HEADER_LEN - 1]).is_err());
-        event.payload_len = 2;
+        event.header.payload_len = 2;
         assert!(PodEvent::decode(as_bytes(&event)).is_err());
-        event.payload_len = 5000;
-        event.captured_len = MAX_PAYLOAD as u32 + 1;
+        event.header.payload_len = 5000;
+        event.header.captured_len = MAX_PAYLOAD as u32 + 1;
         assert!(PodEvent::decode(as_bytes(&event)).is_err());
+    }
+
+    /// A pieced segment record of `len` payload bytes holding `pieces`, its count and captured
+    /// length as given (None: right).
+    fn pieced_segment(
+        pieces: &[(u32, &[u8])],
+        len: u32,
+        count: Option<u32>,
+        captured: Option<u32>,
+    ) -> Vec<u8> {
+        // The data is laid out as a syscall's pieced record lays it out.
+        let syscall = pieces_event(header(EVENT_PIECES), pieces, len);
+        let data = &syscall[PIECES_EVENT_HEADER_LEN..];
+        let mut event = SegmentPiecesEvent {
+            header: SegmentHeader {
+                payload_len: len,
+                captured_len: captured.unwrap_or(data.len() as u32),
+                ..segment_header(EVENT_SEGMENT_PIECES)
+            },
+            piece_count: count.unwrap_or(pieces.len() as u32),
+            _pad: 0,
+            data: [0; MAX_PIECE_BYTES],
+        };
+        event.data[..data.len()].copy_from_slice(data);
+        as_bytes(&event)[..SEGMENT_PIECES_EVENT_HEADER_LEN + data.len()].to_vec()
+    }
+
+    #[test]
+    fn decodes_pieced_segment_records_and_refuses_bad_ones() {
+        let frames: &[(u32, &[u8])] = &[(0, b"headers"), (16_393, b"data hdr"), (40_000, b"")];
+        let record = pieced_segment(frames, 65_000, None, None);
+        let Ok(PodEvent::Segment {
+            cookie,
+            seq,
+            len,
+            payload: Payload::Pieces(pieces),
+            ..
+        }) = PodEvent::decode(&record)
+        else {
+            panic!("not a pieced segment: {:?}", PodEvent::decode(&record));
+        };
+        assert_eq!((cookie, seq, len), (77, u32::MAX, 65_000));
+        assert_eq!(
+            pieces.iter().collect::<Vec<_>>(),
+            frames
+                .iter()
+                .map(|&(o, b)| (u64::from(o), b))
+                .collect::<Vec<_>>()
+        );
+        // No piece at all (an skb inside one DATA payload) is a valid record.
+        assert!(matches!(
+            PodEvent::decode(&pieced_segment(&[], 100, None, None)),
+            Ok(PodEvent::Segment { payload: Payload::Pieces(p), .. }) if p.iter().count() == 0
+        ));
+        // (name, pieces, payload length, count, captured length)
+        type Case<'a> = (
+            &'a str,
+            &'a [(u32, &'a [u8])],
+            u32,
+            Option<u32>,
+            Option<u32>,
+        );
+        let bad: &[Case<'_>] = &[
+            ("past the skb", &[(95, b"0123456789")], 100, None, None),
+            ("overlapping", &[(0, b"abcd"), (2, b"cd")], 100, None, None),
+            ("out of order", &[(50, b"ab"), (10, b"cd")], 100, None, None),
+            ("count too high", &[(0, b"ab")], 100, Some(2), None),
+            (
+                "count too low",
+                &[(0, b"ab"), (10, b"cd")],
+                100,
+                Some(1),
+                None,
+            ),
+            (
+                "too many pieces",
+                &[(0, b"ab")],
+                100,
+                Some(MAX_PIECES as u32 + 1),
+                None,
+            ),
+            ("data cut short", &[(0, b"ab")], 100, None, Some(11)),
+            (
+                "data cut inside a piece",
+                &[(0, b"abcd")],
+                100,
+                None,
+                Some(9),
+            ),
+            (
+                "more than the data",
+                &[(0, b"ab")],
+                100,
+                None,
+                Some(MAX_PIECE_BYTES as u32 + 1),
+            ),
+        ];
+        for &(name, pieces, len, count, captured) in bad {
+            assert!(
+                PodEvent::decode(&pieced_segment(pieces, len, count, captured)).is_err(),
+                "{name}"
+            );
+        }
+        // Shorter than its fixed part.
+        assert!(PodEvent::decode(&record[..SEGMENT_PIECES_EVENT_HEADER_LEN - 1]).is_err());
     }
 
     #[test]

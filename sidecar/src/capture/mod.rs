@@ -213,6 +213,8 @@ impl Probes {
                 true,
             )
             .map_max_entries(names::EVENTS, ring)
+            // The pod-scoped programs' table of HTTP/2 sockets is not used here.
+            .map_max_entries(names::SEGMENT_H2, 1)
             .load(OBJECT)
             .map_err(|source| Error::Load { source })?;
         let btf = match config.hooks {

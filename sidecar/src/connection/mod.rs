@@ -379,28 +379,10 @@ impl Connections {
         pieces: crate::capture::events::Pieces<'_>,
         out: &mut Vec<Transaction>,
     ) {
-        let total = u64::from(total_len);
-        let mut chunk = Chunk {
-            visible: &[],
-            unseen: 0,
-            at_boundary: true,
-            timestamp_ns: meta.timestamp_ns,
-            tid: Some(meta.tid),
-        };
-        let mut end = 0u64;
-        for (offset, bytes) in pieces.iter() {
-            chunk.unseen = offset.saturating_sub(end);
-            if !chunk.is_empty() {
-                self.chunk(key, meta.pid, direction, &chunk, out);
-                chunk.at_boundary = false;
-            }
-            chunk.visible = bytes;
-            end = offset + bytes.len() as u64;
-        }
-        chunk.unseen = total.saturating_sub(end);
-        if !chunk.is_empty() || end == 0 {
+        let like = Chunk::of_call(&[], 0, meta.timestamp_ns, meta.tid);
+        stream::cut(pieces.iter(), 0, u64::from(total_len), like, &mut |chunk| {
             self.chunk(key, meta.pid, direction, &chunk, out);
-        }
+        });
     }
 
     /// A connection starts being tracked, by process `pid` (0: not known yet), as `opened` says. A key already tracked means its end was

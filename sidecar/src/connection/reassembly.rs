@@ -8,7 +8,10 @@
 //!   Held segments are bounded in bytes and in count, and in time through [`Reassembler::expire`];
 //!   past a bound the hole is given up and delivered as a gap: a chunk with nothing visible and
 //!   `unseen` the hole's length.
-//! - A segment's payload beyond the capture's copy is delivered as `unseen`.
+//! - A segment's payload beyond the capture's copy is delivered as `unseen`. A segment captured
+//!   as pieces (HTTP/2 frames the kernel found through the whole skb) is delivered as one chunk
+//!   per piece, each with the uncaptured bytes up to the next as `unseen`: those are known to
+//!   be missing, not a hole to wait for, and every captured byte lands at its stream position.
 //! - Sequence numbers are 32-bit and wrap; positions are kept as 64-bit stream offsets, and a
 //!   segment is placed by its distance from the next expected number (TCP windows stay well
 //!   below 2^31, so the signed distance is unambiguous).
@@ -20,7 +23,8 @@
 
 use std::collections::BTreeMap;
 
-use super::stream::Chunk;
+use super::stream::{self, Chunk};
+use crate::capture::events::Payload;
 
 /// Bounds on what a direction holds while it waits for a hole to fill.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -51,8 +55,8 @@ impl Default for Limits {
 pub struct Segment<'a> {
     /// Sequence number of the first payload byte.
     pub seq: u32,
-    /// The leading payload bytes the capture copied.
-    pub captured: &'a [u8],
+    /// What the capture copied of the payload: its leading bytes, or pieces at offsets in it.
+    pub captured: Payload<'a>,
     /// Payload bytes of the segment, captured or not.
     pub len: u32,
     /// When the capture saw it (`CLOCK_MONOTONIC` nanoseconds).
@@ -75,13 +79,27 @@ pub struct Stats {
     pub gap_bytes: u64,
 }
 
-/// A held segment: its end offset and the captured bytes it starts with.
+/// A held segment: its end offset and its captured bytes, back to back in `data`, with the
+/// offset in the segment and the length of each run of them.
 #[derive(Debug)]
 struct Held {
     end: u64,
     data: Vec<u8>,
+    runs: Vec<(u64, usize)>,
     timestamp_ns: u64,
     tid: Option<u32>,
+}
+
+impl Held {
+    /// Each run of captured bytes: its offset in the segment, and its bytes.
+    fn ranges(&self) -> impl Iterator<Item = (u64, &[u8])> {
+        let mut rest = self.data.as_slice();
+        self.runs.iter().map(move |&(offset, len)| {
+            let (bytes, tail) = rest.split_at(len.min(rest.len()));
+            rest = tail;
+            (offset, bytes)
+        })
+    }
 }
 
 /// Reassembly state of one direction of one connection.
@@ -149,7 +167,6 @@ impl Reassembler {
         }
         self.last_ns = self.last_ns.max(segment.timestamp_ns);
         let len = u64::from(segment.len);
-        let captured = &segment.captured[..segment.captured.len().min(segment.len as usize)];
         let next_seq = *self.next_seq.get_or_insert(segment.seq);
         let distance = i64::from(segment.seq.wrapping_sub(next_seq) as i32);
         let Some(start) = self.next.checked_add_signed(distance) else {
@@ -163,11 +180,18 @@ impl Reassembler {
             return;
         }
         if start <= self.next {
-            self.deliver(start, end, captured, segment.timestamp_ns, segment.tid, out);
+            let ranges = segment.captured.ranges();
+            self.deliver(start, end, ranges, segment.timestamp_ns, segment.tid, out);
             self.drain(out);
             return;
         }
-        self.hold(start, end, captured, segment.timestamp_ns, segment.tid);
+        self.hold(
+            start,
+            end,
+            segment.captured,
+            segment.timestamp_ns,
+            segment.tid,
+        );
         while self.held_bytes > self.limits.max_held_bytes
             || self.held.len() > self.limits.max_held_segments
         {
@@ -201,31 +225,28 @@ impl Reassembler {
         }
     }
 
-    /// Delivers `[start, end)` from `next` on (`start <= next < end`).
-    fn deliver(
+    /// Delivers `[start, end)` from `next` on (`start <= next < end`), whose captured bytes are
+    /// `ranges` (offsets from `start`).
+    fn deliver<'b>(
         &mut self,
         start: u64,
         end: u64,
-        captured: &[u8],
+        ranges: impl Iterator<Item = (u64, &'b [u8])>,
         timestamp_ns: u64,
         tid: Option<u32>,
         out: &mut impl FnMut(Chunk<'_>),
     ) {
         let cut = self.next - start;
         self.stats.duplicate += cut;
-        let visible = usize::try_from(cut)
-            .ok()
-            .and_then(|cut| captured.get(cut..))
-            .unwrap_or_default();
-        let total = end - self.next;
-        out(Chunk {
-            visible,
-            unseen: total - visible.len() as u64,
+        let like = Chunk {
+            visible: &[],
+            unseen: 0,
             at_boundary: cut == 0,
             timestamp_ns,
             tid,
-        });
-        self.advance(total);
+        };
+        stream::cut(ranges, cut, end - start, like, out);
+        self.advance(end - self.next);
     }
 
     /// Delivers the held segments that now start at or before `next`.
@@ -244,7 +265,7 @@ impl Reassembler {
             self.deliver(
                 start,
                 held.end,
-                &held.data,
+                held.ranges(),
                 held.timestamp_ns,
                 held.tid,
                 out,
@@ -252,12 +273,30 @@ impl Reassembler {
         }
     }
 
-    fn hold(&mut self, start: u64, end: u64, captured: &[u8], timestamp_ns: u64, tid: Option<u32>) {
+    fn hold(
+        &mut self,
+        start: u64,
+        end: u64,
+        captured: Payload<'_>,
+        timestamp_ns: u64,
+        tid: Option<u32>,
+    ) {
         // One segment never takes more than the whole budget; the rest of it counts as unseen.
-        let captured = &captured[..captured.len().min(self.limits.max_held_bytes)];
+        let mut data = Vec::new();
+        let mut runs = Vec::new();
+        for (offset, bytes) in captured.ranges() {
+            let within = usize::try_from((end - start).saturating_sub(offset)).unwrap_or(0);
+            let room = self.limits.max_held_bytes.saturating_sub(data.len());
+            let bytes = &bytes[..bytes.len().min(room).min(within)];
+            if bytes.is_empty() {
+                continue;
+            }
+            data.extend_from_slice(bytes);
+            runs.push((offset, bytes.len()));
+        }
         if let Some(existing) = self.held.get(&start) {
             // The same start twice (a retransmission of a held segment): keep the longer one.
-            if (existing.end, existing.data.len()) >= (end, captured.len()) {
+            if (existing.end, existing.data.len()) >= (end, data.len()) {
                 self.stats.duplicate += end - start;
                 return;
             }
@@ -265,12 +304,13 @@ impl Reassembler {
             self.held_bytes -= existing.data.len();
         }
         self.stats.held += 1;
-        self.held_bytes += captured.len();
+        self.held_bytes += data.len();
         self.held.insert(
             start,
             Held {
                 end,
-                data: captured.to_vec(),
+                data,
+                runs,
                 timestamp_ns,
                 tid,
             },
@@ -317,6 +357,7 @@ mod tests {
     use rand::{Rng, SeedableRng, rngs::StdRng, seq::SliceRandom};
 
     use super::*;
+    use crate::capture::events::Pieces;
 
     /// A delivered chunk, owned: (visible, unseen, at_boundary).
     type Out = (Vec<u8>, u64, bool);
@@ -324,7 +365,7 @@ mod tests {
     fn seg(seq: u32, bytes: &[u8]) -> Segment<'_> {
         Segment {
             seq,
-            captured: bytes,
+            captured: Payload::Prefix(bytes),
             len: bytes.len() as u32,
             timestamp_ns: 0,
             tid: None,
@@ -356,7 +397,7 @@ mod tests {
         };
         let partial = Segment {
             seq: 1003,
-            captured: b"defg",
+            captured: Payload::Prefix(b"defg"),
             len: 10,
             timestamp_ns: 0,
             tid: Some(9),
@@ -555,6 +596,112 @@ mod tests {
     }
 
     #[test]
+    fn pieced_segments_put_each_piece_at_its_offset() {
+        let tight = Limits {
+            max_held_bytes: 4,
+            max_held_segments: 2,
+            max_hold_ns: 1,
+        };
+        // A segment: (seq, len, pieces), or a prefix when len is None.
+        type In<'a> = (u32, Option<u32>, &'a [(u32, &'a [u8])]);
+        // (name, limits, segments, chunks)
+        type Case<'a> = (&'a str, Limits, Vec<In<'a>>, Vec<Out>);
+        let cases: Vec<Case<'_>> = vec![
+            (
+                "uncaptured bytes between pieces are unseen, not a hole",
+                Limits::default(),
+                vec![
+                    (1000, Some(30), &[(0, b"HEAD"), (20, b"DATAHDR")]),
+                    (1030, None, &[(0, b"next")]),
+                ],
+                vec![
+                    chunk(b"HEAD", 16, true),
+                    chunk(b"DATAHDR", 3, false),
+                    chunk(b"next", 0, true),
+                ],
+            ),
+            (
+                "bytes before the first piece are a chunk of their own",
+                Limits::default(),
+                vec![(1000, Some(10), &[(4, b"xy")])],
+                vec![chunk(b"", 4, true), chunk(b"xy", 4, false)],
+            ),
+            (
+                "no piece at all: the whole segment unseen",
+                Limits::default(),
+                vec![(1000, Some(10), &[]), (1010, None, &[(0, b"k")])],
+                vec![chunk(b"", 10, true), chunk(b"k", 0, true)],
+            ),
+            (
+                "an overlap trims whole pieces and part of one",
+                Limits::default(),
+                vec![
+                    (1000, None, &[(0, b"abcdef")]),
+                    (1002, Some(12), &[(0, b"cd"), (3, b"fgh"), (9, b"lm")]),
+                ],
+                vec![
+                    chunk(b"abcdef", 0, true),
+                    chunk(b"gh", 3, false),
+                    chunk(b"lm", 1, false),
+                ],
+            ),
+            (
+                "a held pieced segment is delivered once its hole fills",
+                Limits::default(),
+                vec![
+                    (1000, None, &[(0, b"ab")]),
+                    (1010, Some(8), &[(1, b"x"), (6, b"yz")]),
+                    (1002, None, &[(0, b"cdefghij")]),
+                ],
+                vec![
+                    chunk(b"ab", 0, true),
+                    chunk(b"cdefghij", 0, true),
+                    chunk(b"", 1, true),
+                    chunk(b"x", 4, false),
+                    chunk(b"yz", 0, false),
+                ],
+            ),
+            (
+                "held pieces are cut to the byte budget, the rest unseen",
+                tight,
+                vec![
+                    (1000, None, &[(0, b"a")]),
+                    (1002, Some(10), &[(0, b"abc"), (5, b"defg")]),
+                ],
+                vec![
+                    chunk(b"a", 0, true),
+                    chunk(b"", 1, false),
+                    chunk(b"abc", 2, true),
+                    chunk(b"d", 4, false),
+                ],
+            ),
+        ];
+        for (name, limits, segments, want) in cases {
+            let cuts: Vec<Cut> = segments
+                .iter()
+                .map(|&(seq, len, pieces)| match len {
+                    Some(len) => Cut {
+                        seq,
+                        captured: raw_pieces(pieces),
+                        pieces: Some(pieces.len()),
+                        len,
+                    },
+                    None => Cut {
+                        seq,
+                        captured: pieces[0].1.to_vec(),
+                        pieces: None,
+                        len: pieces[0].1.len() as u32,
+                    },
+                })
+                .collect();
+            let segments: Vec<Segment<'_>> = cuts.iter().map(Cut::segment).collect();
+            let mut r = Reassembler::new(limits);
+            assert_eq!(run(&mut r, &segments, None), want, "{name}");
+            assert_eq!(r.held_bytes(), 0, "{name}");
+        }
+    }
+
+    #[test]
     fn expire_gives_up_a_hole_after_the_hold_time() {
         let limits = Limits {
             max_hold_ns: 100,
@@ -610,23 +757,81 @@ mod tests {
         assert_eq!(out, vec![(Some(1), 10), (Some(2), 20), (Some(3), 30)]);
     }
 
-    /// Splits `stream` into segments starting at `isn`, each captured up to `copy` bytes.
-    fn segments_of(
-        rng: &mut StdRng,
-        stream: &[u8],
-        isn: u32,
-        copy: usize,
-    ) -> Vec<(u32, Vec<u8>, u32)> {
+    /// What a test's capture copies of each segment.
+    #[derive(Clone, Copy, PartialEq, Eq)]
+    enum Capture {
+        /// Its first bytes, up to this many.
+        Prefix(usize),
+        /// Runs at random offsets, as pieces.
+        Pieces,
+    }
+
+    /// A segment of a test: its sequence number, captured bytes (a prefix, or the raw data of
+    /// pieces and their count) and length.
+    #[derive(Clone)]
+    struct Cut {
+        seq: u32,
+        captured: Vec<u8>,
+        pieces: Option<usize>,
+        len: u32,
+    }
+
+    impl Cut {
+        fn segment(&self) -> Segment<'_> {
+            let captured = match self.pieces {
+                None => Payload::Prefix(&self.captured),
+                Some(count) => Payload::Pieces(
+                    Pieces::check(&self.captured, count, self.len).expect("well-formed pieces"),
+                ),
+            };
+            Segment {
+                seq: self.seq,
+                captured,
+                len: self.len,
+                timestamp_ns: 0,
+                tid: None,
+            }
+        }
+    }
+
+    /// The raw data of a pieced record holding `pieces` (offset, bytes).
+    fn raw_pieces(pieces: &[(u32, &[u8])]) -> Vec<u8> {
+        let mut raw = Vec::new();
+        for (offset, bytes) in pieces {
+            raw.extend_from_slice(&offset.to_ne_bytes());
+            raw.extend_from_slice(&(bytes.len() as u32).to_ne_bytes());
+            raw.extend_from_slice(bytes);
+        }
+        raw
+    }
+
+    /// Splits `stream` into segments starting at `isn`, each captured as `copy` says.
+    fn segments_of(rng: &mut StdRng, stream: &[u8], isn: u32, copy: Capture) -> Vec<Cut> {
         let mut out = Vec::new();
         let mut at = 0;
         while at < stream.len() {
             let len = rng.random_range(1..=1500).min(stream.len() - at);
             let bytes = &stream[at..at + len];
-            out.push((
-                isn.wrapping_add(at as u32),
-                bytes[..len.min(copy)].to_vec(),
-                len as u32,
-            ));
+            let (captured, pieces) = match copy {
+                Capture::Prefix(n) => (bytes[..len.min(n)].to_vec(), None),
+                Capture::Pieces => {
+                    let mut runs = Vec::new();
+                    let mut from = 0;
+                    while from < len && rng.random_bool(0.7) {
+                        let start = rng.random_range(from..len);
+                        let end = rng.random_range(start..=len.min(start + 40));
+                        runs.push((start as u32, &bytes[start..end]));
+                        from = end;
+                    }
+                    (raw_pieces(&runs), Some(runs.len()))
+                }
+            };
+            out.push(Cut {
+                seq: isn.wrapping_add(at as u32),
+                captured,
+                pieces,
+                len: len as u32,
+            });
             at += len;
         }
         out
@@ -645,7 +850,11 @@ mod tests {
             } else {
                 rng.random()
             };
-            let copy = if seed % 2 == 0 { usize::MAX } else { 1024 };
+            let copy = match seed % 4 {
+                0 | 2 => Capture::Prefix(usize::MAX),
+                1 => Capture::Prefix(1024),
+                _ => Capture::Pieces,
+            };
             let mut arrivals = segments_of(&mut rng, &stream, isn, copy);
             // Retransmissions re-cut differently, and plain duplicates.
             let mut extra = segments_of(&mut rng, &stream, isn, copy);
@@ -676,21 +885,12 @@ mod tests {
                 let unseen = c.unseen as usize;
                 rebuilt.extend_from_slice(&stream[at + c.visible.len()..][..unseen]);
             };
-            for (seq, captured, len) in &arrivals {
-                r.push(
-                    Segment {
-                        seq: *seq,
-                        captured,
-                        len: *len,
-                        timestamp_ns: 0,
-                        tid: None,
-                    },
-                    &mut sink,
-                );
+            for cut in &arrivals {
+                r.push(cut.segment(), &mut sink);
             }
             r.finish(Some(isn.wrapping_add(stream.len() as u32)), &mut sink);
             assert_eq!(rebuilt, stream, "seed {seed}");
-            if copy == usize::MAX {
+            if copy == Capture::Prefix(usize::MAX) {
                 assert_eq!(unseen_total, 0, "seed {seed}: everything was captured");
             }
             let stats = r.stats();

@@ -395,7 +395,7 @@ fn end_stream(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::capture::events::{Meta, TlsPayload, TlsSession};
+    use crate::capture::events::{Meta, Payload, TlsPayload, TlsSession};
     use crate::connection::{Limits, testing::http};
 
     const COOKIE: u64 = 77;
@@ -438,7 +438,7 @@ mod tests {
                 flags: TcpFlags(flags),
                 timestamp_ns: 2,
                 task: None,
-                payload,
+                payload: Payload::Prefix(payload),
             });
         }
 

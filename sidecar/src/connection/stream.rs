@@ -47,3 +47,49 @@ impl<'a> Chunk<'a> {
         self.len() == 0
     }
 }
+
+/// Cuts `len` bytes, of which `ranges` were captured (offset and bytes, in increasing offsets,
+/// not overlapping), into chunks from offset `from` on: each range starts a chunk whose `unseen`
+/// runs to the next range, and bytes before the first range are a chunk with nothing visible.
+/// Each chunk is `like` but for its bytes; only the first keeps `like.at_boundary`. At least
+/// one chunk goes out, empty if `from` is `len` and nothing was captured.
+pub fn cut<'a>(
+    ranges: impl IntoIterator<Item = (u64, &'a [u8])>,
+    from: u64,
+    len: u64,
+    like: Chunk<'a>,
+    out: &mut impl FnMut(Chunk<'a>),
+) {
+    let mut chunk = Chunk {
+        visible: &[],
+        unseen: 0,
+        ..like
+    };
+    let mut at = from;
+    let mut emitted = false;
+    for (offset, bytes) in ranges {
+        let end = offset.saturating_add(bytes.len() as u64).min(len);
+        if end <= at {
+            continue;
+        }
+        let begin = offset.max(at);
+        chunk.unseen += begin - at;
+        if !chunk.is_empty() {
+            out(chunk);
+            emitted = true;
+            chunk.at_boundary = false;
+        }
+        let skip = usize::try_from(begin - offset).unwrap_or(usize::MAX);
+        let take = usize::try_from(end - begin).unwrap_or(0);
+        chunk.visible = bytes
+            .get(skip..)
+            .and_then(|b| b.get(..take))
+            .unwrap_or_default();
+        chunk.unseen = 0;
+        at = end;
+    }
+    chunk.unseen += len.saturating_sub(at);
+    if !chunk.is_empty() || !emitted {
+        out(chunk);
+    }
+}
