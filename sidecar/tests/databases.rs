@@ -237,7 +237,22 @@ async fn postgres_connection_opened_before_the_sidecar_and_server_side_spans(mod
             ("OTEL_EBPF_DB_INCLUDE_QUERY_TEXT", "true".to_owned()),
         ],
     );
-    assert!(host(&py_client("pg-slow", port, &[])));
+    // The client (outside the pod) holds its connection until the backend serving it is
+    // instrumented.
+    let dir = pod.dir.path().to_string_lossy().into_owned();
+    let mut client = std::process::Command::new("bash")
+        .args(["-c", &py_client("pg-server-side", port, &[&dir])])
+        .spawn()
+        .expect("client");
+    databases::wait_for_path(&pod.path("ready"));
+    let backend = std::fs::read_to_string(pod.path("ready")).expect("backend pid");
+    pod.wait_for_log(
+        "sidecar.err",
+        &format!("instrumenting process pid={} ", backend.trim()),
+        WAIT,
+    );
+    std::fs::write(pod.path("go"), "").expect("go");
+    assert!(client.wait().expect("client").success());
     let spans = spans_where(&receiver, 1, |s| is_db(s, "postgresql")).await;
     let server_side: Vec<&Span> = spans
         .iter()

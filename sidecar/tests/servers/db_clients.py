@@ -5,8 +5,9 @@ selects this process before it connects, then makes a known set of calls and exi
 
 pg-params      psycopg: server-side parameters, a prepared statement, pipeline mode, an error
 pg-hold        psycopg: connects, writes DIR/ready, waits for DIR/go, then runs one query
-pg-slow        psycopg: connects, waits 1.5 s (for a server-side sidecar to find the backend),
-               runs one query carrying a traceparent in a comment
+pg-server-side psycopg: connects, writes DIR/ready (its backend's pid), waits for DIR/go (the
+               test's sign that a server-side sidecar instruments the backend), runs one query
+               carrying a traceparent in a comment
 pg-tls         psycopg over TLS (sslmode=require): writes DIR/started (its pid), waits for
                DIR/connect, connects, writes DIR/ready (its backend's pid), waits for DIR/go, then
                runs three queries
@@ -76,9 +77,11 @@ def pg_tls(port, directory):
             conn.execute(f"SELECT {i} AS tls")
 
 
-def pg_slow(port):
+def pg_server_side(port, directory):
     with pg(port) as conn:
-        time.sleep(1.5)
+        backend = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
+        announce(directory, "ready", str(backend))
+        wait_for(directory, "go")
         # The context a client carries in a comment (as sqlcommenter does).
         conn.execute("SELECT 7 AS server_side "
                      "/*traceparent='00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01'*/")
@@ -137,7 +140,7 @@ if __name__ == "__main__":
     {
         "pg-params": lambda: pg_params(port),
         "pg-hold": lambda: pg_hold(port, sys.argv[3]),
-        "pg-slow": lambda: pg_slow(port),
+        "pg-server-side": lambda: pg_server_side(port, sys.argv[3]),
         "pg-tls": lambda: pg_tls(port, sys.argv[3]),
         "pymysql": lambda: pymysql_text(port),
         "connector": lambda: connector(port),
