@@ -178,7 +178,6 @@ fn poll_error(source: std::io::Error) -> Error {
     }
 }
 
-/// Registers the ring buffer's fd with the reactor for readability.
 /// The kind of uprobe for TLS capture, if it is on and possible; the log says which, or why none.
 fn tls_uprobes(config: &Config) -> Option<UprobeKind> {
     if !config.tls_capture {
@@ -196,6 +195,7 @@ fn tls_uprobes(config: &Config) -> Option<UprobeKind> {
     }
 }
 
+/// Registers the ring buffer's fd with the reactor for readability.
 fn register_readable(ring: RingBuf<MapData>) -> Result<Ring> {
     // SAFETY: the fd belongs to the RingBuf, which the AsyncFd owns from here on: it stays open
     // and is the same descriptor until the AsyncFd is dropped.
@@ -357,15 +357,6 @@ impl Sidecar {
             for pid in refused {
                 self.select_in_probes(pid);
             }
-            // TLS libraries of the processes these hooks capture, also those loaded since a
-            // process was first seen (an `import ssl`).
-            if let Some(pod) = self.pod.as_mut() {
-                for (&pid, _) in self.processes.iter().filter(|(_, p)| !p.in_probes) {
-                    if let Err(error) = pod.hook_tls(pid) {
-                        tracing::warn!(pid, %error, "hooking TLS libraries");
-                    }
-                }
-            }
         } else {
             let pending: Vec<u32> = self
                 .processes
@@ -387,12 +378,16 @@ impl Sidecar {
                 );
             }
         }
-        if let Some(probes) = self.probes.as_mut() {
-            // Libraries loaded since a process was selected (an `import ssl`) are found here.
-            for (&pid, _) in self.processes.iter().filter(|(_, p)| p.in_probes) {
-                if let Err(error) = probes.hook_tls(pid) {
-                    tracing::warn!(pid, %error, "hooking TLS libraries");
-                }
+        // TLS libraries, by the hooks that capture each process; libraries loaded since a process
+        // was selected (an `import ssl`) are found here.
+        for (&pid, process) in &self.processes {
+            let hooked = match (process.in_probes, self.probes.as_mut(), self.pod.as_mut()) {
+                (true, Some(probes), _) => probes.hook_tls(pid),
+                (false, _, Some(pod)) => pod.hook_tls(pid),
+                _ => Ok(()),
+            };
+            if let Err(error) = hooked {
+                tracing::warn!(pid, %error, "hooking TLS libraries");
             }
         }
         let metrics = self.telemetry.self_metrics();
