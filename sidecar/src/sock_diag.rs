@@ -141,6 +141,26 @@ impl SockDiag {
     }
 }
 
+/// A socket's cookie as `SO_COOKIE` gives it (the id BPF programs see), for tests that match
+/// dumps with sockets they own.
+#[cfg(test)]
+pub(crate) fn cookie_of(fd: i32) -> u64 {
+    let mut cookie = 0u64;
+    let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into the u64 we own.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_COOKIE,
+            (&raw mut cookie).cast(),
+            &mut len,
+        )
+    };
+    assert_eq!(rc, 0, "SO_COOKIE: {}", io::Error::last_os_error());
+    cookie
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -154,24 +174,6 @@ mod tests {
             .trim_end_matches(']')
             .parse()
             .unwrap()
-    }
-
-    /// The socket's cookie as `SO_COOKIE` gives it (the id BPF programs see).
-    fn cookie_of(fd: i32) -> u64 {
-        let mut cookie = 0u64;
-        let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
-        // SAFETY: getsockopt writes at most `len` bytes into the u64 we own.
-        let rc = unsafe {
-            libc::getsockopt(
-                fd,
-                libc::SOL_SOCKET,
-                libc::SO_COOKIE,
-                (&raw mut cookie).cast(),
-                &mut len,
-            )
-        };
-        assert_eq!(rc, 0, "SO_COOKIE: {}", io::Error::last_os_error());
-        cookie
     }
 
     #[test]

@@ -1,8 +1,12 @@
 //! HTTP/2 end to end on a real kernel: nginx serving cleartext HTTP/2 under h2load and curl,
 //! an `Upgrade: h2c` request to python-hyper's h2, Node's built-in http2 module as server and
 //! client, a connection opened before the sidecar started, and writes whose frame headers are
-//! split across buffers (as grpcio's are); spans exported over OTLP to a real receiver. Needs
-//! root; CI runs as root.
+//! split across buffers (as grpcio's are); spans exported over OTLP to a real receiver, each in
+//! both capture modes. Needs root; CI runs as root.
+#![allow(
+    clippy::expect_used,
+    reason = "test bodies are plain functions, called by the tests `in_both_modes!` makes"
+)]
 
 #[path = "support/otlp.rs"]
 mod otlp;
@@ -56,10 +60,6 @@ fn of_kind(spans: &[Span], kind: SpanKind) -> Vec<&Span> {
 
 /// Many streams in flight on each connection: nginx writes (and the pod-scoped hooks see) skbs
 /// of dozens of HEADERS and DATA frames, far beyond the bounded copy; every request is a span.
-#[allow(
-    clippy::expect_used,
-    reason = "a test body, called by the tests `in_both_modes!` makes"
-)]
 async fn nginx_h2c_under_h2load_one_span_per_request(mode: Mode) {
     let receiver = OtlpReceiver::start().await.expect("OTLP receiver");
     let mut pod = Pod::with_mode(mode);
@@ -129,10 +129,9 @@ async fn nginx_h2c_under_h2load_one_span_per_request(mode: Mode) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn curl_with_prior_knowledge_and_an_incoming_traceparent() {
+async fn curl_with_prior_knowledge_and_an_incoming_traceparent(mode: Mode) {
     let receiver = OtlpReceiver::start().await.expect("OTLP receiver");
-    let mut pod = Pod::new();
+    let mut pod = Pod::with_mode(mode);
     let [port] = free_ports();
     pod.start_nginx_h2c("nginx", port);
     sidecar_selecting(&mut pod, &receiver, &[port]);
@@ -160,10 +159,9 @@ async fn curl_with_prior_knowledge_and_an_incoming_traceparent() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_upgrade_to_h2c_is_followed_into_http2() {
+async fn an_upgrade_to_h2c_is_followed_into_http2(mode: Mode) {
     let receiver = OtlpReceiver::start().await.expect("OTLP receiver");
-    let mut pod = Pod::new();
+    let mut pod = Pod::with_mode(mode);
     let [port] = free_ports();
     pod.spawn(
         "h2c",
@@ -204,10 +202,9 @@ async fn an_upgrade_to_h2c_is_followed_into_http2() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn node_http2_server_and_client_in_the_pod() {
+async fn node_http2_server_and_client_in_the_pod(mode: Mode) {
     let receiver = OtlpReceiver::start().await.expect("OTLP receiver");
-    let mut pod = Pod::new();
+    let mut pod = Pod::with_mode(mode);
     let [port] = free_ports();
     pod.spawn(
         "node",
@@ -295,10 +292,9 @@ async fn node_http2_server_and_client_in_the_pod() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_session_opened_before_the_sidecar_started_still_yields_spans() {
+async fn a_session_opened_before_the_sidecar_started_still_yields_spans(mode: Mode) {
     let receiver = OtlpReceiver::start().await.expect("OTLP receiver");
-    let mut pod = Pod::new();
+    let mut pod = Pod::with_mode(mode);
     let [port] = free_ports();
     pod.spawn(
         "node",
@@ -347,10 +343,9 @@ async fn a_session_opened_before_the_sidecar_started_still_yields_spans() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn frame_headers_split_across_the_buffers_of_a_write_are_followed() {
+async fn frame_headers_split_across_the_buffers_of_a_write_are_followed(mode: Mode) {
     let receiver = OtlpReceiver::start().await.expect("OTLP receiver");
-    let mut pod = Pod::new();
+    let mut pod = Pod::with_mode(mode);
     let [port] = free_ports();
     pod.start_nginx_h2c("nginx", port);
     // Every process of the pod: nginx and the client.
@@ -409,4 +404,11 @@ async fn frame_headers_split_across_the_buffers_of_a_write_are_followed() {
     }
 }
 
-in_both_modes!(nginx_h2c_under_h2load_one_span_per_request);
+in_both_modes!(
+    nginx_h2c_under_h2load_one_span_per_request,
+    curl_with_prior_knowledge_and_an_incoming_traceparent,
+    an_upgrade_to_h2c_is_followed_into_http2,
+    node_http2_server_and_client_in_the_pod,
+    a_session_opened_before_the_sidecar_started_still_yields_spans,
+    frame_headers_split_across_the_buffers_of_a_write_are_followed,
+);

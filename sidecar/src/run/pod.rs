@@ -31,11 +31,14 @@ pub struct PodCapture {
 }
 
 impl PodCapture {
+    /// Takes over hooks attached to the first containers (see [`PodHooks::probe`]).
     pub fn new(hooks: PodHooks) -> Self {
+        let mut addresses = Addresses::new();
+        addresses.dump();
         Self {
             hooks,
             segments: Segments::new(reassembly::Limits::default()),
-            addresses: Addresses::new(),
+            addresses,
         }
     }
 
@@ -71,6 +74,9 @@ impl PodCapture {
     /// one, logging each change.
     pub fn sync(&mut self, processes: &HashMap<u32, Instrumented>) -> Changes {
         let changes = self.hooks.sync(processes.keys().copied());
+        if !changes.attached.is_empty() {
+            self.addresses.dump();
+        }
         for container in &changes.attached {
             tracing::info!(
                 pid = container.pid,
@@ -129,12 +135,31 @@ impl PodCapture {
     }
 }
 
-/// The addresses of the pod's TCP sockets by cookie, from `sock_diag` dumps made on demand.
+/// The addresses of the pod's TCP sockets by cookie, for sockets whose set-up `sock_ops` did not
+/// see (open before their container was attached), from `sock_diag` dumps.
+///
+/// A dump is made right after each attach, not when the socket's first record is read: the
+/// records of a connection that closes soon after the attach may be read after it is gone from
+/// the kernel's table (reading lags behind while new processes' TLS libraries are hooked). A
+/// record of a socket in no dump so far asks for another, at most every [`DUMP_INTERVAL_NS`].
 struct Addresses {
     diag: Option<SockDiag>,
-    by_cookie: HashMap<u64, (SocketAddr, SocketAddr)>,
+    /// Each socket with the time of the last dump that listed it; removed when looked up, as a
+    /// connection asks once, and when no dump listed it for [`DUMPED_KEPT_NS`].
+    by_cookie: HashMap<u64, Dumped>,
     dumped_ns: Option<u64>,
 }
+
+#[derive(Clone, Copy, Debug)]
+struct Dumped {
+    local: SocketAddr,
+    peer: SocketAddr,
+    at_ns: u64,
+}
+
+/// How long a dumped socket nobody asked for is kept: long enough for the records of an attach
+/// to be read, short enough that sockets closed unseen do not pile up.
+const DUMPED_KEPT_NS: u64 = 30_000_000_000;
 
 impl Addresses {
     fn new() -> Self {
@@ -150,31 +175,45 @@ impl Addresses {
         }
     }
 
-    fn lookup(&mut self, cookie: u64) -> Option<(SocketAddr, SocketAddr)> {
-        if let Some(found) = self.by_cookie.remove(&cookie) {
-            return Some(found);
-        }
+    /// Notes the sockets the kernel lists now, keeping those of earlier dumps for a while.
+    fn dump(&mut self) {
+        let Some(diag) = self.diag.as_mut() else {
+            return;
+        };
         let now = crate::telemetry::spans::WallClock::monotonic_now_ns();
-        if self
-            .dumped_ns
-            .is_some_and(|at| now.saturating_sub(at) < DUMP_INTERVAL_NS)
-        {
-            return None;
-        }
         self.dumped_ns = Some(now);
-        let sockets = match self.diag.as_mut()?.tcp(States::ListeningAndEstablished) {
+        let sockets = match diag.tcp(States::ListeningAndEstablished) {
             Ok(sockets) => sockets,
             Err(error) => {
                 tracing::warn!(%error, "sock_diag dump failed");
-                return None;
+                return;
             }
         };
-        // Each socket is looked up once, when first seen: the table holds only this dump's.
-        self.by_cookie = sockets
-            .into_iter()
-            .filter(|s| !s.listening)
-            .map(|s| (s.cookie, (s.local, s.peer)))
-            .collect();
+        self.by_cookie
+            .retain(|_, dumped| now.saturating_sub(dumped.at_ns) < DUMPED_KEPT_NS);
+        for socket in sockets.into_iter().filter(|s| !s.listening) {
+            self.by_cookie.insert(
+                socket.cookie,
+                Dumped {
+                    local: socket.local,
+                    peer: socket.peer,
+                    at_ns: now,
+                },
+            );
+        }
+    }
+
+    fn lookup(&mut self, cookie: u64) -> Option<(SocketAddr, SocketAddr)> {
+        if self.by_cookie.get(&cookie).is_none() {
+            let now = crate::telemetry::spans::WallClock::monotonic_now_ns();
+            if self
+                .dumped_ns
+                .is_some_and(|at| now.saturating_sub(at) < DUMP_INTERVAL_NS)
+            {
+                return None;
+            }
+            self.dump();
+        }
         let found = self.by_cookie.remove(&cookie);
         if found.is_none() {
             tracing::debug!(
@@ -183,7 +222,7 @@ impl Addresses {
                 "a socket's addresses are not in the sock_diag dump; looked up again later"
             );
         }
-        found
+        found.map(|dumped| (dumped.local, dumped.peer))
     }
 }
 
@@ -215,5 +254,46 @@ impl Sockets for PodSockets<'_> {
 
     fn addresses(&mut self, cookie: u64) -> Option<(SocketAddr, SocketAddr)> {
         self.addresses.lookup(cookie)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sock_diag::cookie_of;
+    use std::net::{TcpListener, TcpStream};
+    use std::os::fd::AsRawFd;
+
+    #[test]
+    fn a_connection_dumped_at_the_attach_keeps_its_addresses_after_it_is_gone() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        let (cookie, local, peer) = (
+            cookie_of(server.as_raw_fd()),
+            server.local_addr().unwrap(),
+            client.local_addr().unwrap(),
+        );
+        let mut addresses = Addresses::new();
+        addresses.dump();
+        // Closed before its first record is read: no later dump can list it.
+        drop((client, server));
+        assert_eq!(addresses.lookup(cookie), Some((local, peer)));
+        // Asked once per connection: the entry is not kept for nobody.
+        assert!(!addresses.by_cookie.contains_key(&cookie));
+    }
+
+    #[test]
+    fn a_connection_opened_after_the_last_dump_asks_for_another() {
+        let mut addresses = Addresses::new();
+        addresses.dump();
+        addresses.dumped_ns = Some(0);
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        assert_eq!(
+            addresses.lookup(cookie_of(server.as_raw_fd())),
+            Some((server.local_addr().unwrap(), client.local_addr().unwrap()))
+        );
     }
 }
