@@ -204,7 +204,7 @@ impl Addresses {
     }
 
     fn lookup(&mut self, cookie: u64) -> Option<(SocketAddr, SocketAddr)> {
-        if self.by_cookie.get(&cookie).is_none() {
+        if !self.by_cookie.contains_key(&cookie) {
             let now = crate::telemetry::spans::WallClock::monotonic_now_ns();
             if self
                 .dumped_ns
