@@ -28,7 +28,7 @@ use sidecar_bpf::{
 };
 
 use super::h2::{self, Cursor, Source};
-use super::{emit, now, ns_ids, tls, tls_hooked};
+use super::{USED_H2_SOCKETS, emit, mark_used, now, ns_ids, table_used, tls, tls_hooked};
 
 /// What a `cgroup_skb` program returns to let the packet through.
 const ALLOW: i32 = 1;
@@ -268,6 +268,10 @@ fn on_skb(ctx: &SkBuffContext, direction: u32) {
 /// as a prefix and leaves the position alone; any other (out of order, overlapping) is walked
 /// as if the position were unknown, and sets it only if it starts with a frame.
 fn frames(skb: *mut __sk_buff, head: &SegmentHeader, payload_offset: u32, preface: bool) -> bool {
+    // No socket followed yet, and the bounded copy takes the whole skb.
+    if !preface && head.payload_len <= MAX_PAYLOAD as u32 && !table_used(USED_H2_SOCKETS) {
+        return false;
+    }
     let dir = (head.direction & 1) as usize;
     let Some(scratch) = SEGMENT_PIECES_SCRATCH.get_ptr_mut(head.direction & 1) else {
         return false;
@@ -280,7 +284,11 @@ fn frames(skb: *mut __sk_buff, head: &SegmentHeader, payload_offset: u32, prefac
             &mut (*scratch).fresh,
         )
     };
-    let found = SEGMENT_H2.get_ptr_mut(head.cookie);
+    let found = if table_used(USED_H2_SOCKETS) {
+        SEGMENT_H2.get_ptr_mut(head.cookie)
+    } else {
+        None
+    };
     let state = match found {
         // SAFETY: the entry was found just now. Ingress and egress may run at once; each writes
         // its own direction's fields, and a race on `flags` only forgets a position.
@@ -343,8 +351,11 @@ fn frames(skb: *mut __sk_buff, head: &SegmentHeader, payload_offset: u32, prefac
     } else {
         state.flags &= !known;
     }
-    if found.is_none() && state.flags & SOCKET_H2 != 0 {
-        let _ = SEGMENT_H2.insert(head.cookie, fresh, 0);
+    if found.is_none()
+        && state.flags & SOCKET_H2 != 0
+        && SEGMENT_H2.insert(head.cookie, fresh, 0).is_ok()
+    {
+        mark_used(USED_H2_SOCKETS);
     }
     if !taken {
         return false;
@@ -369,12 +380,14 @@ fn frames(skb: *mut __sk_buff, head: &SegmentHeader, payload_offset: u32, prefac
     true
 }
 
-/// Whether the skb carries the ciphertext of a hooked TLS session (see [`on_skb`]).
+/// Whether the skb carries the ciphertext of a hooked TLS session (see [`on_skb`]). The thread's
+/// state is looked up only for egress that starts like a TLS record, the socket's only while
+/// some socket is tied: a pod's cleartext skbs cost a 3-byte read.
 fn ciphertext(skb: *mut __sk_buff, pid: u32, tid: u32, cookie: u64, payload_offset: u32) -> bool {
     if tls::tied_socket(cookie) {
         return true;
     }
-    if pid == 0 || !tls_hooked(pid) {
+    if pid == 0 {
         return false;
     }
     let mut head = [0u8; 3];
@@ -387,7 +400,7 @@ fn ciphertext(skb: *mut __sk_buff, pid: u32, tid: u32, cookie: u64, payload_offs
             3,
         )
     };
-    rc == 0 && tls::on_egress(pid, tid, cookie, &head)
+    rc == 0 && tls::is_record(&head) && tls_hooked(pid) && tls::on_egress(pid, tid, cookie)
 }
 
 /// Whether the task running now can be the one sending: it is in the socket's cgroup. Segments
@@ -415,7 +428,7 @@ pub fn tcp_ops(ctx: SockOpsContext) -> u32 {
             emit_tcp(&ctx, EVENT_TCP_CLOSE, ROLE_UNKNOWN, 0, 0);
             // SAFETY: the program's own context; the helper reads its socket.
             let cookie = unsafe { generated::bpf_get_socket_cookie(ctx.ops.cast::<c_void>()) };
-            let _ = SEGMENT_H2.remove(cookie);
+            if SEGMENT_H2.remove(cookie).is_ok() {}
         }
         _ => {}
     }

@@ -8,7 +8,7 @@ use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, bpf_pidns_info},
     helpers::{bpf_ktime_get_ns, generated},
     macros::map,
-    maps::{LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, LruHashMap, PerCpuArray, RingBuf},
 };
 use sidecar_bpf::{
     DataEvent, EventHeader, MAX_PAYLOAD, MAX_PIDS, MAX_PIECE_BYTES, PiecesEvent, STAT_COUNT,
@@ -39,6 +39,38 @@ static PIDS: LruHashMap<u32, u32> = LruHashMap::with_max_entries(MAX_PIDS, 0);
 
 #[map]
 static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(STAT_COUNT, 0);
+
+/// Entries non-zero once a socket was put into one of two socket tables of the pod-scoped
+/// programs, by `USED_*` index: until then the `cgroup_skb` programs skip looking sockets up in
+/// that table, a hash lookup on every skb that pods without TLS sessions or HTTP/2 do not need.
+/// Never cleared: a set-only flag needs no atomic update (the target has no 64-bit atomics in
+/// `core`), and a cleared one could race with an insert.
+#[map]
+static USED: Array<u32> = Array::with_max_entries(2, 0);
+/// [`USED`] index of the sockets tied to hooked TLS sessions (`TLS_SOCKETS`).
+const USED_TLS_SOCKETS: u32 = 0;
+/// [`USED`] index of the sockets followed frame by frame (`SEGMENT_H2`).
+const USED_H2_SOCKETS: u32 = 1;
+
+/// Whether a socket was ever put into the table of [`USED`] index `index`.
+#[inline(always)]
+fn table_used(index: u32) -> bool {
+    USED.get(index).is_some_and(|used| *used != 0)
+}
+
+/// Notes that a socket was put into the table of [`USED`] index `index`.
+#[inline(always)]
+fn mark_used(index: u32) {
+    if let Some(used) = USED.get_ptr_mut(index) {
+        // SAFETY: an entry of an array map, valid for the program's run; written once (a
+        // concurrent write stores the same value).
+        unsafe {
+            if *used == 0 {
+                *used = 1;
+            }
+        }
+    }
+}
 
 /// Per-CPU space to assemble a data event before it is copied, trimmed, into the ring buffer.
 #[map]

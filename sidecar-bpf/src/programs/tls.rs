@@ -31,7 +31,7 @@ use sidecar_bpf::{
 };
 
 use super::h2::{self, Cursor, Regions};
-use super::{copy_user, count, emit, header, now, ns_ids};
+use super::{USED_TLS_SOCKETS, copy_user, count, emit, header, mark_used, now, ns_ids, table_used};
 
 /// Per thread: the call in flight and a pending tie.
 #[map]
@@ -49,7 +49,7 @@ static TLS_SESSIONS: LruHashMap<TlsSessionKey, TlsSession> =
 static TLS_SOCKETS: LruHashMap<u64, u64> = LruHashMap::with_max_entries(MAX_TLS_SESSIONS, 0);
 
 /// Entry 0 is non-zero once a process of the pod has TLS hooks (set by userspace): until then the
-/// pod-scoped programs skip the [`TLS_SOCKETS`] lookup.
+/// pod-scoped programs skip every TLS check.
 #[map]
 static TLS_CAPTURE: Array<u32> = Array::with_max_entries(1, 0);
 
@@ -70,7 +70,7 @@ struct TlsScratch {
 
 /// First bytes of a TLS record: content type (change_cipher_spec 20, alert 21, handshake 22,
 /// application_data 23), then a 3.x version.
-fn is_record(head: &[u8; 3]) -> bool {
+pub(super) fn is_record(head: &[u8; 3]) -> bool {
     (20..=23).contains(&head[0]) && head[1] == 3 && head[2] <= 4
 }
 
@@ -170,7 +170,7 @@ pub fn ssl_return(ctx: RetProbeContext) -> u32 {
         session.fd = thread.fd;
         session.cookie = thread.cookie;
         if thread.cookie != 0 {
-            let _ = TLS_SOCKETS.insert(thread.cookie, ssl, 0);
+            tie_socket(thread.cookie, ssl);
         }
     }
     let writes = function != TLS_FN_READ && function != TLS_FN_READ_EX;
@@ -228,9 +228,7 @@ fn end_session(pid: u32, tid: u32, ssl: u64, freed: bool) {
         });
     }
     if freed {
-        if session.cookie != 0 {
-            let _ = TLS_SOCKETS.remove(session.cookie);
-        }
+        if session.cookie != 0 && TLS_SOCKETS.remove(session.cookie).is_ok() {}
         let _ = TLS_SESSIONS.remove(key);
     }
 }
@@ -265,18 +263,16 @@ pub(super) fn on_socket_call(
     false
 }
 
-/// An egress skb of an attached container sent by thread `tid` itself (pod-scoped capture):
-/// `head` is the start of its payload. True when it carries the ciphertext of a hooked session.
-pub(super) fn on_egress(pid: u32, tid: u32, cookie: u64, head: &[u8; 3]) -> bool {
+/// An egress skb of an attached container sent by thread `tid` itself (pod-scoped capture),
+/// whose payload starts like a TLS record ([`is_record`]; others are another socket's segment
+/// sent from softirq on this thread's time, or cleartext). True when it carries the ciphertext
+/// of a hooked session.
+pub(super) fn on_egress(pid: u32, tid: u32, cookie: u64) -> bool {
     let Some(thread) = TLS_THREADS.get_ptr_mut(thread_key(pid, tid)) else {
         return false;
     };
     // SAFETY: the entry was found just now; only this thread writes it (its egress runs in it).
     let thread = unsafe { &mut *thread };
-    if !is_record(head) {
-        // Another socket's segment sent from softirq on this thread's time, or cleartext.
-        return false;
-    }
     if thread.function != 0 {
         // The first segment of the call is its own; a later one may be another socket's, sent
         // from softirq in the thread's time.
@@ -285,7 +281,7 @@ pub(super) fn on_egress(pid: u32, tid: u32, cookie: u64, head: &[u8; 3]) -> bool
         }
         return thread.cookie == cookie;
     }
-    if thread.pending != 0 && TLS_SOCKETS.get_ptr(cookie).is_none() {
+    if thread.pending != 0 && !tied_socket(cookie) {
         tie_pending(pid, tid, thread, -1, cookie);
         return true;
     }
@@ -300,7 +296,14 @@ pub(super) fn capturing() -> bool {
 /// Whether socket `cookie` carries a hooked session (pod-scoped capture): its ciphertext, in
 /// either direction and whoever sends it, is not captured.
 pub(super) fn tied_socket(cookie: u64) -> bool {
-    TLS_SOCKETS.get_ptr(cookie).is_some()
+    table_used(USED_TLS_SOCKETS) && TLS_SOCKETS.get_ptr(cookie).is_some()
+}
+
+/// Notes socket `cookie` as carrying session `ssl` (see [`super::USED`]).
+fn tie_socket(cookie: u64, ssl: u64) {
+    if TLS_SOCKETS.insert(cookie, ssl, 0).is_ok() {
+        mark_used(USED_TLS_SOCKETS);
+    }
 }
 
 /// Ties the thread's pending session to the socket it writes a record to, and says so.
@@ -314,7 +317,7 @@ fn tie_pending(pid: u32, tid: u32, thread: &mut TlsThread, fd: i32, cookie: u64)
     session.fd = fd;
     session.cookie = cookie;
     if cookie != 0 {
-        let _ = TLS_SOCKETS.insert(cookie, ssl, 0);
+        tie_socket(cookie, ssl);
     }
     emit(&TlsSessionEvent {
         header: header(EVENT_TLS_TIE, pid, tid, fd, now()),

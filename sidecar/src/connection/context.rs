@@ -2,12 +2,10 @@
 //! bytes, the span ids given to each exchange, and which request each thread is serving, so that
 //! a call the thread makes meanwhile (HTTP, gRPC, a database query) joins that request's trace.
 
-use std::{
-    cell::RefCell,
-    collections::{BTreeMap, BTreeSet},
-};
+use std::cell::RefCell;
 
 use rand::{RngCore, SeedableRng, rngs::SmallRng};
+use smallvec::SmallVec;
 
 use crate::transaction::{SpanKind, Transaction};
 
@@ -154,10 +152,11 @@ const MAX_WAITING: usize = 4096;
 pub struct TraceBook {
     /// (pid, tid) to the server span.
     serving: HashMap<(u32, u32), Serving>,
-    /// Server exchanges whose thread is not known yet, by (connection, start order).
-    unthreaded: BTreeMap<(u64, u64), Serving>,
-    /// Start orders in `unthreaded`, for the oldest one still in flight.
-    unthreaded_order: BTreeSet<u64>,
+    /// Server exchanges whose thread is not known yet, by connection, oldest first, with their
+    /// start order: one in flight per connection for HTTP/1, so a hash map of inline lists (a
+    /// tree keyed by (connection, order) was a sixth of the pod-scoped mode's userspace time).
+    unthreaded: HashMap<u64, SmallVec<[(u64, Serving); 1]>>,
+    unthreaded_len: usize,
     last_unthreaded: u64,
     /// Client exchanges that may still join a request of unknown thread, by span id.
     waiting: HashMap<[u8; 8], Waiting>,
@@ -185,11 +184,14 @@ impl TraceBook {
                     Some(tid) => {
                         self.serving.insert((pid, tid), Serving::of(&trace));
                     }
-                    None if self.unthreaded.len() < MAX_UNTHREADED => {
+                    None if self.unthreaded_len < MAX_UNTHREADED => {
                         self.last_unthreaded += 1;
                         let order = self.last_unthreaded;
-                        self.unthreaded.insert((conn, order), Serving::of(&trace));
-                        self.unthreaded_order.insert(order);
+                        self.unthreaded
+                            .entry(conn)
+                            .or_default()
+                            .push((order, Serving::of(&trace)));
+                        self.unthreaded_len += 1;
                     }
                     None => {}
                 }
@@ -206,7 +208,7 @@ impl TraceBook {
                     return server.child();
                 }
                 let trace = root_context();
-                if !self.unthreaded.is_empty() && self.waiting.len() < MAX_WAITING {
+                if self.unthreaded_len > 0 && self.waiting.len() < MAX_WAITING {
                     self.waiting.insert(
                         trace.span_id,
                         Waiting {
@@ -248,11 +250,10 @@ impl TraceBook {
             (SpanKind::Server, None) => {
                 let found = self
                     .unthreaded
-                    .range((conn, 0)..=(conn, u64::MAX))
-                    .find(|(_, s)| s.span_id == trace.span_id)
-                    .map(|(key, _)| *key);
-                if let Some(key) = found {
-                    self.remove_unthreaded(key);
+                    .get(&conn)
+                    .and_then(|list| list.iter().position(|(_, s)| s.span_id == trace.span_id));
+                if let Some(index) = found {
+                    self.remove_unthreaded(conn, index);
                     self.release_orphans(out);
                 }
             }
@@ -295,12 +296,11 @@ impl TraceBook {
     /// the connection whose thread was unknown is that thread's, and the client calls the thread
     /// made while serving it join its trace.
     pub fn thread_writes(&mut self, conn: u64, pid: u32, tid: u32, out: &mut Vec<Transaction>) {
-        let Some((&key, &served)) = self.unthreaded.range((conn, 0)..=(conn, u64::MAX)).next()
+        let Some(&(order, served)) = self.unthreaded.get(&conn).and_then(|list| list.first())
         else {
             return;
         };
-        self.remove_unthreaded(key);
-        let order = key.1;
+        self.remove_unthreaded(conn, 0);
         let mut joined = Vec::new();
         for (span_id, waiting) in &mut self.waiting {
             if waiting.parent.is_none()
@@ -353,9 +353,19 @@ impl TraceBook {
         self.waiting.len()
     }
 
-    fn remove_unthreaded(&mut self, key: (u64, u64)) {
-        self.unthreaded.remove(&key);
-        self.unthreaded_order.remove(&key.1);
+    /// Removes the `index`th server exchange of unknown thread of connection `conn`.
+    fn remove_unthreaded(&mut self, conn: u64, index: usize) {
+        let Some(list) = self.unthreaded.get_mut(&conn) else {
+            return;
+        };
+        if index >= list.len() {
+            return;
+        }
+        list.remove(index);
+        if list.is_empty() {
+            self.unthreaded.remove(&conn);
+        }
+        self.unthreaded_len -= 1;
     }
 
     /// Calls none of whose possible parents is still in flight go out as they are.
@@ -363,7 +373,14 @@ impl TraceBook {
         if self.waiting.is_empty() {
             return;
         }
-        let oldest = self.unthreaded_order.first().copied().unwrap_or(u64::MAX);
+        // Each connection's list is oldest first: a walk over the connections with a request in
+        // flight, paid only while calls wait (an ordered set of starts cost every request).
+        let oldest = self
+            .unthreaded
+            .values()
+            .filter_map(|list| list.first().map(|(order, _)| *order))
+            .min()
+            .unwrap_or(u64::MAX);
         self.release(out, |w| w.parent.is_none() && w.newest < oldest);
     }
 
@@ -509,7 +526,8 @@ mod tests {
         book.end(SpanKind::Client, 1, Some(10), 2, &call, &mut out);
         book.end(SpanKind::Server, 1, None, 1, &server, &mut out);
         assert_eq!(book.waiting(), 0);
-        assert!(book.unthreaded.is_empty() && book.unthreaded_order.is_empty());
+        assert!(book.unthreaded.is_empty());
+        assert_eq!(book.unthreaded_len, 0);
         // Calls that start with nothing of unknown thread in flight never wait.
         book.start(SpanKind::Client, 1, Some(10), 3, None);
         assert_eq!(book.waiting(), 0);
