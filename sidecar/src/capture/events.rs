@@ -90,7 +90,7 @@ pub enum Event<'a> {
         direction: Direction,
         /// Bytes the call moved.
         total_len: u32,
-        data: TlsPayload<'a>,
+        data: Payload<'a>,
     },
     /// A session's socket was learned after its first data (`meta.fd`, or -1 and a cookie).
     TlsTie { meta: Meta, session: TlsSession },
@@ -114,9 +114,6 @@ pub enum Payload<'a> {
     /// HTTP/2 frames found through all of them.
     Pieces(Pieces<'a>),
 }
-
-/// What a TLS data record holds of the plaintext.
-pub type TlsPayload<'a> = Payload<'a>;
 
 impl<'a> Payload<'a> {
     /// Each run of captured bytes: its offset, and its bytes.
@@ -324,9 +321,9 @@ fn decode_tls_data<'a>(bytes: &'a [u8], meta: Meta) -> Result<Event<'a>> {
         direction: direction_of(direction),
         total_len,
         data: if count == 0 {
-            TlsPayload::Prefix(data)
+            Payload::Prefix(data)
         } else {
-            TlsPayload::Pieces(Pieces::check(data, count, total_len)?)
+            Payload::Pieces(Pieces::check(data, count, total_len)?)
         },
     })
 }
@@ -590,7 +587,7 @@ pub(crate) mod tests {
                 },
                 direction: Direction::Egress,
                 total_len: 70_000,
-                data: TlsPayload::Prefix(b"GET "),
+                data: Payload::Prefix(b"GET "),
             }
         );
         // Cut short of its data, or a prefix longer than a prefix may be: refused.
@@ -602,7 +599,7 @@ pub(crate) mod tests {
         event.piece_count = 1;
         event.data[..8].copy_from_slice(&[0, 0, 0, 0, 2, 0, 0, 0]);
         let Event::TlsData {
-            data: TlsPayload::Pieces(pieces),
+            data: Payload::Pieces(pieces),
             ..
         } = Event::decode(as_bytes(&event)).unwrap()
         else {

@@ -395,7 +395,7 @@ fn end_stream(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::capture::events::{Meta, Payload, TlsPayload, TlsSession};
+    use crate::capture::events::{Meta, Payload, TlsSession};
     use crate::connection::{Limits, testing::http};
 
     const COOKIE: u64 = 77;
@@ -456,7 +456,7 @@ mod tests {
                 },
                 direction,
                 total_len: bytes.len() as u32,
-                data: TlsPayload::Prefix(bytes),
+                data: Payload::Prefix(bytes),
             }));
         }
     }

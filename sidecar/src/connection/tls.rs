@@ -21,7 +21,7 @@
 use std::collections::VecDeque;
 
 use super::{ConnKey, Connections, HashMap, State, Transaction};
-use crate::capture::events::{Direction, Meta, Pieces, TlsPayload, TlsSession};
+use crate::capture::events::{Direction, Meta, Payload, Pieces, TlsSession};
 use crate::connection::stream::Chunk;
 
 /// Held plaintext across all untied sessions; beyond it the oldest session's goes.
@@ -105,13 +105,13 @@ impl Connections {
         session: TlsSession,
         direction: Direction,
         total_len: u32,
-        data: TlsPayload<'_>,
+        data: Payload<'_>,
         out: &mut Vec<Transaction>,
     ) {
         let Some(key) = session_key(meta, session) else {
             let (piece_count, bytes) = match data {
-                TlsPayload::Prefix(bytes) => (0, bytes),
-                TlsPayload::Pieces(pieces) => (pieces.iter().count(), pieces.raw()),
+                Payload::Prefix(bytes) => (0, bytes),
+                Payload::Pieces(pieces) => (pieces.iter().count(), pieces.raw()),
             };
             self.held.hold(
                 (meta.pid, session.ssl),
@@ -132,12 +132,12 @@ impl Connections {
         }
         self.mark_tls(key, meta.pid);
         match data {
-            TlsPayload::Prefix(payload) => {
+            Payload::Prefix(payload) => {
                 let chunk =
                     Chunk::of_call(payload, u64::from(total_len), meta.timestamp_ns, meta.tid);
                 self.chunk(key, meta.pid, direction, &chunk, out);
             }
-            TlsPayload::Pieces(pieces) => self.pieces(key, meta, direction, total_len, pieces, out),
+            Payload::Pieces(pieces) => self.pieces(key, meta, direction, total_len, pieces, out),
         }
     }
 
@@ -154,10 +154,10 @@ impl Connections {
                 ..call.meta
             };
             let data = if call.piece_count == 0 {
-                TlsPayload::Prefix(&call.bytes)
+                Payload::Prefix(&call.bytes)
             } else {
                 match Pieces::check(&call.bytes, call.piece_count, call.total_len) {
-                    Ok(pieces) => TlsPayload::Pieces(pieces),
+                    Ok(pieces) => Payload::Pieces(pieces),
                     Err(_) => continue,
                 }
             };
@@ -217,7 +217,7 @@ mod tests {
             },
             direction,
             total_len: bytes.len() as u32,
-            data: TlsPayload::Prefix(bytes),
+            data: Payload::Prefix(bytes),
         };
         sim.conns.on_event(&event, &mut sim.out);
     }
@@ -257,7 +257,7 @@ mod tests {
                 session: other,
                 direction: Direction::Egress,
                 total_len: REQUEST.len() as u32,
-                data: TlsPayload::Prefix(REQUEST),
+                data: Payload::Prefix(REQUEST),
             },
             &mut sim.out,
         );
@@ -318,7 +318,7 @@ mod tests {
                 session: TlsSession { ssl: SSL, cookie },
                 direction: Direction::Egress,
                 total_len: RESPONSE.len() as u32,
-                data: TlsPayload::Prefix(RESPONSE),
+                data: Payload::Prefix(RESPONSE),
             },
             &mut sim.out,
         );
