@@ -428,7 +428,7 @@ pub fn tcp_ops(ctx: SockOpsContext) -> u32 {
             emit_tcp(&ctx, EVENT_TCP_CLOSE, ROLE_UNKNOWN, 0, 0);
             // SAFETY: the program's own context; the helper reads its socket.
             let cookie = unsafe { generated::bpf_get_socket_cookie(ctx.ops.cast::<c_void>()) };
-            if SEGMENT_H2.remove(cookie).is_ok() {}
+            let _ = SEGMENT_H2.remove(cookie);
         }
         _ => {}
     }

@@ -228,7 +228,9 @@ fn end_session(pid: u32, tid: u32, ssl: u64, freed: bool) {
         });
     }
     if freed {
-        if session.cookie != 0 && TLS_SOCKETS.remove(session.cookie).is_ok() {}
+        if session.cookie != 0 {
+            let _ = TLS_SOCKETS.remove(session.cookie);
+        }
         let _ = TLS_SESSIONS.remove(key);
     }
 }
