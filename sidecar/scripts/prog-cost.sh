@@ -4,7 +4,8 @@
 # start-up: the sidecar's user and system CPU, its wakeups, and each BPF program's runs and time
 # (the kernel's bpf_stats, `run_cnt` and `run_time_ns` in the fdinfo of the sidecar's program
 # descriptors; switched on for the run, off after). PERF=1 also records the sidecar with
-# `perf record -g` into $PERF_DIR/perf-<mode>.data. A diagnostic, not part of `make bench`: the
+# `perf record -g` into $PERF_DIR/perf-<mode>.data; SIDECAR_ENV adds ENV=VALUE words to the
+# sidecar's environment (e.g. OTEL_EBPF_TLS_CAPTURE=false). A diagnostic, not part of `make bench`: the
 # figures of one run move with the machine; compare modes within a run.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -60,7 +61,7 @@ snapshot() {
 for round in $(seq "$ROUNDS"); do
   for mode in "${MODES[@]}"; do
     start_container_sidecar "$pod_init" "$pod_cgroup" "$work/sidecar" \
-      OTEL_EBPF_OPEN_PORT="$port" OTEL_EBPF_CAPTURE_MODE="$mode"
+      OTEL_EBPF_OPEN_PORT="$port" OTEL_EBPF_CAPTURE_MODE="$mode" ${SIDECAR_ENV:-}
     snapshot "$sidecar_pid" "$work/before"
     if [ -n "${PERF:-}" ]; then
       perf record -q -F 2000 -g -o "$PERF_DIR/perf-$mode.data" -p "$sidecar_pid" \
