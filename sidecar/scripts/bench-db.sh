@@ -6,15 +6,13 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
-sidecar="${OBI_SIDECAR_BIN:-$root/target/release/obi-sidecar}"
-[ -x "$sidecar" ] || { echo "bench-db: build first (make build)" >&2; exit 1; }
-[ "$(id -u)" -eq 0 ] || { echo "bench-db: run as root (eBPF needs it)" >&2; exit 1; }
 ROUNDS=${ROUNDS:-6}
 SECONDS_PER_RUN=${SECONDS_PER_RUN:-5}
 REDIS_REQUESTS=${REDIS_REQUESTS:-300000}
 
 # shellcheck source=SCRIPTDIR/lib.sh
 . "$here/lib.sh"
+needs_release_sidecar
 
 read -r pg_port redis_port < <(free_ports 2)
 # PostgreSQL runs as `postgres`, which must reach its data directory.

@@ -7,9 +7,6 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
-sidecar="${OBI_SIDECAR_BIN:-$root/target/release/obi-sidecar}"
-[ -x "$sidecar" ] || { echo "bench-h2: build first (make build)" >&2; exit 1; }
-[ "$(id -u)" -eq 0 ] || { echo "bench-h2: run as root (eBPF needs it)" >&2; exit 1; }
 ROUNDS=${ROUNDS:-8}
 SECONDS_PER_RUN=${SECONDS_PER_RUN:-5}
 # Paced run: PACED_RPS per connection over 10 connections, for PACED_REQUESTS requests.
@@ -18,6 +15,7 @@ PACED_REQUESTS=${PACED_REQUESTS:-20000}
 
 # shellcheck source=SCRIPTDIR/lib.sh
 . "$here/lib.sh"
+needs_release_sidecar
 
 read -r port < <(free_ports 1)
 new_namespace; pod=$ns_init

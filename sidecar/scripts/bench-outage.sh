@@ -13,9 +13,6 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
-sidecar="${OBI_SIDECAR_BIN:-$root/target/release/obi-sidecar}"
-[ -x "$sidecar" ] || { echo "bench-outage: build first (make build)" >&2; exit 1; }
-[ "$(id -u)" -eq 0 ] || { echo "bench-outage: run as root (eBPF needs it)" >&2; exit 1; }
 STEADY=${OUTAGE_STEADY:-120}
 DOWN=${OUTAGE_DOWN:-600}
 UP=${OUTAGE_UP:-120}
@@ -25,6 +22,7 @@ CONNECTIONS=50
 
 # shellcheck source=lib.sh
 . "$here/lib.sh"
+needs_release_sidecar
 
 read -r port collector_port metrics_port < <(free_ports 3)
 new_namespace; pod=$ns_init

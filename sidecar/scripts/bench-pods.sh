@@ -9,9 +9,6 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
-sidecar="${OBI_SIDECAR_BIN:-$root/target/release/obi-sidecar}"
-[ -x "$sidecar" ] || { echo "bench-pods: build first (make build)" >&2; exit 1; }
-[ "$(id -u)" -eq 0 ] || { echo "bench-pods: run as root (eBPF needs it)" >&2; exit 1; }
 ROUNDS=${ROUNDS:-3}
 # The own-pod comparison is a few percent between modes on a VM whose runs move by ±7%: it takes
 # more rounds than the neighbour table.
@@ -23,6 +20,7 @@ max_pods=${LEVELS[-1]}
 
 # shellcheck source=lib.sh
 . "$here/lib.sh"
+needs_release_sidecar
 
 # The neighbour: nginx in a namespace of its own, nobody instruments it.
 read -r port < <(free_ports 1)

@@ -10,15 +10,13 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
-sidecar="${OBI_SIDECAR_BIN:-$root/target/release/obi-sidecar}"
-[ -x "$sidecar" ] || { echo "bench-tls: build first (make build)" >&2; exit 1; }
-[ "$(id -u)" -eq 0 ] || { echo "bench-tls: run as root (eBPF needs it)" >&2; exit 1; }
 ROUNDS=${ROUNDS:-6}
 DURATION=${DURATION:-5s}
 CONNECTIONS=${CONNECTIONS:-50}
 
 # shellcheck source=lib.sh
 . "$here/lib.sh"
+needs_release_sidecar
 
 read -r port < <(free_ports 1)
 # A realistic pod (lib.sh: new_pod): nginx and each sidecar run as containers of their own, so

@@ -11,15 +11,13 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
-sidecar="${OBI_SIDECAR_BIN:-$root/target/release/obi-sidecar}"
-[ -x "$sidecar" ] || { echo "bench: build first (make build)" >&2; exit 1; }
-[ "$(id -u)" -eq 0 ] || { echo "bench: run as root (eBPF needs it)" >&2; exit 1; }
 ROUNDS=${ROUNDS:-8}
 DURATION=${DURATION:-5s}
 CONNECTIONS=${CONNECTIONS:-50}
 
 # shellcheck source=lib.sh
 . "$here/lib.sh"
+needs_release_sidecar
 
 read -r port collector_port < <(free_ports 2)
 new_namespace; pod=$ns_init

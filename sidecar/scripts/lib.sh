@@ -4,6 +4,16 @@
 # Expects $root (the repository) to be set by the caller.
 : "${root:?lib.sh needs \$root}"
 
+# needs_release_sidecar: what every benchmark starts with. Sets $sidecar to the release build
+# (or $OBI_SIDECAR_BIN) and exits unless it is built and this runs as root.
+needs_release_sidecar() {
+  local name
+  name=$(basename "$0" .sh)
+  sidecar="${OBI_SIDECAR_BIN:-$root/target/release/obi-sidecar}"
+  [ -x "$sidecar" ] || { echo "$name: build first (make build)" >&2; exit 1; }
+  [ "$(id -u)" -eq 0 ] || { echo "$name: run as root (eBPF needs it)" >&2; exit 1; }
+}
+
 work=$(mktemp -d)
 pids=()
 # Cgroup directories made by new_pod and in_container, parents first.

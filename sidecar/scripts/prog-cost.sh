@@ -10,9 +10,6 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
-sidecar="${OBI_SIDECAR_BIN:-$root/target/release/obi-sidecar}"
-[ -x "$sidecar" ] || { echo "prog-cost: build first (make build)" >&2; exit 1; }
-[ "$(id -u)" -eq 0 ] || { echo "prog-cost: run as root (eBPF needs it)" >&2; exit 1; }
 ROUNDS=${ROUNDS:-2}
 DURATION=${DURATION:-5s}
 CONNECTIONS=${CONNECTIONS:-50}
@@ -21,6 +18,7 @@ PERF_DIR=${PERF_DIR:-$PWD}
 
 # shellcheck source=lib.sh
 . "$here/lib.sh"
+needs_release_sidecar
 
 new_pod app
 read -r port < <(free_ports 1)
