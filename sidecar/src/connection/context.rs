@@ -155,7 +155,10 @@ pub struct TraceBook {
     /// Server exchanges whose thread is not known yet, by connection, oldest first, with their
     /// start order: one in flight per connection for HTTP/1, so a hash map of inline lists (a
     /// tree keyed by (connection, order) was a sixth of the pod-scoped mode's userspace time).
+    /// A list left empty stays, so that a keep-alive connection's next request finds its entry
+    /// (one lookup per request and per response); empty ones are swept as they pile up.
     unthreaded: HashMap<u64, SmallVec<[(u64, Serving); 1]>>,
+    /// Exchanges in `unthreaded`.
     unthreaded_len: usize,
     last_unthreaded: u64,
     /// Client exchanges that may still join a request of unknown thread, by span id.
@@ -296,11 +299,15 @@ impl TraceBook {
     /// the connection whose thread was unknown is that thread's, and the client calls the thread
     /// made while serving it join its trace.
     pub fn thread_writes(&mut self, conn: u64, pid: u32, tid: u32, out: &mut Vec<Transaction>) {
-        let Some(&(order, served)) = self.unthreaded.get(&conn).and_then(|list| list.first())
-        else {
+        let Some(list) = self.unthreaded.get_mut(&conn).filter(|list| !list.is_empty()) else {
             return;
         };
-        self.remove_unthreaded(conn, 0);
+        let (order, served) = list.remove(0);
+        self.unthreaded_len -= 1;
+        self.sweep_unthreaded();
+        if self.waiting.is_empty() {
+            return;
+        }
         let mut joined = Vec::new();
         for (span_id, waiting) in &mut self.waiting {
             if waiting.parent.is_none()
@@ -362,10 +369,16 @@ impl TraceBook {
             return;
         }
         list.remove(index);
-        if list.is_empty() {
-            self.unthreaded.remove(&conn);
-        }
         self.unthreaded_len -= 1;
+        self.sweep_unthreaded();
+    }
+
+    /// Drops the empty lists once they outnumber the exchanges (amortized O(1) per start: a
+    /// sweep leaves no more lists than exchanges).
+    fn sweep_unthreaded(&mut self) {
+        if self.unthreaded.len() > 2 * self.unthreaded_len + 64 {
+            self.unthreaded.retain(|_, list| !list.is_empty());
+        }
     }
 
     /// Calls none of whose possible parents is still in flight go out as they are.
@@ -526,10 +539,32 @@ mod tests {
         book.end(SpanKind::Client, 1, Some(10), 2, &call, &mut out);
         book.end(SpanKind::Server, 1, None, 1, &server, &mut out);
         assert_eq!(book.waiting(), 0);
-        assert!(book.unthreaded.is_empty());
+        assert!(book.unthreaded.values().all(SmallVec::is_empty));
         assert_eq!(book.unthreaded_len, 0);
         // Calls that start with nothing of unknown thread in flight never wait.
         book.start(SpanKind::Client, 1, Some(10), 3, None);
         assert_eq!(book.waiting(), 0);
+    }
+
+    #[test]
+    fn the_lists_of_connections_gone_do_not_pile_up() {
+        let mut book = TraceBook::default();
+        let mut out = Vec::new();
+        // One request in flight all along, on connection 0; 10,000 short-lived connections.
+        let kept = book.start(SpanKind::Server, 1, None, 0, None);
+        for conn in 1..=10_000 {
+            let trace = book.start(SpanKind::Server, 1, None, conn, None);
+            if conn % 2 == 0 {
+                book.end(SpanKind::Server, 1, None, conn, &trace, &mut out);
+            } else {
+                book.thread_writes(conn, 1, 10, &mut out);
+            }
+            assert!(book.unthreaded.len() <= 2 * book.unthreaded_len + 65);
+        }
+        assert_eq!(book.unthreaded_len, 1);
+        // The one in flight is still there, and still the oldest.
+        let (_, served) = book.unthreaded[&0][0];
+        assert_eq!(served.span_id, kept.span_id);
+        assert!(out.is_empty());
     }
 }
