@@ -299,7 +299,11 @@ impl TraceBook {
     /// the connection whose thread was unknown is that thread's, and the client calls the thread
     /// made while serving it join its trace.
     pub fn thread_writes(&mut self, conn: u64, pid: u32, tid: u32, out: &mut Vec<Transaction>) {
-        let Some(list) = self.unthreaded.get_mut(&conn).filter(|list| !list.is_empty()) else {
+        let Some(list) = self
+            .unthreaded
+            .get_mut(&conn)
+            .filter(|list| !list.is_empty())
+        else {
             return;
         };
         let (order, served) = list.remove(0);
