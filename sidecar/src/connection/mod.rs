@@ -126,10 +126,12 @@ struct Shared<'a> {
 }
 
 impl Conn {
-    /// `pid` 0: the process is not known yet.
-    fn new(serial: u64, pid: u32, role: Role, peer: Option<SocketAddr>) -> Self {
+    /// A connection numbered after `last_serial`, which it advances. `pid` 0: the process is not
+    /// known yet.
+    fn new(last_serial: &mut u64, pid: u32, role: Role, peer: Option<SocketAddr>) -> Self {
+        *last_serial += 1;
         Self {
-            serial,
+            serial: *last_serial,
             pid,
             role,
             from_start: role != Role::Unknown,
@@ -394,7 +396,7 @@ impl Connections {
             .map(|c| (c.local, c.peer));
         self.end_connection(key, timestamp_ns, out);
         let (resolved_local, resolved_peer) = resolved.unwrap_or_default();
-        let mut conn = self.new_conn(pid, role, peer.or(resolved_peer));
+        let mut conn = Conn::new(&mut self.next_serial, pid, role, peer.or(resolved_peer));
         conn.local = local.or(resolved_local);
         self.insert(key, conn);
         self.after_call(out);
@@ -450,8 +452,7 @@ impl Connections {
         chunk: &Chunk<'_>,
         out: &mut Vec<Transaction>,
     ) {
-        if self.conns.len() >= self.limits.max_connections.max(1) && !self.conns.contains_key(&key)
-        {
+        if self.full() && !self.conns.contains_key(&key) {
             self.evict_oldest();
         }
         let conn = match self.conns.entry(key) {
@@ -460,8 +461,7 @@ impl Connections {
                 entry.into_mut()
             }
             hashlink::linked_hash_map::Entry::Vacant(entry) => {
-                self.next_serial += 1;
-                entry.insert(Conn::new(self.next_serial, pid, Role::Unknown, None))
+                entry.insert(Conn::new(&mut self.next_serial, pid, Role::Unknown, None))
             }
         };
         if pid != 0 {
@@ -493,7 +493,7 @@ impl Connections {
         peer: Option<SocketAddr>,
     ) {
         if !self.conns.contains_key(&key) {
-            let conn = self.new_conn(pid, Role::Unknown, None);
+            let conn = Conn::new(&mut self.next_serial, pid, Role::Unknown, None);
             self.insert(key, conn);
         }
         if let Some(conn) = self.conns.get_mut(&key) {
@@ -547,11 +547,6 @@ impl Connections {
         self.traces.waiting()
     }
 
-    fn new_conn(&mut self, pid: u32, role: Role, peer: Option<SocketAddr>) -> Conn {
-        self.next_serial += 1;
-        Conn::new(self.next_serial, pid, role, peer)
-    }
-
     /// What every call with an output ends with: what evictions released.
     fn after_call(&mut self, out: &mut Vec<Transaction>) {
         out.append(&mut self.released);
@@ -559,8 +554,13 @@ impl Connections {
 
     /// Tracks a new connection (no parser yet, so no heap bytes), as the most recently active.
     fn insert(&mut self, key: ConnKey, conn: Conn) {
-        while self.conns.len() >= self.limits.max_connections.max(1) && self.evict_oldest() {}
+        while self.full() && self.evict_oldest() {}
         self.conns.insert(key, conn);
+    }
+
+    /// A new connection would take the table past [`Limits::max_connections`].
+    fn full(&self) -> bool {
+        self.conns.len() >= self.limits.max_connections.max(1)
     }
 
     fn remove(&mut self, key: ConnKey) -> Option<Conn> {
@@ -605,6 +605,7 @@ impl Connections {
         true
     }
 
+    /// Ends a connection taken out of the table without transactions.
     fn discard_exchanges(&mut self, mut conn: Conn) {
         // The parser hands over no transactions; the trace book may release other connections'
         // held calls, which go out with the next call.

@@ -20,7 +20,7 @@
 
 use std::collections::VecDeque;
 
-use super::{ConnKey, Connections, HashMap, State, Transaction};
+use super::{Conn, ConnKey, Connections, HashMap, State, Transaction};
 use crate::capture::events::{Direction, Meta, Payload, Pieces, TlsSession};
 use crate::connection::stream::Chunk;
 
@@ -176,7 +176,7 @@ impl Connections {
     /// up is dropped and detection starts over.
     fn mark_tls(&mut self, key: ConnKey, pid: u32) {
         if !self.conns.contains_key(&key) {
-            let conn = self.new_conn(pid, super::Role::Unknown, None);
+            let conn = Conn::new(&mut self.next_serial, pid, super::Role::Unknown, None);
             self.insert(key, conn);
         }
         let Some(conn) = self.conns.get_mut(&key) else {
